@@ -1,0 +1,224 @@
+"""The one configuration object of a run: validated, frozen, saved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PRESETS = ("dcgan-small", "mlp-small", "mlp", "mlp-dropout", "dcgan")
+LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
+NAMED_DATASETS = ("mnist", "fashion-mnist", "kmnist", "synthetic")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+#: Hyperparameters that may change while a run goes on (the dashboard's form, SetHyperparams).
+LIVE_HYPERPARAMS = ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field, the value and what is allowed."""
+
+    def __init__(self, name: str, value: Any, allowed: str) -> None:
+        self.field = name
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{name}: {value!r} is not allowed; {allowed}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Immutable: a change makes a new config."""
+
+    # --- data ---
+    dataset: str = "mnist"
+    """mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or a folder of images."""
+    data_root: str | None = None
+    """Where datasets are looked for and downloaded to; None means the user cache folder."""
+
+    # --- model ---
+    preset: str = "dcgan-small"
+    """Architecture: dcgan-small (default), mlp-small, mlp, mlp-dropout, dcgan."""
+    latent_dim: int = 64
+    """Size of the noise vector z."""
+    g_hidden: tuple[int, ...] = ()
+    """Generator widths (MLP units or conv channels); empty means the preset's own."""
+    d_hidden: tuple[int, ...] = ()
+    """Discriminator widths (MLP units or conv channels); empty means the preset's own."""
+
+    # --- objective and optimisation ---
+    loss: str = "bce"
+    """bce (non-saturating, with logits), hinge, lsgan, wgan-gp."""
+    lr_g: float = 2e-3
+    """Adam learning rate of the generator."""
+    lr_d: float = 2e-3
+    """Adam learning rate of the discriminator."""
+    beta1: float = 0.5
+    """Adam beta1 for both nets."""
+    beta2: float = 0.999
+    """Adam beta2 for both nets."""
+    batch_size: int = 64
+    """Images per batch."""
+    d_steps: int = 1
+    """Discriminator updates per generator update."""
+    label_smoothing: float = 0.0
+    """One-sided label smoothing: real targets become 1 - this (bce only)."""
+    gp_weight: float = 10.0
+    """Gradient-penalty weight (wgan-gp only)."""
+
+    # --- length ---
+    steps: int = 10_000
+    """Training steps (one step = d_steps D updates + one G update)."""
+    epochs: float = 0.0
+    """If > 0, the run length in epochs of the dataset, overriding steps."""
+
+    # --- runtime ---
+    seed: int = 0
+    """Seed for weights, batches and the fixed noise."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 on CUDA, off on CPU), off, bf16, fp16 (CUDA only)."""
+
+    # --- cadence ---
+    log_every: int = 20
+    """Steps between metrics records (the only host syncs of the hot loop)."""
+    sample_every: int = 200
+    """Steps between sample grids from the fixed noise."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (0: only on stop and on request)."""
+    keep_checkpoints: int = 3
+    """How many periodic checkpoints to keep on disk."""
+    num_samples: int = 64
+    """Images in the fixed-noise sample grid."""
+
+    def __post_init__(self) -> None:
+        # JSON and the command line hand us lists; keep the frozen object hashable.
+        object.__setattr__(self, "g_hidden", tuple(self.g_hidden))
+        object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
+        self.validate()
+
+    # ------------------------------------------------------------------ API
+    def validate(self) -> None:
+        """Raise ConfigError for the first invalid field."""
+        _choice("preset", self.preset, PRESETS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("device", self.device, DEVICES)
+        _choice("amp", self.amp, AMP_MODES)
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ConfigError("dataset", self.dataset, f"use one of {', '.join(NAMED_DATASETS)} or a path")
+        _int_range("latent_dim", self.latent_dim, 1, 4096)
+        for name in ("g_hidden", "d_hidden"):
+            for width in getattr(self, name):
+                if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 16384:
+                    raise ConfigError(name, getattr(self, name), "widths must be whole numbers from 1 to 16384")
+        _positive("lr_g", self.lr_g, upper=1.0)
+        _positive("lr_d", self.lr_d, upper=1.0)
+        _unit_interval("beta1", self.beta1)
+        _unit_interval("beta2", self.beta2)
+        _int_range("batch_size", self.batch_size, 1, 65536)
+        _int_range("d_steps", self.d_steps, 1, 100)
+        _number("label_smoothing", self.label_smoothing, 0.0, 0.5, "must be from 0 to 0.5")
+        _number("gp_weight", self.gp_weight, 0.0, 1e6, "must be from 0 to 1e6")
+        _int_range("steps", self.steps, 1, 10**10)
+        _number("epochs", self.epochs, 0.0, 1e6, "must be from 0 (use steps) to 1e6")
+        _int_range("seed", self.seed, 0, 2**63 - 1)
+        _int_range("log_every", self.log_every, 1, 10**9)
+        _int_range("sample_every", self.sample_every, 1, 10**9)
+        _int_range("checkpoint_every", self.checkpoint_every, 0, 10**9)
+        _int_range("keep_checkpoints", self.keep_checkpoints, 1, 1000)
+        _int_range("num_samples", self.num_samples, 1, 1024)
+        if self.amp == "fp16" and self.device == "cpu":
+            raise ConfigError("amp", self.amp, "fp16 needs CUDA; use off or bf16 on the CPU")
+
+    def with_hyperparams(self, **changes: Any) -> TrainConfig:
+        """A new config with live hyperparameters changed (validated); other fields are refused."""
+        unknown = set(changes) - set(LIVE_HYPERPARAMS)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, changes[name], f"only {', '.join(LIVE_HYPERPARAMS)} can change during a run")
+        return dataclasses.replace(self, **changes)
+
+    def hyperparams(self) -> dict[str, float | int]:
+        """The live hyperparameters as a plain dict."""
+        return {name: getattr(self, name) for name in LIVE_HYPERPARAMS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        data = dataclasses.asdict(self)
+        data["g_hidden"] = list(self.g_hidden)
+        data["d_hidden"] = list(self.d_hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from plain data; unknown keys are refused by name."""
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(key, data[key], "unknown setting")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a JSON config file; a malformed file raises ConfigError naming the file."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError("config", str(path), f"the file could not be read ({exc.strerror})") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError("config", str(path), f"the file must be JSON ({exc.msg} at line {exc.lineno})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("config", str(path), "the file must hold a JSON object")
+        return cls.from_dict(data)
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> its docstring, read from this module's source (for --help and the README)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)  # type: ignore[attr-defined]
+    return docs
+
+
+# ---------------------------------------------------------------- validators
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(name: str, value: Any, low: float, high: float, allowed: str) -> None:
+    if not _is_number(value) or not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(name, value, allowed)
+
+
+def _positive(name: str, value: Any, upper: float) -> None:
+    if not _is_number(value) or not math.isfinite(value) or not 0 < value <= upper:
+        raise ConfigError(name, value, f"must be a number above 0 and at most {upper:g}")
+
+
+def _unit_interval(name: str, value: Any) -> None:
+    _number(name, value, 0.0, 0.9999, "must be from 0 to 0.9999")
+
+
+def _int_range(name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(name, value, f"must be a whole number from {low} to {high}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, value, f"use one of {', '.join(allowed)}")
+

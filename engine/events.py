@@ -1,0 +1,200 @@
+"""Where the engine meets any user interface: events out (past tense), commands in (imperative).
+
+Both are frozen dataclasses of plain data (numbers, strings, dicts, numpy uint8 arrays), never
+device tensors, so a consumer can hold them as long as it likes and they can cross a thread or a
+process boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+import numpy as np
+
+
+class RunState(str, Enum):
+    """Where a run stands."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# ------------------------------------------------------------------ events
+@dataclass(frozen=True)
+class RunStarted:
+    """The run is set up and about to train (or was resumed)."""
+
+    run_dir: str
+    config: dict[str, Any]
+    device: str
+    device_name: str
+    dataset: str
+    dataset_note: str
+    step: int
+    total_steps: int
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class MetricsLogged:
+    """Means over the last log interval."""
+
+    step: int
+    epoch: float
+    d_loss: float
+    g_loss: float
+    d_real: float
+    d_fake: float
+    grad_norm_g: float
+    grad_norm_d: float
+    lr_g: float
+    lr_d: float
+    images_per_s: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class SamplesGenerated:
+    """A grid of generated images, uint8 (N, 28, 28); `fixed` when from the run's fixed noise."""
+
+    step: int
+    images: np.ndarray
+    fixed: bool = True
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class HyperparamsChanged:
+    """Live hyperparameters changed at `step`: the values before and after."""
+
+    step: int
+    old: dict[str, float | int]
+    new: dict[str, float | int]
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A checkpoint holding everything to continue was written."""
+
+    step: int
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SamplesExported:
+    """The current sample grid was written as a PNG."""
+
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The run moved to a new state."""
+
+    state: RunState
+    step: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WarningRaised:
+    """Something the user should know; training goes on (or was paused, as the text says)."""
+
+    step: int
+    message: str
+    kind: str = "warning"
+
+
+@dataclass(frozen=True)
+class ErrorRaised:
+    """Training failed; the traceback is here and in the run folder."""
+
+    step: int
+    message: str
+    traceback: str
+    traceback_path: str = ""
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The worker is done and will post nothing more."""
+
+    step: int
+    state: RunState
+    run_dir: str
+
+
+Event = Union[
+    RunStarted,
+    MetricsLogged,
+    SamplesGenerated,
+    HyperparamsChanged,
+    CheckpointSaved,
+    SamplesExported,
+    StateChanged,
+    WarningRaised,
+    ErrorRaised,
+    RunFinished,
+]
+
+
+# ---------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class Pause:
+    """Stop stepping after the current step; wait for commands."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Go on training."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """While paused: run this many steps, then stay paused."""
+
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class SetHyperparams:
+    """Change live hyperparameters; only the fields given change."""
+
+    values: dict[str, float | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SaveCheckpoint:
+    """Write a checkpoint now."""
+
+
+@dataclass(frozen=True)
+class ExportSamples:
+    """Write the fixed-noise grid as a PNG (into the run folder unless a path is given)."""
+
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class SampleFresh:
+    """Post a grid from new random noise (the fixed grid is unchanged)."""
+
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the run, saving a checkpoint first unless told not to."""
+
+    save: bool = True
+
+
+Command = Union[Pause, Resume, Step, SetHyperparams, SaveCheckpoint, ExportSamples, SampleFresh, Stop]

@@ -1,0 +1,54 @@
+"""GAN objectives. Each takes discriminator outputs (raw logits or critic scores) and returns a scalar.
+
+All stay on the device: nothing here reads a value back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Discriminator loss on real and fake outputs (without WGAN-GP's penalty, see gradient_penalty)."""
+    if kind == "bce":
+        # One-sided smoothing (Salimans et al. 2016): only real targets move, to 1 - s.
+        real_target = torch.full_like(real, 1.0 - label_smoothing)
+        return F.binary_cross_entropy_with_logits(real, real_target) + F.binary_cross_entropy_with_logits(
+            fake, torch.zeros_like(fake)
+        )
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if kind == "lsgan":
+        return 0.5 * ((real - 1.0).pow(2).mean() + fake.pow(2).mean())
+    if kind == "wgan-gp":
+        return fake.mean() - real.mean()
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """Generator loss on the discriminator's outputs for generated images."""
+    if kind == "bce":
+        # Non-saturating: maximise log D(G(z)) instead of minimising log(1 - D(G(z))).
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if kind == "lsgan":
+        return 0.5 * (fake - 1.0).pow(2).mean()
+    if kind in ("hinge", "wgan-gp"):
+        return -fake.mean()
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """WGAN-GP's penalty (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on random interpolates."""
+    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, generator=generator)
+    mixed = (alpha * real + (1.0 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+def d_probability(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How D's raw output is shown as "D(x)": a probability for bce, the raw score otherwise."""
+    return torch.sigmoid if kind == "bce" else (lambda x: x)

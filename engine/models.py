@@ -1,0 +1,142 @@
+"""Generator and discriminator presets. Every size comes from the config; nothing reads globals.
+
+The MLP presets reproduce the classic MNIST GAN notebooks (so users can compare like with like);
+the conv presets follow DCGAN (Radford et al. 2016) scaled to 28x28.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.config import TrainConfig
+
+IMAGE_PIXELS = 28 * 28
+
+# preset -> (generator widths, discriminator widths) used when the config leaves them empty
+DEFAULT_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "mlp-small": ((256,), (256,)),
+    "mlp": ((256, 512, 1024), (1024, 512, 256)),
+    "mlp-dropout": ((256, 512, 1024), (1024, 512, 256)),
+    "dcgan": ((128, 64), (64, 128)),
+    "dcgan-small": ((64, 32), (32, 64)),
+}
+
+
+def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """The (generator, discriminator) pair for a config, freshly initialised."""
+    g_widths = cfg.g_hidden or DEFAULT_WIDTHS[cfg.preset][0]
+    d_widths = cfg.d_hidden or DEFAULT_WIDTHS[cfg.preset][1]
+    # A batch-normalised critic breaks the per-sample gradient penalty of WGAN-GP.
+    d_norm = cfg.loss != "wgan-gp"
+    if cfg.preset == "mlp-small":
+        g: nn.Module = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=False)
+        d: nn.Module = MLPDiscriminator(d_widths, dropout=0.0)
+    elif cfg.preset in ("mlp", "mlp-dropout"):
+        g = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=True)
+        d = MLPDiscriminator(d_widths, dropout=0.3 if cfg.preset == "mlp-dropout" else 0.0)
+    else:
+        _require_two(cfg, g_widths, d_widths)
+        g = ConvGenerator(cfg.latent_dim, g_widths)
+        d = ConvDiscriminator(d_widths, batch_norm=d_norm)
+    return g, d
+
+
+class MLPGenerator(nn.Module):
+    """z -> hidden layers (LeakyReLU, optional BatchNorm) -> 784 tanh."""
+
+    def __init__(self, latent_dim: int, widths: tuple[int, ...], batch_norm: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width_in = latent_dim
+        for width in widths:
+            layers.append(nn.Linear(width_in, width))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            width_in = width
+        layers += [nn.Linear(width_in, IMAGE_PIXELS), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, 1, 28, 28)
+
+
+class MLPDiscriminator(nn.Module):
+    """784 -> hidden layers (LeakyReLU, optional dropout) -> one logit."""
+
+    def __init__(self, widths: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width_in = IMAGE_PIXELS
+        for width in widths:
+            layers += [nn.Linear(width_in, width), nn.LeakyReLU(0.2, inplace=True)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width_in = width
+        layers.append(nn.Linear(width_in, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+class ConvGenerator(nn.Module):
+    """z -> 7x7 feature map -> two stride-2 transposed convs -> 28x28 tanh (DCGAN)."""
+
+    def __init__(self, latent_dim: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        c0, c1 = widths
+        self.c0 = c0
+        self.project = nn.Sequential(nn.Linear(latent_dim, c0 * 49, bias=False), nn.BatchNorm1d(c0 * 49), nn.ReLU(True))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(c0, c1, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(c1, 1, 4, 2, 1),
+            nn.Tanh(),
+        )
+        _dcgan_init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(-1, self.c0, 7, 7))
+
+
+class ConvDiscriminator(nn.Module):
+    """28x28 -> two stride-2 convs (LeakyReLU) -> one logit (DCGAN)."""
+
+    def __init__(self, widths: tuple[int, ...], batch_norm: bool) -> None:
+        super().__init__()
+        c0, c1 = widths
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c0, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c0, c1, 4, 2, 1, bias=not batch_norm),
+            nn.BatchNorm2d(c1) if batch_norm else nn.Identity(),
+            nn.LeakyReLU(0.2, True),
+            nn.Flatten(),
+            nn.Linear(c1 * 49, 1),
+        )
+        _dcgan_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) conv weights and N(1, 0.02) norm scales, as in the DCGAN paper."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _require_two(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[int, ...]) -> None:
+    from engine.config import ConfigError
+
+    if len(g_widths) != 2:
+        raise ConfigError("g_hidden", cfg.g_hidden, f"{cfg.preset} takes two channel counts, like 128,64")
+    if len(d_widths) != 2:
+        raise ConfigError("d_hidden", cfg.d_hidden, f"{cfg.preset} takes two channel counts, like 64,128")

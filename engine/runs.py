@@ -1,0 +1,193 @@
+"""The run folder: config.json, metrics.jsonl, samples/*.png, checkpoints/*.pt, error.log."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from engine.config import TrainConfig
+
+GRID_PADDING = 2
+_CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
+_GRID_RE = re.compile(r"^step_(\d+)\.png$")
+
+
+class RunError(RuntimeError):
+    """A run folder is missing or unusable."""
+
+
+class RunDir:
+    """One run's folder on disk. Appends to the log are flushed at once, so a kill loses nothing written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config_path = path / "config.json"
+        self.metrics_path = path / "metrics.jsonl"
+        self.samples_dir = path / "samples"
+        self.exports_dir = path / "exports"
+        self.checkpoints_dir = path / "checkpoints"
+        self.error_path = path / "error.log"
+
+    # -------------------------------------------------------------- create/open
+    @classmethod
+    def create(cls, runs_dir: Path, name: str | None, cfg: TrainConfig) -> RunDir:
+        """A new run folder; an existing non-empty one is refused (resume it instead)."""
+        name = name or new_run_name(cfg)
+        if "/" in name or name in ("", ".", ".."):
+            raise RunError(f"run name {name!r} must be a plain folder name")
+        run = cls(runs_dir / name)
+        if run.path.exists() and any(run.path.iterdir()):
+            raise RunError(f"run folder {run.path} already exists; pick another --run-name or --resume it")
+        for folder in (run.path, run.samples_dir, run.checkpoints_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        cfg.save(run.config_path)
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """An existing run folder."""
+        run = cls(path)
+        if not run.config_path.is_file():
+            raise RunError(f"{path} is not a gan-tui run (no config.json)")
+        return run
+
+    # ---------------------------------------------------------------- metrics
+    def append_log(self, record: dict[str, Any]) -> None:
+        """One JSON line; non-finite numbers become null (JSON has no NaN)."""
+        line = json.dumps(_finite(record), separators=(",", ":"))
+        with self.metrics_path.open("a") as f:
+            f.write(line + "\n")
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """Every record; a half-written last line (a killed process) is skipped."""
+        if not self.metrics_path.is_file():
+            return []
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def truncate_log(self, step: int) -> int:
+        """Drop records after `step` (they describe weights a resume throws away); returns the last step dropped."""
+        records = self.read_log()
+        kept = [r for r in records if r.get("step", 0) <= step]
+        lost = max((r.get("step", 0) for r in records), default=step)
+        tmp = self.metrics_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+        os.replace(tmp, self.metrics_path)
+        return max(lost, step)
+
+    # ---------------------------------------------------------------- samples
+    def save_grid(self, step: int, images: np.ndarray) -> Path:
+        """The step's fixed-noise grid as samples/step_XXXXXXXX.png."""
+        path = self.samples_dir / f"step_{step:08d}.png"
+        write_grid_png(path, images)
+        return path
+
+    def sample_grids(self) -> list[tuple[int, Path]]:
+        """(step, path) of every saved grid, oldest first."""
+        return _numbered(self.samples_dir, _GRID_RE)
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step_{step:08d}.pt"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every checkpoint, oldest first."""
+        return _numbered(self.checkpoints_dir, _CKPT_RE)
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def prune_checkpoints(self, keep: int, protect: set[Path] | None = None) -> None:
+        """Delete all but the newest `keep` checkpoints (and any in `protect`)."""
+        for _, path in self.checkpoints()[:-keep]:
+            if not protect or path not in protect:
+                path.unlink(missing_ok=True)
+
+
+def new_run_name(cfg: TrainConfig) -> str:
+    """A sortable, readable default: 20261122-213000-mnist-dcgan-small."""
+    dataset = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(cfg.dataset).name or "data")
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{cfg.preset}"
+
+
+def resolve_run(runs_dir: Path, spec: str) -> RunDir:
+    """'latest' (the most recently written run in runs_dir) or a path to a run folder."""
+    if spec != "latest":
+        path = Path(spec).expanduser()
+        if not path.exists() and (runs_dir / spec).exists():
+            path = runs_dir / spec
+        if not path.is_dir():
+            raise RunError(f"run {spec} does not exist")
+        return RunDir.open(path)
+    candidates = [p for p in runs_dir.glob("*") if (p / "config.json").is_file()] if runs_dir.is_dir() else []
+    if not candidates:
+        raise RunError(f"no runs in {runs_dir} to resume")
+    return RunDir.open(max(candidates, key=_last_write))
+
+
+def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
+    """uint8 (N, 28, 28) -> one grid PNG (torchvision's make_grid layout), optionally scaled up."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+    if scale > 1:
+        tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(tensor, path, nrow=grid_columns(len(images)), padding=GRID_PADDING * scale)
+
+
+def read_grid_png(path: Path, count: int) -> np.ndarray:
+    """The inverse of write_grid_png at scale 1: uint8 (count, 28, 28)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("L"))
+    cols, cell = grid_columns(count), 28 + GRID_PADDING
+    out = np.empty((count, 28, 28), dtype=np.uint8)
+    for i in range(count):
+        top, left = GRID_PADDING + (i // cols) * cell, GRID_PADDING + (i % cols) * cell
+        out[i] = pixels[top : top + 28, left : left + 28]
+    return out
+
+
+def grid_columns(count: int) -> int:
+    """Columns of a near-square grid (8 for 64 images)."""
+    return max(1, math.ceil(math.sqrt(count)))
+
+
+def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return sorted(found)
+
+
+def _last_write(run: Path) -> float:
+    metrics = run / "metrics.jsonl"
+    return (metrics if metrics.exists() else run).stat().st_mtime
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+__all__ = ["RunDir", "RunError", "new_run_name", "read_grid_png", "resolve_run", "write_grid_png"]

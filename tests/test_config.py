@@ -1,0 +1,77 @@
+import json
+import math
+
+import pytest
+
+from engine.config import LIVE_HYPERPARAMS, ConfigError, TrainConfig
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("lr_g", -1e-3),
+        ("lr_g", 0.0),
+        ("lr_d", math.nan),
+        ("lr_d", math.inf),
+        ("lr_d", "fast"),
+        ("beta1", 1.0),
+        ("beta2", -0.1),
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("d_steps", 0),
+        ("label_smoothing", 0.7),
+        ("preset", "resnet"),
+        ("loss", "kl"),
+        ("device", "tpu"),
+        ("amp", "fp8"),
+        ("steps", 0),
+        ("latent_dim", True),
+        ("g_hidden", (0,)),
+        ("log_every", -5),
+        ("epochs", -1.0),
+        ("dataset", ""),
+    ],
+)
+def test_invalid_values_are_refused_with_field_value_and_rule(field, value):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**{field: value})
+    message = str(info.value)
+    assert info.value.field == field
+    assert field in message and repr(value) in message
+    assert "not allowed" in message
+
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        TrainConfig(device="cpu", amp="fp16")
+
+
+def test_defaults_are_valid_and_round_trip_through_a_file(tmp_path):
+    cfg = TrainConfig(g_hidden=[64, 32], lr_g=1e-4, dataset="fashion-mnist")
+    path = tmp_path / "config.json"
+    cfg.save(path)
+    assert json.loads(path.read_text())["g_hidden"] == [64, 32]
+    loaded = TrainConfig.load(path)
+    assert loaded == cfg and loaded.g_hidden == (64, 32)
+
+
+def test_unknown_keys_and_bad_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(ConfigError, match="must be JSON"):
+        TrainConfig.load(bad)
+    with pytest.raises(ConfigError, match="could not be read"):
+        TrainConfig.load(tmp_path / "missing.json")
+
+
+def test_live_hyperparams_change_makes_a_new_validated_config():
+    cfg = TrainConfig()
+    new = cfg.with_hyperparams(lr_g=1e-4, d_steps=2)
+    assert (new.lr_g, new.d_steps, cfg.lr_g) == (1e-4, 2, TrainConfig().lr_g)
+    assert set(new.hyperparams()) == set(LIVE_HYPERPARAMS)
+    with pytest.raises(ConfigError, match="lr_d"):
+        cfg.with_hyperparams(lr_d=-1.0)
+    with pytest.raises(ConfigError, match="can change during a run"):
+        cfg.with_hyperparams(preset="mlp")

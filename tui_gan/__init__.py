@@ -1,0 +1,1 @@
+"""gan-tui's terminal dashboard (Textual) and command line."""
