@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = GanApp(options)
     app.run()
-    return app.return_code or 0
+    return app.return_code if app.return_code is not None else app.exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:

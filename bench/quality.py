@@ -1,0 +1,67 @@
+"""Train the default preset on the MNIST t10k files for a wall-clock budget; save samples to judge.
+
+    uv run python bench/quality.py --seconds 180 --out bench_out/quality
+
+Writes DIR/samples.npy (1000 generated images, float32, 1000x28x28, in [0, 1]) and DIR/grid.png
+(the first 100), and prints the steps done and the training images/second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from engine.config import TrainConfig  # noqa: E402
+from engine.data import load_dataset  # noqa: E402
+from engine.runs import write_grid_png  # noqa: E402
+from engine.trainer import Trainer  # noqa: E402
+
+DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "datasets"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=180.0, help="training wall-clock budget")
+    p.add_argument("--out", type=Path, default=ROOT / "bench_out" / "quality")
+    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="override a config field, e.g. lr_g=1e-3")
+    args = p.parse_args()
+
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    cfg = TrainConfig(dataset="mnist", data_root=args.data_root, device="cpu", **overrides)
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    print(f"data: {data.info.describe()}")
+    print(f"config: preset={cfg.preset} loss={cfg.loss} lr_g={cfg.lr_g} lr_d={cfg.lr_d} "
+          f"betas=({cfg.beta1}, {cfg.beta2}) batch={cfg.batch_size} latent={cfg.latent_dim} threads={torch.get_num_threads()}")
+    trainer = Trainer(cfg, data, torch.device("cpu"))
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        for _ in range(cfg.log_every):
+            trainer.train_step()
+        stats = trainer.read_stats()
+        if stats is not None and not stats.finite:
+            raise SystemExit(f"non-finite loss at step {trainer.step}")
+    elapsed = time.perf_counter() - start
+
+    noise = torch.randn(1000, cfg.latent_dim, generator=torch.Generator().manual_seed(1234))
+    images = trainer.sample(noise)
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / "samples.npy", images.astype(np.float32) / 255.0)
+    write_grid_png(args.out / "grid.png", images[:100])
+    print(f"steps: {trainer.step} in {elapsed:.1f} s")
+    print(f"images/second: {trainer.images_seen / elapsed:,.0f}")
+    print(f"wrote {args.out / 'samples.npy'} and {args.out / 'grid.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The dashboard driven by real key presses: a real engine on tiny data, or a scripted fake."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import events as ev
+from engine.checkpoint import load_checkpoint
+from engine.runs import read_grid_png
+from tests.conftest import tiny_config
+from tests.fakes import FakeEngine
+from tui_gan.app import GanApp
+from tui_gan.cli import Options
+
+
+def options(tmp_path: Path, **changes) -> Options:
+    cfg = tiny_config(steps=10**7, checkpoint_every=0, **changes)
+    return Options(cfg, tmp_path / "runs", "app", None, headless=False, ascii=False, refresh_hz=20.0)
+
+
+async def until(pilot, predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.05)
+
+
+def runner_of(app):
+    return app.engine._runner
+
+
+async def test_space_pauses_the_step_counter_and_resumes_it(tmp_path):
+    app = GanApp(options(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.phase == "running" and app.state.step >= 10)
+        await pilot.press("space")
+        await until(pilot, lambda: app.state.phase == "paused")
+        paused_at = runner_of(app).trainer.step
+        await pilot.pause(0.5)
+        assert runner_of(app).trainer.step == paused_at and app.state.step == paused_at
+        await pilot.press("n")
+        await until(pilot, lambda: app.state.step == paused_at + 1)
+        await pilot.press("space")
+        await until(pilot, lambda: app.state.phase == "running" and app.state.step > paused_at + 5)
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)
+
+
+async def test_applying_a_learning_rate_changes_the_optimizer(tmp_path):
+    app = GanApp(options(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.phase == "running")
+        await pilot.press("tab")
+        assert app.focused.id == "hp-lr_g"
+        await pilot.press(*"1e-4", "enter")
+        runner = runner_of(app)
+        await until(pilot, lambda: runner.trainer.opt_g.param_groups[0]["lr"] == 1e-4)
+        await until(pilot, lambda: app.state.hparams.get("lr_g") == 1e-4)
+        assert app.state.markers and runner.trainer.opt_d.param_groups[0]["lr"] == 2e-3
+        log = runner.run.read_log()
+        assert any(r["type"] == "hparams" and r["new"]["lr_g"] == 1e-4 for r in log)
+        await pilot.press("escape", "q")
+        await until(pilot, lambda: not app.is_running)
+
+
+@pytest.mark.parametrize("text", ["-1", "0", "nan", "inf", "fast", "2"])
+async def test_each_invalid_form_value_is_refused_with_a_reason_and_changes_nothing(tmp_path, text):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.step == fake.steps)
+        await pilot.press("tab", "tab")  # the D learning rate
+        assert app.focused.id == "hp-lr_d"
+        await pilot.press(*text, "enter")
+        await pilot.pause(0.1)
+        note = str(app.query_one("#hp-note-lr_d").render())
+        assert note.strip(), "no reason shown"
+        assert "not a number" in note or "above 0" in note or "at most 1" in note
+        assert not any(isinstance(c, ev.SetHyperparams) for c in fake.commands)
+        assert app.state.hparams["lr_d"] == 2e-3
+
+
+async def test_e_writes_a_png_that_decodes_to_the_grid_shown(tmp_path):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.shown_grid() is not None)
+        await pilot.press("e")
+        await until(pilot, lambda: bool(app.state.last_export))
+        decoded = read_grid_png(Path(app.state.last_export), 64)
+        assert np.array_equal(decoded, app.state.shown_grid().images)
+        assert str(tmp_path) in app.state.last_export
+
+
+async def test_s_writes_a_checkpoint_that_loads_and_q_saves_and_exits(tmp_path):
+    app = GanApp(options(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.step >= 10)
+        await pilot.press("s")
+        await until(pilot, lambda: bool(app.state.last_checkpoint))
+        payload = load_checkpoint(Path(app.state.last_checkpoint))
+        assert payload["trainer"]["step"] > 0
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)
+    run = runner_of(app).run
+    last_step, last_path = run.checkpoints()[-1]
+    assert last_step == runner_of(app).trainer.step and runner_of(app).state == ev.RunState.STOPPED
+
+
+async def test_keys_browse_grids_fresh_noise_help_and_plot_options(tmp_path):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.step == fake.steps)
+        await pilot.press("r")
+        assert isinstance(fake.commands[-1], ev.SampleFresh)
+        await pilot.press("l", "plus", "w")
+        plot = app.query_one("LossPlot")
+        assert plot.log_scale and plot.smoothing == 0.95 and not plot.whole_run
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "Screen"
+        await pilot.press("space", "s")
+        assert isinstance(fake.commands[-2], ev.Pause) and isinstance(fake.commands[-1], ev.SaveCheckpoint)
+
+
+async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.step == fake.steps)
+        app.post_message(__import__("tui_gan.app", fromlist=["EngineEvent"]).EngineEvent(
+            ev.ErrorRaised(400, "RuntimeError: boom", "Traceback...", str(tmp_path / "error.log"))))
+        app.post_message(__import__("tui_gan.app", fromlist=["EngineEvent"]).EngineEvent(
+            ev.RunFinished(400, ev.RunState.FAILED, str(tmp_path))))
+        await until(pilot, lambda: app.state.phase == "failed")
+        await pilot.pause(0.2)
+        status = str(app.query_one("#status").render())
+        assert "FAILED" in status and "boom" in status
+        await pilot.press("e")
+        await until(pilot, lambda: bool(app.state.last_export))
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)
+    assert app.exit_status == 1

@@ -1,0 +1,79 @@
+"""Pure pieces of the dashboard: the digit renderer, plot shaping, the state reducer."""
+
+import numpy as np
+from rich.color import Color
+
+from engine import events as ev
+from tui_gan.state import DashboardState
+from tui_gan.widgets.loss_plot import downsample, ema, to_log10
+from tui_gan.widgets.sample_grid import (
+    ASCII_RAMP,
+    HALF_BLOCK,
+    ascii_char,
+    choose_layout,
+    digit_lines,
+    halfblock_cell,
+    quantize,
+)
+
+
+def test_half_blocks_map_known_pixels_to_known_characters_and_greys():
+    assert halfblock_cell(255, 0) == (HALF_BLOCK, 255, 0)
+    assert halfblock_cell(0, 255) == (HALF_BLOCK, 0, 255)
+    assert halfblock_cell(0, 0) == (" ", 0, 0)
+    assert halfblock_cell(255, 255) == (" ", 255, 255)
+    assert halfblock_cell(130, 128) == (" ", quantize(128), quantize(128))
+    assert quantize(0) == 0 and quantize(255) == 255
+
+
+def test_ascii_ramp_maps_black_to_space_and_white_to_at():
+    assert ascii_char(0, 0) == " " and ascii_char(255, 255) == "@"
+    assert ascii_char(0, 255) == ASCII_RAMP[4]  # mean 127.5 of 256 levels over 10 characters
+
+
+def test_a_digit_becomes_rows_of_styled_segments():
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[0, :] = 255  # the top pixel row of the first cell row is white
+    rows = digit_lines(image, factor=1, ascii=False)
+    assert len(rows) == 14
+    first = rows[0][0]
+    assert first.text == HALF_BLOCK * 28
+    assert first.style.color == Color.from_rgb(255, 255, 255) and first.style.bgcolor == Color.from_rgb(0, 0, 0)
+    assert "".join(s.text for s in rows[1]) == " " * 28
+    half = digit_lines(image, factor=2, ascii=True)
+    assert len(half) == 7 and len(half[0][0].text) == 14
+
+
+def test_layout_prefers_full_size_only_when_a_4x4_grid_fits():
+    assert choose_layout(200, 100, 64)[0] == 1
+    factor, cols, rows = choose_layout(46, 20, 64)
+    assert (factor, cols, rows) == (2, 3, 2)
+
+
+def test_ema_downsample_and_log_are_bounded_and_nan_safe():
+    values = [1.0, float("nan"), 3.0]
+    assert np.allclose(ema(values, 0.5), [1.0, 1.0, 2.0])
+    x = np.arange(10_000, dtype=float)
+    xs, ys = downsample(x, x * 2, 80)
+    assert len(xs) == 80 and np.allclose(ys, xs * 2)
+    assert np.isnan(to_log10(np.array([-1.0, 0.0]))).all() and to_log10(np.array([100.0]))[0] == 2.0
+
+
+def test_reducer_folds_events_and_browses_grids():
+    state = DashboardState()
+    state.apply(ev.RunStarted("runs/x", {"lr_g": 1, "lr_d": 1, "beta1": 0.5, "beta2": 0.9, "d_steps": 1, "label_smoothing": 0},
+                              "cpu", "CPU", "d", "", 0, 100, False))
+    for step in (10, 20):
+        state.apply(ev.MetricsLogged(step, 0.1, 1.0, 2.0, 0.6, 0.4, 1, 1, 1e-3, 1e-3, 500.0, step / 10))
+        state.apply(ev.SamplesGenerated(step, np.full((4, 28, 28), step, np.uint8), True, ""))
+    state.apply(ev.MetricsLogged(10, 0.1, 9.0, 9.0, 0.6, 0.4, 1, 1, 1e-3, 1e-3, 500.0, 1.0))  # replay: ignored
+    assert state.history.step == [10, 20] and state.d_probs == (0.6, 0.4)
+    assert state.eta_s == (100 - 20) * 2.0 / 20
+    assert state.shown_grid().step == 20
+    state.browse(-1)
+    assert state.shown_grid().step == 10
+    state.browse(+1)
+    assert state.view_index is None and state.shown_grid().step == 20
+    state.load_history([{"type": "metrics", "step": 5, "d_loss": 1, "g_loss": 1, "d_real": 0.5, "d_fake": 0.5},
+                        {"type": "hparams", "step": 5}], [(0, "runs/x/samples/step_00000000.png")])
+    assert state.history.step == [5, 10, 20] and state.markers == [5] and state.grids[0].step == 0

@@ -1,0 +1,227 @@
+"""What the dashboard shows, as a pure reducer over engine events (testable without Textual).
+
+The app feeds every event to `DashboardState.apply` as it arrives (cheap: appends and sets) and
+redraws on a timer from whatever `changed` says; so a burst of events costs one redraw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine import events as ev
+
+_GRIDS_IN_MEMORY = 64  # older grids keep only their PNG path and are decoded when stepped back to
+_MAX_NOTES = 50
+SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+@dataclass
+class Grid:
+    """One sample grid: from the fixed noise (comparable over time) or fresh noise."""
+
+    step: int
+    images: np.ndarray | None
+    path: str = ""
+    fixed: bool = True
+
+
+@dataclass
+class MetricsHistory:
+    """Column lists of every metrics record of the run, in step order."""
+
+    step: list[int] = field(default_factory=list)
+    d_loss: list[float] = field(default_factory=list)
+    g_loss: list[float] = field(default_factory=list)
+    d_real: list[float] = field(default_factory=list)
+    d_fake: list[float] = field(default_factory=list)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one record (a MetricsLogged as a dict, or a metrics.jsonl line)."""
+        if self.step and record["step"] <= self.step[-1]:
+            return  # a replayed or rolled-back record: the newest history wins
+        self.step.append(int(record["step"]))
+        for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+            value = record.get(name)
+            getattr(self, name).append(float("nan") if value is None else float(value))
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+class DashboardState:
+    """Everything on screen, updated by events; `changed` names the parts that need a redraw."""
+
+    def __init__(self) -> None:
+        self.phase = "loading"
+        self.loading_message = "starting..."
+        self.run_dir = ""
+        self.device = ""
+        self.device_name = ""
+        self.dataset = ""
+        self.dataset_note = ""
+        self.config: dict[str, Any] = {}
+        self.hparams: dict[str, float | int] = {}
+        self.total_steps = 0
+        self.step = 0
+        self.epoch = 0.0
+        self.images_per_s = 0.0
+        self.elapsed_s = 0.0
+        self.history = MetricsHistory()
+        self.markers: list[int] = []
+        self.grids: list[Grid] = []
+        self.fresh: Grid | None = None
+        self.view_index: int | None = None  # None follows the newest grid
+        self.notes: list[tuple[str, str]] = []  # (severity, text), newest last, the last _MAX_NOTES
+        self.notes_total = 0
+        self.error: ev.ErrorRaised | None = None
+        self.last_checkpoint = ""
+        self.last_export = ""
+        self.changed: set[str] = {"status", "plot", "grid", "hparams", "notes"}
+
+    # ------------------------------------------------------------------ API
+    def apply(self, event: ev.Event) -> None:
+        """Fold one engine event into the state."""
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
+
+    def take_changes(self) -> set[str]:
+        """The parts changed since the last call (and forget them)."""
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def loading(self, message: str) -> None:
+        """Start-up progress before the engine speaks (importing torch, loading data)."""
+        self.loading_message = message
+        self.changed.add("status")
+
+    def load_history(self, records: list[dict[str, Any]], grids: list[tuple[int, str]]) -> None:
+        """Merge a resumed run's metrics log and saved grids in front of what arrived live."""
+        live = self.history
+        self.history = MetricsHistory()
+        for record in records:
+            if record.get("type") == "metrics" and (not live.step or record["step"] < live.step[0]):
+                self.history.append(record)
+            elif record.get("type") == "hparams":
+                self.markers.append(int(record["step"]))
+        for i, step in enumerate(live.step):
+            self.history.append({"step": step, "d_loss": live.d_loss[i], "g_loss": live.g_loss[i],
+                                 "d_real": live.d_real[i], "d_fake": live.d_fake[i]})
+        self.markers = sorted(set(self.markers))
+        known = {g.step for g in self.grids}
+        older = [Grid(step, None, path) for step, path in grids if step not in known]
+        self.grids = sorted(older + self.grids, key=lambda g: g.step)
+        self.changed |= {"plot", "grid"}
+
+    def shown_grid(self) -> Grid | None:
+        """The grid on screen: a fresh sample if asked for, else the one stepped to, else the newest."""
+        if self.fresh is not None:
+            return self.fresh
+        if not self.grids:
+            return None
+        index = len(self.grids) - 1 if self.view_index is None else self.view_index
+        return self.grids[index]
+
+    def browse(self, delta: int) -> None:
+        """Step back (-1) or forth (+1) through this run's grids; past the newest follows live again."""
+        if not self.grids:
+            return
+        self.fresh = None
+        current = len(self.grids) - 1 if self.view_index is None else self.view_index
+        target = max(0, current + delta)
+        self.view_index = None if target >= len(self.grids) - 1 else target
+        self.changed.add("grid")
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the run's average pace so far."""
+        if self.step <= 0 or self.elapsed_s <= 0 or self.total_steps <= self.step:
+            return None
+        return (self.total_steps - self.step) * self.elapsed_s / self.step
+
+    @property
+    def d_probs(self) -> tuple[float, float] | None:
+        """The latest mean D(real) and D(fake)."""
+        if not self.history:
+            return None
+        return self.history.d_real[-1], self.history.d_fake[-1]
+
+    def note(self, severity: str, text: str) -> None:
+        """Add a line to the dashboard's event log."""
+        self.notes.append((severity, text))
+        self.notes_total += 1
+        del self.notes[:-_MAX_NOTES]
+        self.changed.add("notes")
+
+    # ------------------------------------------------------------- handlers
+    def _on_RunStarted(self, e: ev.RunStarted) -> None:
+        self.run_dir, self.device, self.device_name = e.run_dir, e.device, e.device_name
+        self.dataset, self.dataset_note = e.dataset, e.dataset_note
+        self.config = e.config
+        self.hparams = {k: e.config[k] for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")}
+        self.total_steps, self.step = e.total_steps, e.step
+        self.note("info", f"{'resumed at step ' + str(e.step) if e.resumed else 'started'}: {e.dataset}")
+        self.changed |= {"status", "hparams"}
+
+    def _on_MetricsLogged(self, e: ev.MetricsLogged) -> None:
+        if self.history and e.step <= self.history.step[-1]:
+            return  # a replayed record (a second viewer, a resume) says nothing new
+        self.step, self.epoch = e.step, e.epoch
+        self.images_per_s, self.elapsed_s = e.images_per_s, e.elapsed_s
+        self.history.append({"step": e.step, "d_loss": e.d_loss, "g_loss": e.g_loss, "d_real": e.d_real, "d_fake": e.d_fake})
+        self.changed |= {"status", "plot"}
+
+    def _on_SamplesGenerated(self, e: ev.SamplesGenerated) -> None:
+        grid = Grid(e.step, e.images, e.path, e.fixed)
+        if e.fixed:
+            if self.grids and self.grids[-1].step == e.step:
+                self.grids[-1] = grid
+            else:
+                self.grids.append(grid)
+            for old in self.grids[:-_GRIDS_IN_MEMORY]:
+                if old.path:
+                    old.images = None
+        else:
+            self.fresh = grid
+        self.changed.add("grid")
+
+    def _on_HyperparamsChanged(self, e: ev.HyperparamsChanged) -> None:
+        self.hparams = dict(e.new)
+        self.markers.append(e.step)
+        changes = ", ".join(f"{k} {e.old[k]:g} -> {e.new[k]:g}" for k in e.new if e.new[k] != e.old.get(k))
+        self.note("info", f"step {e.step}: {changes}")
+        self.changed |= {"hparams", "plot"}
+
+    def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
+        self.last_checkpoint = e.path
+        if e.reason != "periodic":
+            self.note("info", f"checkpoint saved: {e.path}")
+        self.changed.add("status")
+
+    def _on_SamplesExported(self, e: ev.SamplesExported) -> None:
+        self.last_export = e.path
+        self.note("info", f"samples exported: {e.path}")
+
+    def _on_StateChanged(self, e: ev.StateChanged) -> None:
+        self.phase = e.state.value
+        self.step = e.step
+        if e.reason and e.state != ev.RunState.RUNNING:
+            self.note("info", f"{e.state.value}: {e.reason}")
+        self.changed.add("status")
+
+    def _on_WarningRaised(self, e: ev.WarningRaised) -> None:
+        self.note("warning", e.message)
+
+    def _on_ErrorRaised(self, e: ev.ErrorRaised) -> None:
+        self.error = e
+        where = f" (traceback: {e.traceback_path})" if e.traceback_path else ""
+        self.note("error", f"{e.message}{where}")
+        self.changed.add("status")
+
+    def _on_RunFinished(self, e: ev.RunFinished) -> None:
+        self.phase = e.state.value
+        self.step = e.step
+        self.changed.add("status")
