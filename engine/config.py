@@ -52,9 +52,9 @@ class TrainConfig:
     # --- objective and optimisation ---
     loss: str = "bce"
     """bce (non-saturating, with logits), hinge, lsgan, wgan-gp."""
-    lr_g: float = 2e-3
+    lr_g: float = 1e-3
     """Adam learning rate of the generator."""
-    lr_d: float = 2e-3
+    lr_d: float = 1e-3
     """Adam learning rate of the discriminator."""
     beta1: float = 0.5
     """Adam beta1 for both nets."""
@@ -68,6 +68,8 @@ class TrainConfig:
     """One-sided label smoothing: real targets become 1 - this (bce only)."""
     gp_weight: float = 10.0
     """Gradient-penalty weight (wgan-gp only)."""
+    g_ema: float = 0.999
+    """Decay of the generator's weight average that draws the samples (0: sample the raw generator)."""
 
     # --- length ---
     steps: int = 10_000
@@ -123,6 +125,7 @@ class TrainConfig:
         _int_range("d_steps", self.d_steps, 1, 100)
         _number("label_smoothing", self.label_smoothing, 0.0, 0.5, "must be from 0 to 0.5")
         _number("gp_weight", self.gp_weight, 0.0, 1e6, "must be from 0 to 1e6")
+        _number("g_ema", self.g_ema, 0.0, 0.99999, "must be from 0 (off) to 0.99999")
         _int_range("steps", self.steps, 1, 10**10)
         _number("epochs", self.epochs, 0.0, 1e6, "must be from 0 (use steps) to 1e6")
         _int_range("seed", self.seed, 0, 2**63 - 1)

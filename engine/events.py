@@ -23,6 +23,7 @@ class RunState(str, Enum):
     FINISHED = "finished"
     STOPPED = "stopped"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the training process died without a clean stop (seen by viewers and `ls`)
 
 
 # ------------------------------------------------------------------ events

@@ -412,6 +412,11 @@ class Runner:
 
     def _set_state(self, state: ev.RunState, reason: str = "") -> None:
         self.state = state
+        if self.run is not None:
+            try:
+                self.run.write_state(state.value, self.trainer.step if self.trainer else 0)
+            except OSError:
+                pass  # a full disk must not stop the state change itself
         self._emit(ev.StateChanged(state, self.trainer.step if self.trainer else 0, reason))
 
     def _warn(self, message: str, kind: str) -> None:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torchvision.utils import save_image
 
 from engine.config import TrainConfig
 
@@ -45,7 +43,8 @@ class RunDir:
         if "/" in name or name in ("", ".", ".."):
             raise RunError(f"run name {name!r} must be a plain folder name")
         run = cls(runs_dir / name)
-        if run.path.exists() and any(run.path.iterdir()):
+        # A detached run's folder already holds the log its launcher opened (train.log), nothing else.
+        if run.path.exists() and any(p.name != "train.log" for p in run.path.iterdir()):
             raise RunError(f"run folder {run.path} already exists; pick another --run-name or --resume it")
         for folder in (run.path, run.samples_dir, run.checkpoints_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -59,6 +58,26 @@ class RunDir:
         if not run.config_path.is_file():
             raise RunError(f"{path} is not a gan-tui run (no config.json)")
         return run
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.json"
+
+    def write_state(self, state: str, step: int) -> None:
+        """Record where the run stands and which process trains it (read by `gan-tui ls`)."""
+        record = {"state": state, "step": step, "pid": os.getpid(), "updated": time.time()}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.state_path)
+
+    def read_state(self) -> dict[str, Any]:
+        """The last recorded state, or {} when there is none."""
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     # ---------------------------------------------------------------- metrics
     def append_log(self, record: dict[str, Any]) -> None:
@@ -142,6 +161,9 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
 
 def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
     """uint8 (N, 28, 28) -> one grid PNG (torchvision's make_grid layout), optionally scaled up."""
+    import torch  # here, not at the top: listing and reading runs must not wait for torch
+    from torchvision.utils import save_image
+
     tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
     if scale > 1:
         tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,9 @@ class Trainer:
         generator, discriminator = build_models(cfg)
         self.G = generator.to(device)
         self.D = discriminator.to(device)
+        # Samples come from an exponential moving average of G's weights (Yazici et al. 2019): in
+        # short runs it turns the generator's step-to-step jitter into clean, stable digits.
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if cfg.g_ema > 0 else None
         self.opt_g = _adam(self.G, cfg.lr_g, cfg)
         self.opt_d = _adam(self.D, cfg.lr_d, cfg)
         # Batches, noise and penalty mixes draw from their own generator so that sampling fresh
@@ -122,6 +126,7 @@ class Trainer:
         grad_g = _grad_norm(self.G)
         self.scaler.step(self.opt_g)
         self.scaler.update()
+        self._update_ema()
 
         with torch.no_grad():
             self._sums += torch.stack(
@@ -156,6 +161,8 @@ class Trainer:
     def sample(self, noise: torch.Tensor | None = None) -> np.ndarray:
         """Images from the generator in eval mode, uint8 (N, 28, 28) on the host."""
         z = self.fixed_noise if noise is None else noise.to(self.device)
+        if self.G_ema is not None:
+            return to_uint8(self.G_ema(z).float())
         self.G.eval()
         try:
             images = self.G(z).float()
@@ -183,6 +190,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "generator": self.G.state_dict(),
+            "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
             "discriminator": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -196,6 +204,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from state_dict(); the config must already match (checked by the caller)."""
         self.G.load_state_dict(state["generator"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state.get("generator_ema") or state["generator"])
         self.D.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -212,6 +222,17 @@ class Trainer:
         self.discard_stats()
 
     # -------------------------------------------------------------- helpers
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        # Warm-up: early on, average over the steps so far rather than towards the random init.
+        decay = min(self.cfg.g_ema, (1 + self.step) / (10 + self.step))
+        ema_params = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - decay)
+        for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers()):
+            ema_buf.copy_(buf)  # BatchNorm running statistics follow the live generator
+
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D on both batches. One concatenated pass when D has no batch statistics: half the launches."""
         if self._d_has_batchnorm:

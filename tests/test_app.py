@@ -11,6 +11,7 @@ import pytest
 
 from engine import events as ev
 from engine.checkpoint import load_checkpoint
+from engine.config import TrainConfig
 from engine.runs import read_grid_png
 from tests.conftest import tiny_config
 from tests.fakes import FakeEngine
@@ -62,7 +63,7 @@ async def test_applying_a_learning_rate_changes_the_optimizer(tmp_path):
         runner = runner_of(app)
         await until(pilot, lambda: runner.trainer.opt_g.param_groups[0]["lr"] == 1e-4)
         await until(pilot, lambda: app.state.hparams.get("lr_g") == 1e-4)
-        assert app.state.markers and runner.trainer.opt_d.param_groups[0]["lr"] == 2e-3
+        assert app.state.markers and runner.trainer.opt_d.param_groups[0]["lr"] == TrainConfig().lr_d
         log = runner.run.read_log()
         assert any(r["type"] == "hparams" and r["new"]["lr_g"] == 1e-4 for r in log)
         await pilot.press("escape", "q")
@@ -83,7 +84,7 @@ async def test_each_invalid_form_value_is_refused_with_a_reason_and_changes_noth
         assert note.strip(), "no reason shown"
         assert "not a number" in note or "above 0" in note or "at most 1" in note
         assert not any(isinstance(c, ev.SetHyperparams) for c in fake.commands)
-        assert app.state.hparams["lr_d"] == 2e-3
+        assert app.state.hparams["lr_d"] == TrainConfig().lr_d
 
 
 async def test_e_writes_a_png_that_decodes_to_the_grid_shown(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from engine import events as ev
+from engine.config import TrainConfig
 from engine.runs import read_grid_png
 
 
@@ -70,7 +71,7 @@ def test_set_hyperparams_reaches_the_optimizers_at_once_and_is_logged(make_runne
     assert runner.cfg.d_steps == 2
     changed = [e for e in sink.drain() if isinstance(e, ev.HyperparamsChanged)]
     assert len(changed) == 1 and changed[0].step == 1
-    assert changed[0].old["lr_g"] == 2e-3 and changed[0].new["lr_g"] == 1e-5
+    assert changed[0].old["lr_g"] == TrainConfig().lr_g and changed[0].new["lr_g"] == 1e-5
     logged = [json.loads(l) for l in runner.run.metrics_path.read_text().splitlines()]
     assert any(r["type"] == "hparams" and r["new"]["lr_d"] == 3e-5 and r["step"] == 1 for r in logged)
 
@@ -81,7 +82,7 @@ def test_invalid_hyperparams_change_nothing_and_warn(make_runner):
     for bad in ({"lr_g": -1.0}, {"lr_d": float("nan")}, {"beta2": 1.5}, {"preset": "mlp"}, {"d_steps": "x"}):
         runner.submit(ev.SetHyperparams(bad))
     runner.tick()
-    assert runner.trainer.opt_g.param_groups[0]["lr"] == 2e-3
+    assert runner.trainer.opt_g.param_groups[0]["lr"] == TrainConfig().lr_g
     events = sink.drain()
     assert not any(isinstance(e, ev.HyperparamsChanged) for e in events)
     warnings = [e for e in events if isinstance(e, ev.WarningRaised)]

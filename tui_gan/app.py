@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from engine import events as ev
 from tui_gan.engine_link import EngineLink, LocalEngine
+from tui_gan.screens.confirm import ConfirmScreen
 from tui_gan.screens.help import HelpScreen
 from tui_gan.state import SMOOTHING_LEVELS, DashboardState
 from tui_gan.widgets.hyperparams import HyperparamsForm
@@ -38,7 +39,7 @@ _PLOT_MIN_INTERVAL_S = 0.5  # plots are the costliest redraw in bytes; twice a s
 _QUIT_TIMEOUT_S = 60.0
 # Actions on printable keys: while the form has focus those keys are typing, not commands.
 _TYPING_ACTIONS = {"toggle_pause", "step_once", "save", "export", "fresh_samples", "browse", "toggle_log",
-                   "smoothing", "toggle_window", "help", "quit_run"}
+                   "smoothing", "toggle_window", "help", "quit_run", "stop_run"}
 
 
 @dataclass
@@ -83,6 +84,7 @@ class GanApp(App[int]):
         Binding("w", "toggle_window", "Window", show=False),
         Binding("h,question_mark", "help", "Help", key_display="h/?"),
         Binding("q", "quit_run", "Quit"),
+        Binding("X", "stop_run", "Stop run"),
         Binding("ctrl+c", "quit_anywhere", "Quit", show=False, priority=True),
         Binding("escape", "leave_form", "Leave form", show=False),
     ]
@@ -159,7 +161,7 @@ class GanApp(App[int]):
         self.state.apply(event)
         if isinstance(event, ev.RunStarted):
             self.sub_title = event.run_dir
-            if event.resumed:
+            if event.resumed or self.attached:
                 self._load_history(event.run_dir)
             if event.dataset_note:
                 self.notify(event.dataset_note, title="dataset", severity="warning", timeout=15)
@@ -314,9 +316,24 @@ class GanApp(App[int]):
         """Move focus out of the form so single-letter keys control training again."""
         self.set_focus(None)
 
+    def action_stop_run(self) -> None:
+        """Attached: stop the training process (asks first; a checkpoint is saved)."""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.engine.send(ev.Stop(save=True))
+                self.notify("stopping the run (a checkpoint is saved first)", timeout=5)
+
+        self.push_screen(ConfirmScreen(f"Stop the run at step {self.state.step:,}?\n"
+                                       "A checkpoint is saved first; the training process then ends."), answered)
+
     def action_quit_run(self) -> None:
-        """Save a checkpoint, stop the run, exit. A second press exits at once."""
-        if self._quitting or self.state.phase in ("loading", "finished", "stopped", "failed"):
+        """Save a checkpoint, stop the run, exit; attached, just detach. A second press exits at once."""
+        if self.attached:
+            self.engine.detach()  # type: ignore[attr-defined]
+            self.exit(0)
+            return
+        if self._quitting or self.state.phase in ("loading", "finished", "stopped", "failed", "interrupted"):
             self.exit(self.exit_status)
             return
         self._quitting = True
@@ -347,7 +364,14 @@ class GanApp(App[int]):
         # Letter keys belong to the form's inputs while one has focus.
         if isinstance(self.focused, Input) and action in _TYPING_ACTIONS:
             return False
+        if action == "stop_run":
+            return self.attached and self.state.phase in ("running", "paused")
         return True
+
+    @property
+    def attached(self) -> bool:
+        """True when viewing a detached run: q detaches and the run goes on."""
+        return bool(getattr(self.engine, "attached", False))
 
 
 def _escape(text: str) -> str:

@@ -42,16 +42,26 @@ class Options:
     headless: bool
     ascii: bool
     refresh_hz: float
+    detach: bool = False
+    serve: bool = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gan-tui` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("attach", "ls"):
+        from tui_gan.commands import run_subcommand
+
+        return run_subcommand(args[0], args[1:])
     try:
         options = parse_options(args)
     except ConfigError as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)
         return 2
+    if options.detach:
+        from tui_gan.detach import launch_detached
+
+        return launch_detached(options, args)
     if options.headless:
         from tui_gan.headless import run_headless
 
@@ -68,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="gan-tui",
         description="Train a GAN on MNIST-style digits and watch it in the terminal.",
-        epilog="Flags override the --config file. Runs are written to RUNS_DIR/RUN_NAME/.",
+        epilog="Flags override the --config file. Runs are written to RUNS_DIR/RUN_NAME/. "
+        "Also: `gan-tui attach [RUN_DIR|latest]` opens the dashboard on a detached run, "
+        "`gan-tui ls` lists the runs.",
     )
     p.add_argument("--config", metavar="FILE", help="JSON config file (a run's config.json works)")
     p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")
@@ -87,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", metavar="NAME", help="run folder name (default: date-dataset-preset)")
     p.add_argument("--resume", metavar="RUN_DIR|latest", help="continue a run from its last checkpoint")
     p.add_argument("--headless", action="store_true", help="train with a progress line instead of the dashboard")
+    p.add_argument("--detach", action="store_true",
+                   help="train in a background process that outlives the terminal; see `gan-tui attach` and `gan-tui ls`")
+    p.add_argument("--serve", action="store_true", help="with --headless: serve viewers on the run's control socket")
     p.add_argument("--ascii", action="store_true", help="draw digits with an ASCII ramp instead of half-blocks")
     p.add_argument("--refresh", type=_float, metavar="HZ", default=10.0, help="dashboard redraws per second (default 10)")
     return p
@@ -110,6 +125,8 @@ def parse_options(argv: Sequence[str]) -> Options:
         headless=args.headless,
         ascii=args.ascii,
         refresh_hz=args.refresh,
+        detach=args.detach,
+        serve=args.serve,
     )
 
 

@@ -11,9 +11,11 @@ import queue
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from engine import events as ev
+from engine.server import SOCKET_NAME, ControlServer
 
 if TYPE_CHECKING:
     from tui_gan.cli import Options
@@ -25,7 +27,17 @@ def run_headless(options: Options) -> int:
     """Train until the run ends or a signal stops it. Exit status: 0 done or stopped, 1 failed."""
     from engine.runner import QueueSink, Runner
 
-    sink = QueueSink()
+    queue_sink = QueueSink()
+    server: list[ControlServer] = []
+
+    def sink(event: ev.Event) -> None:
+        if options.serve and not server and isinstance(event, ev.RunStarted):
+            server.append(ControlServer(Path(event.run_dir) / SOCKET_NAME, runner.submit))
+            server[0].start()
+        if server:
+            server[0].publish(event)
+        queue_sink(event)
+
     runner = Runner(options.config, sink, options.runs_dir, options.run_name, options.resume)
     progress = ProgressLine(sys.stderr)
     stopping: list[int] = []
@@ -44,7 +56,7 @@ def run_headless(options: Options) -> int:
     final: ev.RunFinished | None = None
     while final is None:
         try:
-            event = sink.queue.get(timeout=0.5)
+            event = queue_sink.queue.get(timeout=0.5)
         except queue.Empty:
             if not runner.join(0):
                 continue
@@ -53,6 +65,8 @@ def run_headless(options: Options) -> int:
         if isinstance(event, ev.RunFinished):
             final = event
     runner.join()
+    if server:
+        server[0].close()
     return 1 if final is None or final.state == ev.RunState.FAILED else 0
 
 

@@ -22,7 +22,8 @@ KEYS = (
     ("escape", "leave the form"),
     ("h or ?", "this help"),
     ("ctrl+p", "command palette (every action)"),
-    ("q or ctrl+c", "save a checkpoint and quit"),
+    ("q or ctrl+c", "save a checkpoint and quit (attached to a detached run: detach, training goes on)"),
+    ("X", "attached: stop the detached run (asks first; saves a checkpoint)"),
 )
 
 

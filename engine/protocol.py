@@ -1,0 +1,165 @@
+"""The wire format between a training process and its viewers: one JSON object per line.
+
+Plain data only (no pickle), so neither side can make the other run code. Every message is a
+single line of UTF-8 JSON of at most MAX_LINE bytes:
+
+    viewer -> trainer   {"command": "pause"}
+                        {"command": "resume"}
+                        {"command": "step", "count": 1}
+                        {"command": "set_hyperparams", "values": {"lr_g": 0.0001}}
+                        {"command": "save"}
+                        {"command": "export", "path": ""}
+                        {"command": "sample_fresh"}
+                        {"command": "stop", "save": true}
+    trainer -> viewer   {"event": "MetricsLogged", "data": {...the event's fields...}}
+                        {"reply": "ok", "command": "pause"}
+                        {"reply": "error", "message": "..."}
+
+Events carry the fields of the dataclasses in engine/events.py; image arrays travel as
+{"shape": [N, 28, 28], "uint8_base64": "..."}; RunState values as their strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from engine import events as ev
+
+MAX_LINE = 1 << 20  # 1 MiB: a 64-image grid is ~70 KB encoded; anything far larger is refused
+
+_EVENT_TYPES: dict[str, type] = {t.__name__: t for t in ev.Event.__args__}  # type: ignore[attr-defined]
+_COMMANDS: dict[str, type] = {
+    "pause": ev.Pause,
+    "resume": ev.Resume,
+    "step": ev.Step,
+    "set_hyperparams": ev.SetHyperparams,
+    "save": ev.SaveCheckpoint,
+    "export": ev.ExportSamples,
+    "sample_fresh": ev.SampleFresh,
+    "stop": ev.Stop,
+}
+_COMMAND_NAMES = {cls: name for name, cls in _COMMANDS.items()}
+
+
+class ProtocolError(ValueError):
+    """A message that is not valid in this protocol; the text says what is wrong."""
+
+
+# ------------------------------------------------------------------ events
+def encode_event(event: ev.Event) -> bytes:
+    """An event as one JSON line."""
+    data = {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}
+    return _line({"event": type(event).__name__, "data": data})
+
+
+def decode_event(message: dict[str, Any]) -> ev.Event:
+    """Rebuild an event from a decoded line."""
+    cls = _EVENT_TYPES.get(message.get("event", ""))
+    if cls is None or not isinstance(message.get("data"), dict):
+        raise ProtocolError(f"unknown event {message.get('event')!r}")
+    data = dict(message["data"])
+    if "images" in data:
+        data["images"] = _array(data["images"])
+    if "state" in data:
+        data["state"] = ev.RunState(data["state"])
+    if cls is ev.MetricsLogged:
+        data = {k: math.nan if v is None else v for k, v in data.items()}  # JSON's null was a NaN
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ProtocolError(f"bad {cls.__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------- commands
+def encode_command(command: ev.Command) -> bytes:
+    """A command as one JSON line."""
+    body = {"command": _COMMAND_NAMES[type(command)], **dataclasses.asdict(command)}
+    return _line(body)
+
+
+def decode_command(message: dict[str, Any]) -> ev.Command:
+    """Validate and rebuild a command; ProtocolError for anything off (the trainer then replies an error)."""
+    name = message.get("command")
+    cls = _COMMANDS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown command {name!r}; known: {', '.join(_COMMANDS)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    args = {k: v for k, v in message.items() if k != "command"}
+    for key in args:
+        if key not in fields:
+            raise ProtocolError(f"{name} takes no {key!r}")
+    if cls is ev.Step:
+        count = args.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
+            raise ProtocolError("step count must be a whole number from 1 to 10000")
+    elif cls is ev.SetHyperparams:
+        values = args.get("values")
+        if not isinstance(values, dict) or not values:
+            raise ProtocolError("set_hyperparams needs a non-empty 'values' object")
+        _check_hyperparams(values)
+    elif cls is ev.ExportSamples and not isinstance(args.get("path", ""), str):
+        raise ProtocolError("export path must be a string")
+    elif cls is ev.Stop and not isinstance(args.get("save", True), bool):
+        raise ProtocolError("stop 'save' must be true or false")
+    elif cls is ev.SampleFresh and args.get("seed") is not None and not isinstance(args.get("seed"), int):
+        raise ProtocolError("sample_fresh seed must be a whole number")
+    return cls(**args)
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """One received line -> a JSON object, or ProtocolError."""
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"message of {len(line)} bytes is over the {MAX_LINE}-byte limit")
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    return message
+
+
+def reply(ok: bool, text: str = "", command: str = "") -> bytes:
+    """A reply line to a viewer's command."""
+    return _line({"reply": "ok", "command": command} if ok else {"reply": "error", "message": text})
+
+
+# ----------------------------------------------------------------- helpers
+def _check_hyperparams(values: dict[str, Any]) -> None:
+    from engine.config import ConfigError, TrainConfig
+
+    try:
+        TrainConfig().with_hyperparams(**values)
+    except ConfigError as exc:
+        raise ProtocolError(str(exc)) from None
+    except TypeError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value, dtype=np.uint8)
+        return {"shape": list(array.shape), "uint8_base64": base64.b64encode(array.tobytes()).decode("ascii")}
+    if isinstance(value, ev.RunState):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _array(value: Any) -> np.ndarray:
+    try:
+        raw = base64.b64decode(value["uint8_base64"], validate=True)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(value["shape"]).copy()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad image array: {exc}") from None
+
+
+def _line(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode() + b"\n"

@@ -1,0 +1,72 @@
+"""The subcommands: `gan-tui attach [RUN_DIR|latest]` and `gan-tui ls`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from engine.runs import RunDir, RunError, resolve_run
+from engine.server import SOCKET_NAME
+
+
+def run_subcommand(name: str, argv: Sequence[str]) -> int:
+    """Dispatch `attach` or `ls`; the exit status."""
+    return _attach(argv) if name == "attach" else _ls(argv)
+
+
+def _ls(argv: Sequence[str]) -> int:
+    from tui_gan.runs_list import format_table, list_runs
+
+    p = argparse.ArgumentParser(prog="gan-tui ls", description="List the runs in a runs folder.")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR")
+    args = p.parse_args(argv)
+    rows = list_runs(Path(args.runs_dir))
+    if not rows:
+        print(f"no runs in {args.runs_dir}")
+        return 0
+    print(format_table(rows))
+    return 0
+
+
+def _attach(argv: Sequence[str]) -> int:
+    from tui_gan.cli import Options, parse_options
+    from tui_gan.runs_list import run_state
+
+    p = argparse.ArgumentParser(prog="gan-tui attach", description="Open the dashboard on a detached run.")
+    p.add_argument("run", nargs="?", default="latest", metavar="RUN_DIR|latest")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR")
+    p.add_argument("--ascii", action="store_true")
+    p.add_argument("--refresh", type=float, default=10.0, metavar="HZ")
+    args = p.parse_args(argv)
+    try:
+        run = _live_run(Path(args.runs_dir), args.run)
+    except RunError as exc:
+        print(f"gan-tui: {exc}", file=sys.stderr)
+        return 2
+    state, _ = run_state(run)
+    if not (run.path / SOCKET_NAME).exists() or state == "interrupted":
+        print(f"gan-tui: {run.path} is {state}, not running; resume it with: gan-tui --resume {run.path}", file=sys.stderr)
+        return 1
+    from tui_gan.app import GanApp
+    from tui_gan.socket_link import SocketEngine
+
+    base = parse_options(["--config", str(run.config_path)])
+    options = Options(base.config, Path(args.runs_dir), run.path.name, str(run.path), headless=False,
+                      ascii=args.ascii, refresh_hz=args.refresh)
+    app = GanApp(options, engine=SocketEngine(run.path))
+    app.run()
+    return app.exit_status
+
+
+def _live_run(runs_dir: Path, spec: str) -> RunDir:
+    """`latest` means the newest run that has a live training process; else as resolve_run."""
+    if spec != "latest":
+        return resolve_run(runs_dir, spec)
+    from tui_gan.runs_list import run_state
+
+    live = [p for p in runs_dir.glob("*") if (p / SOCKET_NAME).exists() and run_state(RunDir(p))[1]] if runs_dir.is_dir() else []
+    if not live:
+        raise RunError(f"no live runs in {runs_dir}; `gan-tui ls` lists them, `gan-tui --detach` starts one")
+    return RunDir.open(max(live, key=lambda p: p.stat().st_mtime))
