@@ -150,3 +150,43 @@ async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
     assert app.exit_status == 1
+
+
+async def test_resume_latest_reopens_the_run_with_its_history(tmp_path):
+    first = GanApp(options(tmp_path, sample_every=5))
+    async with first.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: first.state.step >= 20)
+        await pilot.press("tab", *"5e-4", "enter", "escape")
+        await until(pilot, lambda: first.state.hparams.get("lr_g") == 5e-4)
+        await until(pilot, lambda: first.state.step >= first.state.markers[0] + 10)
+        await pilot.press("q")
+        await until(pilot, lambda: not first.is_running)
+    stopped_at = runner_of(first).trainer.step
+    opts = options(tmp_path, sample_every=5)
+    resumed = GanApp(Options(opts.config, opts.runs_dir, None, "latest", False, False, 20.0))
+    async with resumed.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(resumed.state.history) > 0 and resumed.state.history.step[0] < stopped_at)
+        assert resumed.state.markers == first.state.markers  # the hyperparameter change is drawn again
+        assert resumed.state.grids[0].step == 0 and len(resumed.state.grids) > stopped_at // 5
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: resumed.state.view_index is not None)
+        shown = resumed.state.shown_grid()
+        assert shown.images is not None and shown.images.shape == (16, 28, 28)  # decoded from the run's PNG
+        await pilot.press("q")
+        await until(pilot, lambda: not resumed.is_running)
+
+
+async def test_no_dataset_reachable_trains_on_the_fallback_and_says_why(tmp_path, monkeypatch):
+    import engine.data as data_mod
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data_mod, "_download", lambda *a: (_ for _ in ()).throw(OSError("no network")))
+    opts = options(tmp_path)
+    cfg = TrainConfig.from_dict({**opts.config.to_dict(), "dataset": "mnist"})
+    app = GanApp(Options(cfg, opts.runs_dir, "fallback", None, False, False, 20.0))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.phase == "running" and app.state.step > 5)
+        assert "synthetic" in app.state.dataset
+        assert any("could not be downloaded" in text for _, text in app.state.notes)
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)

@@ -286,6 +286,7 @@ class GanApp(App[int]):
     def action_browse(self, delta: int) -> None:
         """Step through this run's earlier grids."""
         self.state.browse(delta)
+        self._redraw_grid()  # at once: an old grid may need decoding from its PNG first
 
     def action_toggle_log(self) -> None:
         """Log scale on the loss plot."""

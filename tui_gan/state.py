@@ -112,8 +112,11 @@ class DashboardState:
                                  "d_real": live.d_real[i], "d_fake": live.d_fake[i]})
         self.markers = sorted(set(self.markers))
         known = {g.step for g in self.grids}
+        shown = self.grids[self.view_index] if self.view_index is not None else None
         older = [Grid(step, None, path) for step, path in grids if step not in known]
         self.grids = sorted(older + self.grids, key=lambda g: g.step)
+        if shown is not None:
+            self.view_index = self.grids.index(shown)  # keep showing the same grid
         self.changed |= {"plot", "grid"}
 
     def shown_grid(self) -> Grid | None:
@@ -177,10 +180,14 @@ class DashboardState:
     def _on_SamplesGenerated(self, e: ev.SamplesGenerated) -> None:
         grid = Grid(e.step, e.images, e.path, e.fixed)
         if e.fixed:
-            if self.grids and self.grids[-1].step == e.step:
-                self.grids[-1] = grid
-            else:
+            if not self.grids or e.step > self.grids[-1].step:
                 self.grids.append(grid)
+            else:  # already known (read from the run folder, or a replay): replace, keep the order
+                same = [i for i, g in enumerate(self.grids) if g.step == e.step]
+                if same:
+                    self.grids[same[0]] = grid
+                else:
+                    self.grids = sorted([*self.grids, grid], key=lambda g: g.step)
             for old in self.grids[:-_GRIDS_IN_MEMORY]:
                 if old.path:
                     old.images = None
