@@ -16,6 +16,6 @@ def test_dashboard_snapshot(snap_compare, tmp_path_factory, size):
 
     async def settle(pilot):
         await until(pilot, lambda: app.state.step == fake.steps and app.state.shown_grid() is not None)
-        await pilot.pause(0.8)  # past the plot's redraw interval
+        await pilot.pause(1.3)  # past the plot's redraw interval
 
     assert snap_compare(app, terminal_size=size, run_before=settle)

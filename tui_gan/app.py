@@ -35,7 +35,7 @@ from tui_gan.widgets.status import StatusBar
 if TYPE_CHECKING:
     from tui_gan.cli import Options
 
-_PLOT_MIN_INTERVAL_S = 0.5  # plots are the costliest redraw in bytes; twice a second reads as live
+_PLOT_MIN_INTERVAL_S = 1.0  # plots are the costliest redraw (bytes and CPU); once a second reads as live
 _QUIT_TIMEOUT_S = 60.0
 # Actions on printable keys: while the form has focus those keys are typing, not commands.
 _TYPING_ACTIONS = {"toggle_pause", "step_once", "save", "export", "fresh_samples", "browse", "toggle_log",
