@@ -387,7 +387,7 @@ class Runner:
 
     def _log_metrics_quietly(self) -> None:
         # A final partial interval still belongs in the log; its finiteness only matters for saving.
-        if self.trainer is not None and self.trainer._count:
+        if self.trainer is not None and self.trainer.unread_steps:
             self._log_metrics()
 
     def _fail(self, exc: BaseException, save: bool) -> None:

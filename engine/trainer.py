@@ -147,6 +147,11 @@ class Trainer:
         self._count += 1
         self.step += 1
 
+    @property
+    def unread_steps(self) -> int:
+        """Steps whose statistics read_stats() has not returned yet."""
+        return self._count
+
     def read_stats(self) -> StepStats | None:
         """Means since the last call (one host sync), or None if no step ran since."""
         if self._count == 0:

@@ -170,8 +170,8 @@ async def test_resume_latest_reopens_the_run_with_its_history(tmp_path):
         assert resumed.state.grids[0].step == 0 and len(resumed.state.grids) > stopped_at // 5
         await pilot.press("left_square_bracket")
         await until(pilot, lambda: resumed.state.view_index is not None)
-        shown = resumed.state.shown_grid()
-        assert shown.images is not None and shown.images.shape == (16, 28, 28)  # decoded from the run's PNG
+        await until(pilot, lambda: resumed.state.shown_grid().images is not None)  # decoded from the run's PNG
+        assert resumed.state.shown_grid().images.shape == (16, 28, 28)
         await pilot.press("q")
         await until(pilot, lambda: not resumed.is_running)
 

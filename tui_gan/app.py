@@ -163,8 +163,6 @@ class GanApp(App[int]):
             self.sub_title = event.run_dir
             if event.resumed or self.attached:
                 self._load_history(event.run_dir)
-            if event.dataset_note:
-                self.notify(event.dataset_note, title="dataset", severity="warning", timeout=15)
         elif isinstance(event, ev.CheckpointSaved) and event.reason != "periodic":
             self.notify(event.path, title="checkpoint saved")
         elif isinstance(event, ev.WarningRaised):

@@ -188,8 +188,9 @@ class DashboardState:
                     self.grids[same[0]] = grid
                 else:
                     self.grids = sorted([*self.grids, grid], key=lambda g: g.step)
+            viewed = self.shown_grid()
             for old in self.grids[:-_GRIDS_IN_MEMORY]:
-                if old.path:
+                if old.path and old is not viewed:
                     old.images = None
         else:
             self.fresh = grid
