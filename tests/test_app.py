@@ -130,6 +130,8 @@ async def test_keys_browse_grids_fresh_noise_help_and_plot_options(tmp_path):
         assert type(app.screen).__name__ == "Screen"
         await pilot.press("space", "s")
         assert isinstance(fake.commands[-2], ev.Pause) and isinstance(fake.commands[-1], ev.SaveCheckpoint)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {"Pause / resume", "Save checkpoint", "Export samples", "Quit"} <= titles  # in the palette
 
 
 async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
