@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from engine.config import TrainConfig
 from engine.runs import read_grid_png
 from tests.conftest import tiny_config
 from tests.fakes import FakeEngine
-from tui_gan.app import GanApp
+from tui_gan.app import EngineEvent, GanApp
 from tui_gan.cli import Options
 
 
@@ -139,10 +138,8 @@ async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
     app = GanApp(options(tmp_path), engine=fake)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.state.step == fake.steps)
-        app.post_message(__import__("tui_gan.app", fromlist=["EngineEvent"]).EngineEvent(
-            ev.ErrorRaised(400, "RuntimeError: boom", "Traceback...", str(tmp_path / "error.log"))))
-        app.post_message(__import__("tui_gan.app", fromlist=["EngineEvent"]).EngineEvent(
-            ev.RunFinished(400, ev.RunState.FAILED, str(tmp_path))))
+        app.post_message(EngineEvent(ev.ErrorRaised(400, "RuntimeError: boom", "Traceback...", str(tmp_path / "error.log"))))
+        app.post_message(EngineEvent(ev.RunFinished(400, ev.RunState.FAILED, str(tmp_path))))
         await until(pilot, lambda: app.state.phase == "failed")
         await pilot.pause(0.2)
         status = str(app.query_one("#status").render())

@@ -1,7 +1,6 @@
 """The command line: one-line refusals, headless runs, signals that save before exiting."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError
 from tui_gan.cli import parse_options
 
 ROOT = Path(__file__).resolve().parents[1]

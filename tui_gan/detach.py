@@ -45,7 +45,7 @@ def launch_detached(options: Options, argv: Sequence[str]) -> int:
     while not socket_path.exists():
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            print(f"gan-tui: the training process ended at start-up:\n  " + "\n  ".join(tail), file=sys.stderr)
+            print("gan-tui: the training process ended at start-up:\n  " + "\n  ".join(tail), file=sys.stderr)
             return 1
         if time.monotonic() > deadline:
             print(f"gan-tui: still starting after {_START_TIMEOUT_S:.0f} s; see {log_path}", file=sys.stderr)
