@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from engine import events as ev
 from engine.server import SOCKET_NAME, ControlServer
+from tui_gan.formatting import eta_seconds, format_duration
 
 if TYPE_CHECKING:
     from tui_gan.cli import Options
@@ -130,17 +131,9 @@ def format_metrics(m: ev.MetricsLogged, total: int, width: int = 20) -> str:
     frac = min(1.0, m.step / total) if total else 0.0
     filled = int(frac * width)
     bar = "#" * filled + "." * (width - filled)
-    left = (total - m.step) * m.elapsed_s / m.step if m.step else 0.0
+    left = eta_seconds(m.step, total, m.elapsed_s) or 0.0
     return (
         f"step {m.step}/{total} [{bar}] {frac:4.0%} ep {m.epoch:.2f} | D {m.d_loss:.3f} G {m.g_loss:.3f} | "
         f"D(x) {m.d_real:.2f} D(G(z)) {m.d_fake:.2f} | {m.images_per_s:,.0f} img/s | "
         f"{format_duration(m.elapsed_s)} elapsed, ETA {format_duration(left)}"
     )
-
-
-def format_duration(seconds: float) -> str:
-    """4:05, 1:02:03."""
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from engine.runs import RunDir
-from tui_gan.headless import format_duration
+from tui_gan.formatting import format_duration
 
 _LIVE = ("starting", "running", "paused")
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine import events as ev
+from tui_gan.formatting import eta_seconds
 
 _GRIDS_IN_MEMORY = 64  # older grids keep only their PNG path and are decoded when stepped back to
 _MAX_NOTES = 50
@@ -141,9 +142,7 @@ class DashboardState:
     @property
     def eta_s(self) -> float | None:
         """Seconds left at the run's average pace so far."""
-        if self.step <= 0 or self.elapsed_s <= 0 or self.total_steps <= self.step:
-            return None
-        return (self.total_steps - self.step) * self.elapsed_s / self.step
+        return eta_seconds(self.step, self.total_steps, self.elapsed_s)
 
     @property
     def d_probs(self) -> tuple[float, float] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from tui_gan.headless import format_duration
+from tui_gan.formatting import format_duration
 from tui_gan.state import DashboardState
 
 _PHASE_STYLE = {
