@@ -97,6 +97,24 @@ class TrainConfig:
     num_samples: int = 64
     """Images in the fixed-noise sample grid."""
 
+    # --- quality and health ---
+    quality_every: int = 500
+    """Steps between quality measurements through the dataset's classifier (0: off)."""
+    quality_samples: int = 1000
+    """Generated (and real) images per quality measurement; capped at half the judge's held-out images."""
+    alarm_window: int = 200
+    """Steps the discriminator must win outright before the d_wins alarm."""
+    alarm_d_margin: float = 0.05
+    """D wins outright when D(real) >= 1 - this and D(fake) <= this."""
+    alarm_grad_spike: float = 10.0
+    """A gradient norm this many times its recent median raises grad_spike."""
+    alarm_coverage_drop: int = 2
+    """Classes covered falling this many below the run's best raises collapse."""
+    alarm_diversity_drop: float = 0.5
+    """Diversity falling below this fraction of the run's best raises collapse."""
+    rollback_lr_scale: float = 0.5
+    """Learning-rate factor of the 'roll back with lower learning rates' key."""
+
     def __post_init__(self) -> None:
         # JSON and the command line hand us lists; keep the frozen object hashable.
         object.__setattr__(self, "g_hidden", tuple(self.g_hidden))
@@ -134,6 +152,14 @@ class TrainConfig:
         _int_range("checkpoint_every", self.checkpoint_every, 0, 10**9)
         _int_range("keep_checkpoints", self.keep_checkpoints, 1, 1000)
         _int_range("num_samples", self.num_samples, 1, 1024)
+        _int_range("quality_every", self.quality_every, 0, 10**9)
+        _int_range("quality_samples", self.quality_samples, 10, 10_000)
+        _int_range("alarm_window", self.alarm_window, 1, 10**9)
+        _number("alarm_d_margin", self.alarm_d_margin, 0.0, 0.5, "must be from 0 to 0.5")
+        _number("alarm_grad_spike", self.alarm_grad_spike, 1.0, 1e9, "must be from 1 to 1e9")
+        _int_range("alarm_coverage_drop", self.alarm_coverage_drop, 1, 1000)
+        _number("alarm_diversity_drop", self.alarm_diversity_drop, 0.0, 1.0, "must be from 0 to 1")
+        _number("rollback_lr_scale", self.rollback_lr_scale, 1e-6, 1.0, "must be above 0 and at most 1")
         if self.amp == "fp16" and self.device == "cpu":
             raise ConfigError("amp", self.amp, "fp16 needs CUDA; use off or bf16 on the CPU")
 

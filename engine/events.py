@@ -97,6 +97,61 @@ class SamplesExported:
 
 
 @dataclass(frozen=True)
+class JudgeReady:
+    """The dataset's classifier is trained (or loaded from the cache); quality figures follow."""
+
+    accuracy: float
+    held_out: int
+    source: str  # "trained" or "cache"
+    train_s: float
+    n: int  # samples per quality measurement
+    fd_floor: float
+
+
+@dataclass(frozen=True)
+class QualityMeasured:
+    """Sample quality at `step`, through the judge, on n generated vs n real held-out images."""
+
+    step: int
+    fd: float
+    fd_floor: float
+    n: int
+    class_hist: tuple[float, ...]  # share of samples per class
+    classes_covered: int  # classes with at least 2% of samples
+    kl_uniform: float  # KL(histogram || uniform), nats
+    confidence: float  # mean top-class probability
+    diversity: float  # mean pairwise distance of samples / that of real images
+
+
+@dataclass(frozen=True)
+class AlarmRaised:
+    """A health alarm started: `kind` is nonfinite, d_wins, collapse or grad_spike. Raised once, then cleared."""
+
+    step: int
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AlarmCleared:
+    """The condition behind an alarm is gone."""
+
+    step: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """The nets, optimizers and RNG were restored from a checkpoint; records after `step` are void."""
+
+    from_step: int
+    step: int
+    path: str
+    lr_g: float
+    lr_d: float
+
+
+@dataclass(frozen=True)
 class StateChanged:
     """The run moved to a new state."""
 
@@ -144,6 +199,11 @@ Event = Union[
     WarningRaised,
     ErrorRaised,
     RunFinished,
+    JudgeReady,
+    QualityMeasured,
+    AlarmRaised,
+    AlarmCleared,
+    RolledBack,
 ]
 
 
@@ -192,10 +252,19 @@ class SampleFresh:
 
 
 @dataclass(frozen=True)
+class RollBack:
+    """Restore a checkpoint: "last-good" (the newest with finite weights), "best" (lowest Frechet
+    distance), or a step number; learning rates are multiplied by lr_scale (1: unchanged)."""
+
+    to: str = "last-good"
+    lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Stop:
     """End the run, saving a checkpoint first unless told not to."""
 
     save: bool = True
 
 
-Command = Union[Pause, Resume, Step, SetHyperparams, SaveCheckpoint, ExportSamples, SampleFresh, Stop]
+Command = Union[Pause, Resume, Step, SetHyperparams, SaveCheckpoint, ExportSamples, SampleFresh, RollBack, Stop]

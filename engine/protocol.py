@@ -10,6 +10,7 @@ single line of UTF-8 JSON of at most MAX_LINE bytes:
                         {"command": "save"}
                         {"command": "export", "path": ""}
                         {"command": "sample_fresh"}
+                        {"command": "roll_back", "to": "last-good", "lr_scale": 0.5}
                         {"command": "stop", "save": true}
     trainer -> viewer   {"event": "MetricsLogged", "data": {...the event's fields...}}
                         {"reply": "ok", "command": "pause"}
@@ -42,6 +43,7 @@ _COMMANDS: dict[str, type] = {
     "save": ev.SaveCheckpoint,
     "export": ev.ExportSamples,
     "sample_fresh": ev.SampleFresh,
+    "roll_back": ev.RollBack,
     "stop": ev.Stop,
 }
 _COMMAND_NAMES = {cls: name for name, cls in _COMMANDS.items()}
@@ -68,6 +70,8 @@ def decode_event(message: dict[str, Any]) -> ev.Event:
         data["images"] = _array(data["images"])
     if "state" in data:
         data["state"] = ev.RunState(data["state"])
+    if "class_hist" in data and isinstance(data["class_hist"], list):
+        data["class_hist"] = tuple(data["class_hist"])
     if cls is ev.MetricsLogged:
         data = {k: math.nan if v is None else v for k, v in data.items()}  # JSON's null was a NaN
     try:
@@ -107,6 +111,12 @@ def decode_command(message: dict[str, Any]) -> ev.Command:
         raise ProtocolError("export path must be a string")
     elif cls is ev.Stop and not isinstance(args.get("save", True), bool):
         raise ProtocolError("stop 'save' must be true or false")
+    elif cls is ev.RollBack:
+        scale = args.get("lr_scale", 1.0)
+        if not isinstance(args.get("to", "last-good"), str):
+            raise ProtocolError("roll_back 'to' must be a string: last-good, best or a step")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1:
+            raise ProtocolError("roll_back lr_scale must be a number above 0 and at most 1")
     elif cls is ev.SampleFresh and args.get("seed") is not None and not isinstance(args.get("seed"), int):
         raise ProtocolError("sample_fresh seed must be a whole number")
     return cls(**args)

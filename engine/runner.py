@@ -18,6 +18,7 @@ deterministically.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import math
 import queue
 import threading
@@ -32,11 +33,21 @@ from engine import events as ev
 from engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
+from engine.evaluator import QualityWorker
+from engine.health import HealthMonitor
 from engine.runs import RunDir, RunError, resolve_run, write_grid_png
 from engine.trainer import Trainer, resolve_device
 
 Sink = Callable[[ev.Event], None]
 _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError)
+_QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """An event from the quality worker, queued with the commands so a paused runner wakes for it."""
+
+    event: ev.Event
 
 
 class QueueSink:
@@ -80,6 +91,7 @@ class Runner:
         run_name: str | None = None,
         resume: str | None = None,
         data: ImageData | None = None,
+        judge_cache: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self._sink = sink
@@ -87,12 +99,16 @@ class Runner:
         self._run_name = run_name
         self._resume = resume
         self._data = data
-        self._commands: queue.SimpleQueue[ev.Command] = queue.SimpleQueue()
+        self._judge_cache = judge_cache
+        self._commands: queue.SimpleQueue[ev.Command | _Delivered] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.trainer: Trainer | None = None
         self.run: RunDir | None = None
         self.state = ev.RunState.STARTING
         self.hparam_history: list[dict[str, Any]] = []
+        self.health = HealthMonitor(cfg)
+        self.quality: QualityWorker | None = None
+        self.last_quality: ev.QualityMeasured | None = None
         self._pending_steps = 0
         self._train_s = 0.0  # training wall time, pauses excluded (carried across resumes)
         self._interval_start = 0.0
@@ -183,6 +199,10 @@ class Runner:
             self._warn(info.note, "dataset")
         self._set_state(ev.RunState.RUNNING)
         self._post_fixed_samples()
+        if self.cfg.quality_every:
+            self.quality = QualityWorker(self.trainer.data, device, self.cfg.quality_samples, self.cfg.latent_dim,
+                                         self.cfg.seed, lambda e: self._commands.put(_Delivered(e)), self._judge_cache)
+            self.quality.start()
 
     def tick(self, block: bool = False) -> bool:
         """Apply pending commands, then run at most one step. False once the run is over."""
@@ -201,7 +221,7 @@ class Runner:
 
     # ------------------------------------------------------------ commands
     def _apply_commands(self, block: bool) -> None:
-        commands: list[ev.Command] = []
+        commands: list[ev.Command | _Delivered] = []
         if block and self.state == ev.RunState.PAUSED and self._pending_steps == 0:
             commands.append(self._commands.get())  # a paused runner sleeps here, not in a loop
         while True:
@@ -216,9 +236,11 @@ class Runner:
         for command in commands:
             self._apply(command)
 
-    def _apply(self, command: ev.Command) -> None:
+    def _apply(self, command: ev.Command | _Delivered) -> None:
         assert self.trainer is not None and self.run is not None
-        if isinstance(command, ev.Pause):
+        if isinstance(command, _Delivered):
+            self._on_quality_event(command.event)
+        elif isinstance(command, ev.Pause):
             self._pause("paused by the user")
         elif isinstance(command, ev.Resume):
             if self.state == ev.RunState.PAUSED:
@@ -236,6 +258,8 @@ class Runner:
         elif isinstance(command, ev.SampleFresh):
             images = self.trainer.sample(self.trainer.fresh_noise(command.seed))
             self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False))
+        elif isinstance(command, ev.RollBack):
+            self._roll_back(command.to, command.lr_scale)
         else:
             self._warn(f"unknown command {command!r} ignored", "command")
 
@@ -278,6 +302,8 @@ class Runner:
             paused_for_nan = not self._log_metrics()
         if not paused_for_nan and step % cfg.sample_every == 0:
             self._post_fixed_samples()
+        if not paused_for_nan and self.quality is not None and step % cfg.quality_every == 0:
+            self.quality.submit(step, trainer.sampler)
         if not paused_for_nan and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             if self._log_metrics():  # never checkpoint weights that went non-finite
                 self._save("periodic")
@@ -310,13 +336,9 @@ class Runner:
         )
         self.run.append_log({"type": "metrics", **dataclasses.asdict(metrics)})
         self._emit(metrics)
+        self._alarms(self.health.on_metrics(metrics))
         if not stats.finite:
             self._pause(f"non-finite loss or gradient before step {trainer.step}")
-            self._warn(
-                f"loss or gradient became NaN/inf before step {trainer.step}; training is paused. "
-                "Lower the learning rates, or resume from the last checkpoint (--resume).",
-                "nonfinite",
-            )
             return False
         return True
 
@@ -350,9 +372,101 @@ class Runner:
             self._warn(f"checkpoint at step {trainer.step} NOT saved: {exc.strerror or exc} ({path.parent})", "checkpoint")
             return False
         self._saved_step = trainer.step
+        self._remember_quality(trainer.step)
         self.run.prune_checkpoints(self.cfg.keep_checkpoints)
         self._emit(ev.CheckpointSaved(trainer.step, str(path), reason))
         return True
+
+    def _remember_quality(self, step: int) -> None:
+        """Give the checkpoint at `step` its quality: now if measured, else when the measurement lands."""
+        assert self.trainer is not None and self.run is not None
+        if self.last_quality is not None and self.last_quality.step == step:
+            self.run.record_checkpoint_quality(step, _quality_record(self.last_quality))
+        elif self.quality is not None and not self.quality.failed and not self.quality.pending(step):
+            self.quality.submit(step, self.trainer.sampler, keep=True)
+
+    # ---------------------------------------------------------- quality/health
+    def _on_quality_event(self, event: ev.Event) -> None:
+        assert self.run is not None
+        if isinstance(event, ev.QualityMeasured):
+            self.last_quality = event
+            self.run.append_log(_record("quality", event.step, **_quality_record(event)))
+            if self.run.checkpoint_path(event.step).is_file():
+                try:
+                    self.run.record_checkpoint_quality(event.step, _quality_record(event))
+                except OSError:
+                    pass  # the figure is still in the log and on screen
+            self._emit(event)
+            self._alarms(self.health.on_quality(event))
+        elif isinstance(event, ev.JudgeReady):
+            self.run.append_log(_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
+                                        source=event.source, n=event.n, fd_floor=event.fd_floor))
+            self._emit(event)
+        elif isinstance(event, ev.WarningRaised):
+            self._warn(event.message, event.kind)
+
+    def _alarms(self, changes: list[ev.AlarmRaised | ev.AlarmCleared]) -> None:
+        assert self.run is not None
+        for change in changes:
+            if isinstance(change, ev.AlarmRaised):
+                self.run.append_log(_record("alarm", change.step, kind=change.kind, message=change.message))
+            else:
+                self.run.append_log(_record("alarm_cleared", change.step, kind=change.kind))
+            self._emit(change)
+
+    # --------------------------------------------------------------- rollback
+    def _roll_back(self, target: str, lr_scale: float) -> None:
+        """Restore a checkpoint's nets, optimizers and RNG in place; later records and checkpoints are set aside."""
+        trainer = self.trainer
+        assert trainer is not None and self.run is not None
+        path = self._rollback_target(target)
+        if path is None:
+            return
+        try:
+            payload = load_checkpoint(path)
+            check_compatible(TrainConfig.from_dict(payload["config"]), self.cfg, self.run.path)
+        except (CheckpointError, ConfigError) as exc:
+            self._warn(f"not rolled back: {exc}", "rollback")
+            return
+        was_nonfinite = "nonfinite" in self.health.active
+        from_step = trainer.step
+        trainer.load_state_dict(payload["trainer"])  # keeps the current live hyperparameters
+        self.hparam_history = list(payload["hparam_history"])
+        self._train_s = float(payload.get("train_s", 0.0))
+        self._pending_steps = 0
+        if self.quality is not None:
+            self.quality.invalidate()
+        self.last_quality = None
+        self.run.truncate_log(trainer.step)
+        self.run.abandon_checkpoints_after(trainer.step)
+        self.run.append_log(_record("rollback", trainer.step, from_step=from_step, path=str(path)))
+        self._saved_step = trainer.step
+        self._alarms(self.health.clear_all(trainer.step))
+        self._emit(ev.RolledBack(from_step, trainer.step, str(path), self.cfg.lr_g, self.cfg.lr_d))
+        if lr_scale != 1.0:
+            self._set_hyperparams({"lr_g": self.cfg.lr_g * lr_scale, "lr_d": self.cfg.lr_d * lr_scale})
+        self._start_interval()
+        self._post_fixed_samples()
+        if was_nonfinite and self.state == ev.RunState.PAUSED:
+            self._set_state(ev.RunState.RUNNING, f"rolled back to step {trainer.step}")
+
+    def _rollback_target(self, target: str) -> Path | None:
+        assert self.trainer is not None and self.run is not None
+        found = [(step, path) for step, path in self.run.checkpoints() if step <= self.trainer.step]
+        if target == "best":
+            path = self.run.best_checkpoint()
+            if path is None:
+                self._warn("not rolled back: no checkpoint has a quality figure yet", "rollback")
+            return path
+        if target == "last-good":
+            if not found:
+                self._warn("not rolled back: this run has no checkpoint yet (s saves one)", "rollback")
+                return None
+            return found[-1][1]
+        if target.isdigit() and self.run.checkpoint_path(int(target)).is_file():
+            return self.run.checkpoint_path(int(target))
+        self._warn(f"not rolled back: no checkpoint {target!r} (use last-good, best or a checkpoint's step)", "rollback")
+        return None
 
     def _export(self, target: str) -> None:
         trainer = self.trainer
@@ -380,10 +494,26 @@ class Runner:
             self._log_metrics_quietly()
             if save:
                 self._save("final" if state == ev.RunState.FINISHED else "stop")
+        self._close_quality(wait=save)
         self._set_state(state, reason)
         self._done = True
         step = self.trainer.step if self.trainer else 0
         self._emit(ev.RunFinished(step, state, str(self.run.path) if self.run else ""))
+
+    def _close_quality(self, wait: bool) -> None:
+        """Let measurements under way land (a final checkpoint's quality), then end the worker."""
+        if self.quality is None:
+            return
+        if wait and self.quality.ready:
+            self.quality.wait_idle(_QUALITY_DRAIN_S)
+            while True:
+                try:
+                    item = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Delivered):
+                    self._on_quality_event(item.event)
+        self.quality.close()
 
     def _log_metrics_quietly(self) -> None:
         # A final partial interval still belongs in the log; its finiteness only matters for saving.
@@ -406,6 +536,7 @@ class Runner:
         self._emit(ev.ErrorRaised(step, message, text, where))
         if save and self.trainer is not None and _weights_finite(self.trainer):
             self._save("error")
+        self._close_quality(wait=False)
         self._set_state(ev.RunState.FAILED, str(exc))
         self._done = True
         self._emit(ev.RunFinished(step, ev.RunState.FAILED, str(self.run.path) if self.run else ""))
@@ -442,6 +573,13 @@ class Runner:
 def _record(record_type: str, step: int, **fields: Any) -> dict[str, Any]:
     # Every log line carries the metrics keys so a consumer can read the file as one table.
     return {"type": record_type, "step": step, "d_loss": None, "g_loss": None, "images_per_s": None, **fields}
+
+
+def _quality_record(q: ev.QualityMeasured) -> dict[str, Any]:
+    fields = dataclasses.asdict(q)
+    del fields["step"]
+    fields["class_hist"] = list(q.class_hist)
+    return fields
 
 
 def _device_name(device: torch.device) -> str:

@@ -99,10 +99,15 @@ class RunDir:
         return records
 
     def truncate_log(self, step: int) -> int:
-        """Drop records after `step` (they describe weights a resume throws away); returns the last step dropped."""
+        """Drop records after `step` (they describe weights a resume or rollback throws away); returns
+        the last step dropped. The dropped lines are appended to metrics.abandoned.jsonl, not lost."""
         records = self.read_log()
         kept = [r for r in records if r.get("step", 0) <= step]
+        dropped = [r for r in records if r.get("step", 0) > step]
         lost = max((r.get("step", 0) for r in records), default=step)
+        if dropped:
+            with (self.path / "metrics.abandoned.jsonl").open("a") as f:
+                f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in dropped))
         tmp = self.metrics_path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
         os.replace(tmp, self.metrics_path)
@@ -131,11 +136,50 @@ class RunDir:
         found = self.checkpoints()
         return found[-1][1] if found else None
 
-    def prune_checkpoints(self, keep: int, protect: set[Path] | None = None) -> None:
-        """Delete all but the newest `keep` checkpoints (and any in `protect`)."""
+    def prune_checkpoints(self, keep: int) -> None:
+        """Delete all but the newest `keep` checkpoints; the best by quality is always kept."""
+        best = self.best_checkpoint()
         for _, path in self.checkpoints()[:-keep]:
-            if not protect or path not in protect:
+            if path != best:
                 path.unlink(missing_ok=True)
+
+    def abandon_checkpoints_after(self, step: int) -> list[Path]:
+        """Move checkpoints newer than `step` to checkpoints/abandoned/ (a rollback left them behind)."""
+        moved = []
+        for ckpt_step, path in self.checkpoints():
+            if ckpt_step > step:
+                target = self.checkpoints_dir / "abandoned" / path.name
+                target.parent.mkdir(exist_ok=True)
+                os.replace(path, target)
+                moved.append(target)
+        return moved
+
+    # ---------------------------------------------------------------- quality
+    @property
+    def quality_index_path(self) -> Path:
+        return self.checkpoints_dir / "quality.json"
+
+    def checkpoint_quality(self) -> dict[int, dict[str, Any]]:
+        """step -> the quality measured at that step, for the checkpoints that still exist."""
+        try:
+            data = json.loads(self.quality_index_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        existing = {step for step, _ in self.checkpoints()}
+        return {int(k): v for k, v in data.items() if isinstance(v, dict) and k.isdigit() and int(k) in existing}
+
+    def record_checkpoint_quality(self, step: int, quality: dict[str, Any]) -> None:
+        """Remember the quality of the checkpoint at `step` (atomically; the index is small)."""
+        index = {str(k): v for k, v in self.checkpoint_quality().items()}
+        index[str(step)] = _finite(quality)
+        tmp = self.quality_index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+        os.replace(tmp, self.quality_index_path)
+
+    def best_checkpoint(self) -> Path | None:
+        """The checkpoint whose samples had the lowest Frechet distance, or None if none was measured."""
+        scored = [(q["fd"], step) for step, q in self.checkpoint_quality().items() if isinstance(q.get("fd"), (int, float))]
+        return self.checkpoint_path(min(scored)[1]) if scored else None
 
 
 def new_run_name(cfg: TrainConfig) -> str:

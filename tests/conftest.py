@@ -28,9 +28,19 @@ def tiny_config(**changes):
         checkpoint_every=20,
         num_samples=16,
         device="cpu",
+        quality_every=0,  # the judge is tested on its own; tiny runs need no classifier
     )
     base.update(changes)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Datasets and judges cached by the tests go to a folder of this session, not the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +64,7 @@ def make_runner(tmp_path, synthetic_data):
     """Build a Runner on tiny data with a QueueSink, set up but not started (drive it with tick())."""
     from engine.runner import QueueSink, Runner
 
-    def make(resume: str | None = None, data=None, run_name: str = "run", **changes):
+    def make(resume: str | None = None, data=None, run_name: str = "run", judge_cache=None, **changes):
         sink = QueueSink()
         runner = Runner(
             tiny_config(**changes),
@@ -63,8 +73,33 @@ def make_runner(tmp_path, synthetic_data):
             run_name=None if resume else run_name,
             resume=resume,
             data=data or synthetic_data,
+            judge_cache=judge_cache,
         )
         runner.setup()
         return runner, sink
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mnist_data(mnist_root):
+    """The real MNIST t10k digits through the real loader."""
+    from engine.data import load_dataset
+
+    return load_dataset("mnist", str(mnist_root))
+
+
+@pytest.fixture(scope="session")
+def judge_cache(tmp_path_factory) -> Path:
+    """Where this session's judges are cached (each dataset's judge is trained once)."""
+    return tmp_path_factory.mktemp("judges")
+
+
+@pytest.fixture(scope="session")
+def mnist_judge(mnist_data, judge_cache):
+    """The classifier trained on the t10k files (about a minute on 2 cores), cached for the session."""
+    import torch
+
+    from engine.judge import load_or_train
+
+    return load_or_train(mnist_data, torch.device("cpu"), judge_cache)

@@ -36,6 +36,10 @@ class FakeEngine:
                                   1.0, 2.0, 2e-3, 2e-3, 2000.0, step / 30))
         emit(ev.HyperparamsChanged(200, self.config.hyperparams(), {**self.config.hyperparams(), "lr_g": 1e-3}))
         emit(ev.SamplesGenerated(self.steps, known_digits(), True, ""))
+        emit(ev.JudgeReady(0.991, 2000, "cache", 0.0, 1000, 8.6))
+        for step in range(100, self.steps + 1, 100):
+            hist = tuple(0.1 + 0.01 * ((c + step // 100) % 3 - 1) for c in range(10))
+            emit(ev.QualityMeasured(step, 8.6 + 5000 / step, 8.6, 1000, hist, 10, 0.01, 0.9, 0.95))
 
     def send(self, command: ev.Command) -> None:
         self.commands.append(command)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from engine import events as ev
 from engine.checkpoint import load_checkpoint
 from engine.config import TrainConfig
-from engine.runs import read_grid_png
+from engine.runs import write_grid_png
 from tests.conftest import tiny_config
 from tests.fakes import FakeEngine
 from tui_gan.app import EngineEvent, GanApp
@@ -86,16 +87,49 @@ async def test_each_invalid_form_value_is_refused_with_a_reason_and_changes_noth
         assert app.state.hparams["lr_d"] == TrainConfig().lr_d
 
 
-async def test_e_writes_a_png_that_decodes_to_the_grid_shown(tmp_path):
+async def test_e_then_p_writes_the_grid_shown_as_a_png_at_the_chosen_scale(tmp_path):
     fake = FakeEngine(str(tmp_path))
     app = GanApp(options(tmp_path), engine=fake)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.state.shown_grid() is not None)
         await pilot.press("e")
+        assert type(app.screen).__name__ == "ExportScreen"
+        await pilot.press("tab", "backspace", "2", "escape")  # into the scale field, 4 -> 2, out again
+        await pilot.press("p")
         await until(pilot, lambda: bool(app.state.last_export))
-        decoded = read_grid_png(Path(app.state.last_export), 64)
-        assert np.array_equal(decoded, app.state.shown_grid().images)
-        assert str(tmp_path) in app.state.last_export
+        path = Path(app.state.last_export)
+        assert path.name.endswith("_x2.png") and str(tmp_path) in str(path)
+        pixels = np.asarray(Image.open(path).convert("L"))
+        one = tmp_path / "one.png"
+        write_grid_png(one, app.state.shown_grid().images)
+        assert np.array_equal(pixels[::2, ::2], np.asarray(Image.open(one).convert("L")))
+
+
+async def test_quality_events_fill_the_panel_and_a_nan_alarm_offers_one_key_rollback(tmp_path):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.state.step == fake.steps)
+        assert not app.query_one("#quality").display
+        await pilot.press("v")
+        assert app.query_one("#quality").display and not app.query_one("#loss").display
+        app.post_message(EngineEvent(ev.AlarmRaised(400, "nonfinite", "loss became NaN")))
+        app.post_message(EngineEvent(ev.StateChanged(ev.RunState.PAUSED, 400, "non-finite loss")))
+        await until(pilot, lambda: "nonfinite" in app.state.alarms)
+        await pilot.pause(0.2)
+        figures = str(app.query_one("#quality-figures").render())
+        assert "10/10" in figures and "FD 21.1" in figures and "2.5x floor" in figures
+        assert "NaN/inf" in str(app.query_one("#quality-alarms").render())
+        assert "nonfinite" in str(app.query_one("#status").render())
+        await pilot.press("U")
+        assert fake.commands[-1] == ev.RollBack("last-good", 0.5)  # at once, no question
+        app.post_message(EngineEvent(ev.AlarmCleared(200, "nonfinite")))
+        app.post_message(EngineEvent(ev.RolledBack(400, 200, "ckpt", 1e-3, 1e-3)))
+        await until(pilot, lambda: not app.state.alarms and app.state.history.step[-1] == 200)
+        assert app.state.quality.step == [100, 200]
+        await pilot.press("b")  # no checkpoint in this folder: says so, sends nothing
+        await pilot.pause(0.3)
+        assert fake.commands[-1] == ev.RollBack("last-good", 0.5)
 
 
 async def test_s_writes_a_checkpoint_that_loads_and_q_saves_and_exits(tmp_path):
@@ -130,7 +164,7 @@ async def test_keys_browse_grids_fresh_noise_help_and_plot_options(tmp_path):
         await pilot.press("space", "s")
         assert isinstance(fake.commands[-2], ev.Pause) and isinstance(fake.commands[-1], ev.SaveCheckpoint)
         titles = {command.title for command in app.get_system_commands(app.screen)}
-        assert {"Pause / resume", "Save checkpoint", "Export samples", "Quit"} <= titles  # in the palette
+        assert {"Pause / resume", "Save checkpoint", "Export", "Roll back", "Quality view", "Quit"} <= titles  # in the palette
 
 
 async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
@@ -144,7 +178,7 @@ async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
         await pilot.pause(0.2)
         status = str(app.query_one("#status").render())
         assert "FAILED" in status and "boom" in status
-        await pilot.press("e")
+        await pilot.press("e", "p")
         await until(pilot, lambda: bool(app.state.last_export))
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)

@@ -24,11 +24,13 @@ from textual.worker import Worker, WorkerState
 from engine import events as ev
 from tui_gan.engine_link import EngineLink, LocalEngine
 from tui_gan.screens.confirm import ConfirmScreen
+from tui_gan.screens.export import ExportRequest, ExportScreen
 from tui_gan.screens.help import HelpScreen
 from tui_gan.state import SMOOTHING_LEVELS, DashboardState
 from tui_gan.widgets.hyperparams import HyperparamsForm
 from tui_gan.widgets.loss_plot import LossPlot
 from tui_gan.widgets.probe import DProbe
+from tui_gan.widgets.quality_panel import ALARM_TITLES, QualityPanel
 from tui_gan.widgets.sample_grid import SampleGrid
 from tui_gan.widgets.status import StatusBar
 
@@ -37,9 +39,10 @@ if TYPE_CHECKING:
 
 _PLOT_MIN_INTERVAL_S = 1.0  # plots are the costliest redraw (bytes and CPU); once a second reads as live
 _QUIT_TIMEOUT_S = 60.0
+_TALL_ROWS = 40  # from this height the quality panel shows below the losses instead of in their place
 # Actions on printable keys: while the form has focus those keys are typing, not commands.
 _TYPING_ACTIONS = {"toggle_pause", "step_once", "save", "export", "fresh_samples", "browse", "toggle_log",
-                   "smoothing", "toggle_window", "help", "quit_run", "stop_run"}
+                   "smoothing", "toggle_window", "help", "quit_run", "stop_run", "toggle_quality", "roll_back"}
 
 
 @dataclass
@@ -74,7 +77,11 @@ class GanApp(App[int]):
         Binding("space", "toggle_pause", "Pause/Resume"),
         Binding("n", "step_once", "Step"),
         Binding("s", "save", "Save"),
-        Binding("e", "export", "Export PNG"),
+        Binding("e", "export", "Export"),
+        Binding("v", "toggle_quality", "Quality"),
+        Binding("u", "roll_back('last-good')", "Roll back"),
+        Binding("U", "roll_back('last-good', True)", "Roll back, lower lr", show=False),
+        Binding("b", "roll_back('best')", "Back to best", show=False),
         Binding("r", "fresh_samples", "Fresh"),
         Binding("left_square_bracket", "browse(-1)", "Older", show=False, key_display="["),
         Binding("right_square_bracket", "browse(1)", "Newer", show=False, key_display="]"),
@@ -106,6 +113,7 @@ class GanApp(App[int]):
             with Vertical(id="left"):
                 yield LossPlot(id="loss")
                 yield DProbe(id="probe")
+                yield QualityPanel(id="quality")
                 with Horizontal(id="lower"):
                     yield HyperparamsForm(id="hparams")
                 yield RichLog(id="notes", max_lines=200, markup=True, wrap=False)
@@ -115,7 +123,8 @@ class GanApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#notes", RichLog).can_focus = False
+        self._main.query_one("#notes", RichLog).can_focus = False
+        self._main.query_one("#left").set_class(self.size.height >= _TALL_ROWS, "-tall")
         self.set_interval(1.0 / self.options.refresh_hz, self.redraw)
         self._redraw_status()
         self._start_engine()
@@ -141,11 +150,45 @@ class GanApp(App[int]):
         self.post_message(HistoryLoaded(run.read_log(), [(s, str(p)) for s, p in run.sample_grids()]))
 
     @work(thread=True, group="io", exit_on_error=False)
-    def _write_png(self, path: Path, images: Any) -> None:
-        from engine.runs import write_grid_png
+    def _run_export(self, request: ExportRequest, step: int, images: Any) -> None:
+        from engine import export
+        from engine.runs import RunDir
 
-        write_grid_png(path, images)
-        self.call_from_thread(self._exported, path)
+        run = RunDir(Path(self.state.run_dir))
+        try:
+            if request.kind == "grid":
+                text = str(export.export_grid(run, scale=request.scale, step=step, images=images))
+            elif request.kind == "gif":
+                path, frames = export.export_gif(run, scale=max(1, request.scale // 2))
+                text = f"{path} ({frames} frames)"
+            elif request.kind == "csv":
+                path, rows = export.export_csv(run)
+                text = f"{path} ({rows} rows)"
+            else:
+                paths = export.export_checkpoint_samples(run, count=request.count)
+                text = f"{paths[0].parent} ({len(paths)} PNGs)"
+        except export.ExportError as exc:
+            self.call_from_thread(self.notify, str(exc), title="export failed", severity="error", timeout=10)
+            return
+        self.call_from_thread(self._exported, request.kind, text)
+
+    @work(thread=True, group="io", exit_on_error=False)
+    def _ask_roll_back(self, target: str, lr_scale: float) -> None:
+        from engine.runs import RunDir
+
+        run = RunDir(Path(self.state.run_dir))
+        path = run.best_checkpoint() if target == "best" else run.latest_checkpoint()
+        if path is None:
+            what = "with a quality figure" if target == "best" else ""
+            self.call_from_thread(self.notify, f"no checkpoint {what} to roll back to yet", severity="warning")
+            return
+        step = int(path.stem.split("_")[1])
+        quality = run.checkpoint_quality().get(step)
+        figure = f" (Frechet distance {quality['fd']:.1f})" if quality and quality.get("fd") is not None else ""
+        lr = f"\nLearning rates are multiplied by {lr_scale:g}." if lr_scale != 1 else ""
+        question = (f"Roll back to the checkpoint of step {step:,}{figure}?\n"
+                    f"The {self.state.step - step:,} steps since are set aside (their log and checkpoints are kept aside).{lr}")
+        self.call_from_thread(self.push_screen, ConfirmScreen(question), lambda yes: self._send_roll_back(yes, str(step), lr_scale))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
@@ -156,9 +199,19 @@ class GanApp(App[int]):
             self.notify(str(error), title="error", severity="error", timeout=10)
 
     # ------------------------------------------------------------- messages
+    def on_resize(self) -> None:
+        self._main.query_one("#left").set_class(self.size.height >= _TALL_ROWS, "-tall")
+
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
         self.state.apply(event)
+        if isinstance(event, ev.AlarmRaised):
+            hint = ("\nu: roll back to the last good checkpoint · U: the same with lower learning rates"
+                    if event.kind == "nonfinite" else "")
+            self.notify(f"{event.message}{hint}", title=f"alarm: {ALARM_TITLES.get(event.kind, event.kind)}",
+                        severity="error", timeout=20)
+        elif isinstance(event, ev.RolledBack):
+            self.notify(f"back at step {event.step:,} from {event.from_step:,}", title="rolled back")
         if isinstance(event, ev.RunStarted):
             self.sub_title = event.run_dir
             if event.resumed or self.attached:
@@ -192,8 +245,8 @@ class GanApp(App[int]):
             now = time.monotonic()
             if now - self._last_plot >= _PLOT_MIN_INTERVAL_S:
                 self._last_plot = now
-                self.query_one(LossPlot).show(self.state.history, self.state.markers)
-                self.query_one(DProbe).show(self.state.history)
+                self._main.query_one(LossPlot).show(self.state.history, self.state.markers)
+                self._main.query_one(DProbe).show(self.state.history)
             else:
                 self.state.changed.add("plot")  # drawn on a later tick
         if "status" in changes:
@@ -201,14 +254,16 @@ class GanApp(App[int]):
         if "grid" in changes:
             self._redraw_grid()
         if "hparams" in changes:
-            form = self.query_one(HyperparamsForm)
+            form = self._main.query_one(HyperparamsForm)
             form.show_current(self.state.hparams)
             form.query_one("#hp-status", Label).update("")
         if "notes" in changes:
             self._redraw_notes()
+        if "quality" in changes:
+            self._main.query_one(QualityPanel).show(self.state.quality, self.state.alarms)
 
     def _redraw_status(self) -> None:
-        self.query_one(StatusBar).show(self.state, self.engine.gpu_memory())
+        self._main.query_one(StatusBar).show(self.state, self.engine.gpu_memory())
 
     def _redraw_grid(self) -> None:
         grid = self.state.shown_grid()
@@ -218,17 +273,17 @@ class GanApp(App[int]):
             from engine.runs import read_grid_png
 
             grid.images = read_grid_png(Path(grid.path), int(self.state.config.get("num_samples", 64)))
-        widget = self.query_one(SampleGrid)
+        widget = self._main.query_one(SampleGrid)
         widget.set_images(grid.images)
         if grid.fixed:
             position = "newest" if self.state.view_index is None else f"{self.state.view_index + 1}/{len(self.state.grids)}"
             title = f"samples @ step {grid.step:,} (fixed noise, {position})"
         else:
             title = f"samples @ step {grid.step:,} (fresh noise; [ or ] returns)"
-        self.query_one("#grid-title", Label).update(title)
+        self._main.query_one("#grid-title", Label).update(title)
 
     def _redraw_notes(self) -> None:
-        log = self.query_one("#notes", RichLog)
+        log = self._main.query_one("#notes", RichLog)
         new = min(self.state.notes_total - self._notes_written, len(self.state.notes))
         colour = {"warning": "yellow", "error": "bold red"}
         for severity, text in self.state.notes[len(self.state.notes) - new :]:
@@ -261,21 +316,50 @@ class GanApp(App[int]):
             self.notify(f"the run is {self.state.phase}; its last checkpoint: {last}", timeout=6)
 
     def action_export(self) -> None:
-        """Write the digits on screen as a PNG in the run folder."""
-        grid = self.state.shown_grid()
-        if grid is None or not self.state.run_dir:
-            self.notify("no samples to export yet", severity="warning")
+        """Open the export menu: grid PNG at a scale, GIF over time, metrics CSV, sample PNGs."""
+        if not self.state.run_dir:
+            self.notify("nothing to export before the run has started", severity="warning")
             return
-        if grid.images is None:
-            self._redraw_grid()
-        suffix = "" if grid.fixed else "_fresh"
-        path = Path(self.state.run_dir) / "exports" / f"samples_step_{grid.step:08d}{suffix}.png"
-        self._write_png(path, grid.images)
 
-    def _exported(self, path: Path) -> None:
-        self.state.last_export = str(path)
-        self.state.note("info", f"samples exported: {path}")
-        self.notify(str(path), title="samples exported")
+        def picked(request: ExportRequest | None) -> None:
+            if request is None:
+                return
+            grid = self.state.shown_grid()
+            if request.kind == "grid":
+                if grid is None:
+                    self.notify("no samples to export yet", severity="warning")
+                    return
+                if grid.images is None:
+                    self._redraw_grid()
+            self._run_export(request, grid.step if grid else 0, grid.images if grid else None)
+
+        self.push_screen(ExportScreen(), picked)
+
+    def _exported(self, kind: str, text: str) -> None:
+        self.state.last_export = text
+        self.state.note("info", f"exported {kind}: {text}")
+        self.notify(text, title=f"exported {kind}")
+
+    def action_toggle_quality(self) -> None:
+        """Show the quality panel in place of the losses (both show on tall terminals)."""
+        self._main.query_one("#left").toggle_class("-quality")
+
+    def action_roll_back(self, target: str, lower_lr: bool = False) -> None:
+        """Restore a checkpoint: at once after a NaN alarm, else after a question."""
+        if self.state.phase not in ("running", "paused"):
+            self.notify(f"the run is {self.state.phase}; resume it with --resume to roll back", severity="warning")
+            return
+        scale = float(self.state.config.get("rollback_lr_scale", 0.5)) if lower_lr else 1.0
+        if target == "last-good" and "nonfinite" in self.state.alarms:
+            self._send_roll_back(True, target, scale)  # one key: the weights in hand are not usable anyway
+            return
+        self._ask_roll_back(target, scale)
+
+    def _send_roll_back(self, yes: bool | None, target: str, lr_scale: float) -> None:
+        if yes:
+            self.engine.send(ev.RollBack(target, lr_scale))
+            lower = f" with learning rates x{lr_scale:g}" if lr_scale != 1 else ""
+            self.notify(f"rolling back to {target}{lower}...", timeout=3)
 
     def action_fresh_samples(self) -> None:
         """Show a grid from new random noise."""
@@ -288,19 +372,19 @@ class GanApp(App[int]):
 
     def action_toggle_log(self) -> None:
         """Log scale on the loss plot."""
-        plot = self.query_one(LossPlot)
+        plot = self._main.query_one(LossPlot)
         plot.log_scale = not plot.log_scale
         plot.replot()
 
     def action_toggle_window(self) -> None:
         """Whole run or recent records on the loss plot."""
-        plot = self.query_one(LossPlot)
+        plot = self._main.query_one(LossPlot)
         plot.whole_run = not plot.whole_run
         plot.replot()
 
     def action_smoothing(self, delta: int) -> None:
         """More (+1) or less (-1) EMA smoothing of the loss curves."""
-        plot = self.query_one(LossPlot)
+        plot = self._main.query_one(LossPlot)
         levels = SMOOTHING_LEVELS
         index = min(range(len(levels)), key=lambda i: abs(levels[i] - plot.smoothing))
         plot.smoothing = levels[max(0, min(len(levels) - 1, index + delta))]
@@ -351,7 +435,12 @@ class GanApp(App[int]):
             ("Pause / resume", "Pause or resume training (space)", self.action_toggle_pause),
             ("Step once", "One training step while paused (n)", self.action_step_once),
             ("Save checkpoint", "Write a checkpoint now (s)", self.action_save),
-            ("Export samples", "Write the shown digits as a PNG (e)", self.action_export),
+            ("Export", "Grid PNG, GIF, metrics CSV or sample PNGs (e)", self.action_export),
+            ("Quality view", "Frechet distance, classes, alarms (v)", self.action_toggle_quality),
+            ("Roll back", "To the last good checkpoint (u; U with lower learning rates)",
+             lambda: self.action_roll_back("last-good")),
+            ("Roll back to best", "To the checkpoint with the lowest Frechet distance (b)",
+             lambda: self.action_roll_back("best")),
             ("Fresh samples", "Sample new noise (r)", self.action_fresh_samples),
             ("Log scale", "Toggle log10 losses (l)", self.action_toggle_log),
             ("Loss window", "Whole run or recent records (w)", self.action_toggle_window),
@@ -366,6 +455,11 @@ class GanApp(App[int]):
         if action == "stop_run":
             return self.attached and self.state.phase in ("running", "paused")
         return True
+
+    @property
+    def _main(self) -> Screen[Any]:
+        """The dashboard's screen, also while a modal (help, export, a question) is on top of it."""
+        return self.screen_stack[0]
 
     @property
     def attached(self) -> bool:

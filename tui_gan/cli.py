@@ -28,6 +28,7 @@ _CONFIG_FLAGS = {
     "seed": "seed",
     "device": "device",
     "amp": "amp",
+    "quality_every": "quality_every",
 }
 
 
@@ -49,7 +50,7 @@ class Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gan-tui` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("attach", "ls"):
+    if args and args[0] in ("attach", "ls", "export"):
         from tui_gan.commands import run_subcommand
 
         return run_subcommand(args[0], args[1:])
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a GAN on MNIST-style digits and watch it in the terminal.",
         epilog="Flags override the --config file. Runs are written to RUNS_DIR/RUN_NAME/. "
         "Also: `gan-tui attach [RUN_DIR|latest]` opens the dashboard on a detached run, "
-        "`gan-tui ls` lists the runs.",
+        "`gan-tui ls` lists the runs, `gan-tui export RUN grid|gif|csv|samples` exports from one.",
     )
     p.add_argument("--config", metavar="FILE", help="JSON config file (a run's config.json works)")
     p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int, metavar="N")
     p.add_argument("--device", choices=DEVICES, help="auto picks CUDA when present")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: bf16 on CUDA, off on CPU)")
+    p.add_argument("--quality-every", type=_int, metavar="N",
+                   help="steps between sample-quality measurements through the dataset's classifier (default 500; 0: off)")
     p.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run folders go (default ./runs)")
     p.add_argument("--run-name", metavar="NAME", help="run folder name (default: date-dataset-preset)")
     p.add_argument("--resume", metavar="RUN_DIR|latest", help="continue a run from its last checkpoint")

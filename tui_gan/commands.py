@@ -1,4 +1,4 @@
-"""The subcommands: `gan-tui attach [RUN_DIR|latest]` and `gan-tui ls`."""
+"""The subcommands: `gan-tui attach [RUN_DIR|latest]`, `gan-tui ls` and `gan-tui export RUN WHAT`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,49 @@ from engine.server import SOCKET_NAME
 
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
-    """Dispatch `attach` or `ls`; the exit status."""
-    return _attach(argv) if name == "attach" else _ls(argv)
+    """Dispatch `attach`, `ls` or `export`; the exit status."""
+    return {"attach": _attach, "ls": _ls, "export": _export}[name](argv)
+
+
+def _export(argv: Sequence[str]) -> int:
+    from engine import export
+
+    p = argparse.ArgumentParser(
+        prog="gan-tui export",
+        description="Export from a run folder without opening the dashboard.",
+        epilog="grid: the newest (or --step) sample grid as a PNG at --scale; gif: every saved grid as an "
+        "animated GIF; csv: metrics.jsonl as a CSV table; samples: --count single PNGs from a checkpoint "
+        "(--checkpoint latest, best or a step). Files go to RUN/exports/ unless --out is given.",
+    )
+    p.add_argument("run", metavar="RUN_DIR|latest")
+    p.add_argument("what", choices=("grid", "gif", "csv", "samples"))
+    p.add_argument("--out", type=Path, metavar="PATH", help="file (grid, gif, csv) or folder (samples)")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR")
+    p.add_argument("--scale", type=int, default=None, metavar="N", help="pixels per image pixel (grid 4, gif 2, samples 1)")
+    p.add_argument("--step", type=int, metavar="N", help="grid: the grid of this step (default: newest)")
+    p.add_argument("--count", type=int, default=64, metavar="N", help="samples: how many PNGs (default 64)")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|STEP|FILE", help="samples: which checkpoint")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="samples: noise seed")
+    p.add_argument("--frame-ms", type=int, default=200, metavar="MS", help="gif: milliseconds per frame")
+    args = p.parse_args(argv)
+    try:
+        run = resolve_run(Path(args.runs_dir), args.run)
+        if args.what == "grid":
+            print(export.export_grid(run, args.out, scale=args.scale or 4, step=args.step))
+        elif args.what == "gif":
+            path, frames = export.export_gif(run, args.out, scale=args.scale or 2, frame_ms=args.frame_ms)
+            print(f"{path} ({frames} frames)")
+        elif args.what == "csv":
+            path, rows = export.export_csv(run, args.out)
+            print(f"{path} ({rows} rows)")
+        else:
+            paths = export.export_checkpoint_samples(run, args.out, count=args.count, checkpoint=args.checkpoint,
+                                                     seed=args.seed, scale=args.scale or 1)
+            print(f"{paths[0].parent} ({len(paths)} PNGs)")
+    except (RunError, export.ExportError) as exc:
+        print(f"gan-tui: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _ls(argv: Sequence[str]) -> int:

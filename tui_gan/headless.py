@@ -96,6 +96,19 @@ class ProgressLine:
             self.note(f"samples exported: {event.path}")
         elif isinstance(event, ev.HyperparamsChanged):
             self.note(f"step {event.step}: hyperparameters {event.old} -> {event.new}")
+        elif isinstance(event, ev.JudgeReady):
+            self.note(f"quality judge: {event.accuracy:.1%} on {event.held_out:,} held-out images ({event.source}); "
+                      f"Frechet floor {event.fd_floor:.2f} at n={event.n}")
+        elif isinstance(event, ev.QualityMeasured):
+            self.note(f"quality at step {event.step}: FD {event.fd:.1f} (floor {event.fd_floor:.1f}), "
+                      f"{event.classes_covered}/{len(event.class_hist)} classes, KL {event.kl_uniform:.3f}, "
+                      f"confidence {event.confidence:.2f}, diversity {event.diversity:.2f}")
+        elif isinstance(event, ev.AlarmRaised):
+            self.note(f"ALARM {event.kind}: {event.message}")
+        elif isinstance(event, ev.AlarmCleared):
+            self.note(f"step {event.step}: alarm {event.kind} cleared")
+        elif isinstance(event, ev.RolledBack):
+            self.note(f"rolled back from step {event.from_step} to {event.step} ({event.path})")
         elif isinstance(event, ev.WarningRaised):
             self.note(f"warning: {event.message}")
         elif isinstance(event, ev.ErrorRaised):

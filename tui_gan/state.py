@@ -51,6 +51,42 @@ class MetricsHistory:
     def __len__(self) -> int:
         return len(self.step)
 
+    def truncate(self, step: int) -> None:
+        """Forget records after `step` (a rollback made them void)."""
+        keep = sum(1 for s in self.step if s <= step)
+        for name in ("step", "d_loss", "g_loss", "d_real", "d_fake"):
+            del getattr(self, name)[keep:]
+
+
+@dataclass
+class QualityHistory:
+    """The run's quality measurements, in step order, and the judge behind them."""
+
+    step: list[int] = field(default_factory=list)
+    fd: list[float] = field(default_factory=list)
+    latest: ev.QualityMeasured | None = None
+    judge: ev.JudgeReady | None = None
+    fd_floor: float | None = None
+
+    def append(self, q: ev.QualityMeasured) -> None:
+        """Add one measurement (a replayed older one only refreshes nothing)."""
+        self.fd_floor = q.fd_floor
+        if self.step and q.step <= self.step[-1]:
+            return
+        self.step.append(q.step)
+        self.fd.append(q.fd)
+        self.latest = q
+
+    def truncate(self, step: int) -> None:
+        """Forget measurements after `step`."""
+        keep = sum(1 for s in self.step if s <= step)
+        del self.step[keep:], self.fd[keep:]
+        if self.latest is not None and self.latest.step > step:
+            self.latest = None
+
+    def __len__(self) -> int:
+        return len(self.step)
+
 
 class DashboardState:
     """Everything on screen, updated by events; `changed` names the parts that need a redraw."""
@@ -71,6 +107,8 @@ class DashboardState:
         self.images_per_s = 0.0
         self.elapsed_s = 0.0
         self.history = MetricsHistory()
+        self.quality = QualityHistory()
+        self.alarms: dict[str, ev.AlarmRaised] = {}
         self.markers: list[int] = []
         self.grids: list[Grid] = []
         self.fresh: Grid | None = None
@@ -80,7 +118,7 @@ class DashboardState:
         self.error: ev.ErrorRaised | None = None
         self.last_checkpoint = ""
         self.last_export = ""
-        self.changed: set[str] = {"status", "plot", "grid", "hparams", "notes"}
+        self.changed: set[str] = {"status", "plot", "grid", "hparams", "notes", "quality"}
 
     # ------------------------------------------------------------------ API
     def apply(self, event: ev.Event) -> None:
@@ -103,11 +141,30 @@ class DashboardState:
         """Merge a resumed run's metrics log and saved grids in front of what arrived live."""
         live = self.history
         self.history = MetricsHistory()
+        older: list[ev.QualityMeasured] = []
+        judge: dict[str, Any] = {}
         for record in records:
             if record.get("type") == "metrics" and (not live.step or record["step"] < live.step[0]):
                 self.history.append(record)
             elif record.get("type") == "hparams":
                 self.markers.append(int(record["step"]))
+            elif record.get("type") == "quality" and (not self.quality.step or record["step"] < self.quality.step[0]):
+                older.append(_quality_from_record(record))
+            elif record.get("type") == "judge":
+                judge = record
+        if older:
+            live_q = self.quality
+            self.quality = QualityHistory(judge=live_q.judge)
+            for q in older:
+                self.quality.append(q)
+            self.quality.step += live_q.step
+            self.quality.fd += live_q.fd
+            self.quality.latest = live_q.latest or self.quality.latest
+            self.quality.fd_floor = live_q.fd_floor or self.quality.fd_floor
+            self.changed.add("quality")
+        if judge and self.quality.judge is None:
+            self.quality.judge = ev.JudgeReady(judge.get("accuracy") or 0.0, judge.get("held_out") or 0,
+                                               judge.get("source", ""), 0.0, judge.get("n") or 0, judge.get("fd_floor") or 0.0)
         for i, step in enumerate(live.step):
             self.history.append({"step": step, "d_loss": live.d_loss[i], "g_loss": live.g_loss[i],
                                  "d_real": live.d_real[i], "d_fake": live.d_fake[i]})
@@ -219,6 +276,39 @@ class DashboardState:
             self.note("info", f"{e.state.value}: {e.reason}")
         self.changed.add("status")
 
+    def _on_JudgeReady(self, e: ev.JudgeReady) -> None:
+        self.quality.judge = e
+        self.quality.fd_floor = e.fd_floor
+        how = "loaded from the cache" if e.source == "cache" else f"trained in {e.train_s:.0f} s"
+        self.note("info", f"quality judge ready: {e.accuracy:.1%} on {e.held_out:,} held-out images ({how})")
+        self.changed.add("quality")
+
+    def _on_QualityMeasured(self, e: ev.QualityMeasured) -> None:
+        self.quality.append(e)
+        self.changed.add("quality")
+
+    def _on_AlarmRaised(self, e: ev.AlarmRaised) -> None:
+        self.alarms[e.kind] = e
+        self.note("error", f"ALARM {e.kind}: {e.message}")
+        self.changed |= {"quality", "status"}
+
+    def _on_AlarmCleared(self, e: ev.AlarmCleared) -> None:
+        if self.alarms.pop(e.kind, None) is not None:
+            self.note("info", f"step {e.step}: alarm {e.kind} cleared")
+        self.changed |= {"quality", "status"}
+
+    def _on_RolledBack(self, e: ev.RolledBack) -> None:
+        self.step = e.step
+        self.history.truncate(e.step)
+        self.quality.truncate(e.step)
+        self.markers = [m for m in self.markers if m <= e.step]
+        shown = self.shown_grid()
+        self.grids = [g for g in self.grids if g.step <= e.step]
+        if self.view_index is not None and (shown not in self.grids):
+            self.view_index = None
+        self.note("info", f"rolled back from step {e.from_step:,} to {e.step:,} ({e.path})")
+        self.changed |= {"plot", "grid", "quality", "status"}
+
     def _on_WarningRaised(self, e: ev.WarningRaised) -> None:
         self.note("warning", e.message)
 
@@ -232,3 +322,16 @@ class DashboardState:
         self.phase = e.state.value
         self.step = e.step
         self.changed.add("status")
+
+
+def _quality_from_record(record: dict[str, Any]) -> ev.QualityMeasured:
+    """A metrics.jsonl quality line back into the event it was written from."""
+    def number(key: str) -> float:
+        value = record.get(key)
+        return float(value) if isinstance(value, (int, float)) else float("nan")
+
+    return ev.QualityMeasured(
+        step=int(record["step"]), fd=number("fd"), fd_floor=number("fd_floor"), n=int(record.get("n") or 0),
+        class_hist=tuple(record.get("class_hist") or ()), classes_covered=int(record.get("classes_covered") or 0),
+        kl_uniform=number("kl_uniform"), confidence=number("confidence"), diversity=number("diversity"),
+    )

@@ -44,6 +44,12 @@ def status_text(state: DashboardState, gpu_memory: str = "") -> Text:
     if eta is not None and state.phase == "running":
         text.append(f"  ETA {format_duration(eta)}")
     text.append("\n")
+    for alarm in state.alarms.values():
+        text.append(f" ⚠ {alarm.kind} ", style="bold white on red")
+        text.append(" ")
+    q = state.quality.latest
+    if q is not None and q.fd_floor > 0:
+        text.append(f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor)  {q.classes_covered}/{len(q.class_hist)} classes ")
     device = state.device_name + (f" ({state.device}{', ' + gpu_memory if gpu_memory else ''})" if state.device else "")
     text.append(f" {device}", style="dim")
     text.append(f"  {state.run_dir}", style="dim")

@@ -1,0 +1,192 @@
+"""Exports from a run folder: the sample grid as a scaled PNG, a GIF of the grids over time, the
+metrics log as CSV, and N single sample PNGs drawn from a checkpoint.
+
+Each reads only the run folder, so the dashboard (in a worker thread) and `gan-tui export RUN ...`
+(without any dashboard) call the same functions. Every function returns the path(s) it wrote and
+raises ExportError with a plain reason; files are written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from engine.runs import RunDir, read_grid_png, write_grid_png
+
+MAX_GIF_FRAMES = 200  # longer runs are subsampled evenly (the last grid is always in)
+_CSV_SKIP = {"old", "new"}  # hparams records: their changes are spelled out as old_/new_ columns
+
+
+class ExportError(RuntimeError):
+    """An export could not be made; the message says why."""
+
+
+def export_grid(run: RunDir, out: Path | None = None, scale: int = 4, step: int | None = None,
+                images: np.ndarray | None = None) -> Path:
+    """The sample grid of `step` (default: the newest) as a PNG, each pixel `scale` x `scale`."""
+    if not 1 <= scale <= 32:
+        raise ExportError(f"scale must be from 1 to 32, got {scale}")
+    if images is None:
+        step, path = _grid(run, step)
+        images = read_grid_png(path, _num_samples(run))
+    out = out or run.exports_dir / f"grid_step_{step or 0:08d}_x{scale}.png"
+    _atomic(out, lambda tmp: write_grid_png(tmp, images, scale=scale))
+    return out
+
+
+def export_gif(run: RunDir, out: Path | None = None, scale: int = 2, frame_ms: int = 200) -> tuple[Path, int]:
+    """Every saved grid, oldest first, as an animated GIF that loops; returns (path, frames)."""
+    from PIL import Image
+
+    grids = run.sample_grids()
+    if not grids:
+        raise ExportError(f"run {run.path} has no sample grids yet")
+    if len(grids) > MAX_GIF_FRAMES:
+        picks = np.linspace(0, len(grids) - 1, MAX_GIF_FRAMES).round().astype(int)
+        grids = [grids[i] for i in sorted(set(picks))]
+    frames = []
+    for _, path in grids:
+        with Image.open(path) as im:
+            frame = im.convert("L")
+            frames.append(frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST))
+    out = out or run.exports_dir / f"samples_{grids[0][0]:08d}-{grids[-1][0]:08d}.gif"
+    _atomic(out, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                            duration=frame_ms, loop=0))
+    return out, len(frames)
+
+
+def export_csv(run: RunDir, out: Path | None = None) -> tuple[Path, int]:
+    """metrics.jsonl as one CSV table (one row per record, a column per field); returns (path, rows)."""
+    records = run.read_log()
+    if not records:
+        raise ExportError(f"run {run.path} has no metrics log yet")
+    rows = [dict(_flatten(r)) for r in records]
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    out = out or run.exports_dir / "metrics.csv"
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _atomic(out, write)
+    return out, len(rows)
+
+
+def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: int = 64, checkpoint: str = "latest",
+                              seed: int = 0, scale: int = 1) -> list[Path]:
+    """`count` single-digit PNGs from a checkpoint's sampling generator (latest, best, or a step)."""
+    import torch
+    from torchvision.utils import save_image
+
+    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.config import TrainConfig
+    from engine.models import build_models
+
+    if not 1 <= count <= 10_000:
+        raise ExportError(f"count must be from 1 to 10000, got {count}")
+    path = _checkpoint(run, checkpoint)
+    try:
+        payload = load_checkpoint(path)
+        cfg = TrainConfig.from_dict(payload["config"])
+    except (CheckpointError, ValueError) as exc:
+        raise ExportError(str(exc)) from exc
+    generator, _ = build_models(cfg)
+    state = payload["trainer"]
+    generator.load_state_dict(state.get("generator_ema") or state["generator"])
+    generator.eval()
+    noise = torch.randn(count, cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = torch.cat([generator(z) for z in noise.split(500)]).add(1).div(2).clamp(0, 1)
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    step = int(state["step"])
+    out_dir = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        target = out_dir / f"sample_{i:04d}.png"
+        _atomic(target, lambda tmp, image=image: save_image(image, tmp, format="png"))
+        paths.append(target)
+    return paths
+
+
+# ------------------------------------------------------------------ helpers
+def _grid(run: RunDir, step: int | None) -> tuple[int, Path]:
+    grids = run.sample_grids()
+    if not grids:
+        raise ExportError(f"run {run.path} has no sample grids yet")
+    if step is None:
+        return grids[-1]
+    for found in grids:
+        if found[0] == step:
+            return found
+    raise ExportError(f"run {run.path} has no grid at step {step} (it has {grids[0][0]}..{grids[-1][0]})")
+
+
+def _checkpoint(run: RunDir, which: str) -> Path:
+    if which == "best":
+        best = run.best_checkpoint()
+        if best is None:
+            raise ExportError(f"run {run.path} has no checkpoint with a quality figure yet")
+        return best
+    if which == "latest":
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise ExportError(f"run {run.path} has no checkpoint yet")
+        return latest
+    if which.isdigit() and run.checkpoint_path(int(which)).is_file():
+        return run.checkpoint_path(int(which))
+    path = Path(which).expanduser()
+    if path.is_file():
+        return path
+    steps = ", ".join(str(s) for s, _ in run.checkpoints()) or "none"
+    raise ExportError(f"no checkpoint {which!r} in {run.path} (use latest, best, a step or a file; steps: {steps})")
+
+
+def _num_samples(run: RunDir) -> int:
+    try:
+        return int(json.loads(run.config_path.read_text()).get("num_samples", 64))
+    except (OSError, ValueError):
+        return 64
+
+
+def _flatten(record: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for key, value in record.items():
+        if key == "class_hist" and isinstance(value, list):
+            yield from ((f"class_{i}", v) for i, v in enumerate(value))
+        elif key in _CSV_SKIP and isinstance(value, dict):
+            yield from ((f"{key}_{k}", v) for k, v in value.items())
+        elif isinstance(value, (dict, list)):
+            yield key, json.dumps(value)
+        else:
+            yield key, value
+
+
+def _atomic(out: Path, write: Any) -> None:
+    """Write through a temporary file beside `out`, then rename: a full disk leaves no half file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{out} could not be written: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["ExportError", "export_checkpoint_samples", "export_csv", "export_gif", "export_grid"]
