@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from engine.runs import RunDir, read_grid_png, write_grid_png
+from engine.runs import RunDir, RunError, read_grid_png, write_grid_png
 
 MAX_GIF_FRAMES = 200  # longer runs are subsampled evenly (the last grid is always in)
 _CSV_SKIP = {"old", "new"}  # hparams records: their changes are spelled out as old_/new_ columns
@@ -94,11 +94,11 @@ def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: i
 
     if not 1 <= count <= 10_000:
         raise ExportError(f"count must be from 1 to 10000, got {count}")
-    path = _checkpoint(run, checkpoint)
     try:
+        path = run.find_checkpoint(checkpoint)
         payload = load_checkpoint(path)
         cfg = TrainConfig.from_dict(payload["config"])
-    except (CheckpointError, ValueError) as exc:
+    except (RunError, CheckpointError, ValueError) as exc:
         raise ExportError(str(exc)) from exc
     generator, _ = build_models(cfg)
     state = payload["trainer"]
@@ -131,26 +131,6 @@ def _grid(run: RunDir, step: int | None) -> tuple[int, Path]:
         if found[0] == step:
             return found
     raise ExportError(f"run {run.path} has no grid at step {step} (it has {grids[0][0]}..{grids[-1][0]})")
-
-
-def _checkpoint(run: RunDir, which: str) -> Path:
-    if which == "best":
-        best = run.best_checkpoint()
-        if best is None:
-            raise ExportError(f"run {run.path} has no checkpoint with a quality figure yet")
-        return best
-    if which == "latest":
-        latest = run.latest_checkpoint()
-        if latest is None:
-            raise ExportError(f"run {run.path} has no checkpoint yet")
-        return latest
-    if which.isdigit() and run.checkpoint_path(int(which)).is_file():
-        return run.checkpoint_path(int(which))
-    path = Path(which).expanduser()
-    if path.is_file():
-        return path
-    steps = ", ".join(str(s) for s, _ in run.checkpoints()) or "none"
-    raise ExportError(f"no checkpoint {which!r} in {run.path} (use latest, best, a step or a file; steps: {steps})")
 
 
 def _num_samples(run: RunDir) -> int:

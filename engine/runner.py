@@ -18,12 +18,12 @@ deterministically.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import math
 import queue
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -419,13 +419,11 @@ class Runner:
         """Restore a checkpoint's nets, optimizers and RNG in place; later records and checkpoints are set aside."""
         trainer = self.trainer
         assert trainer is not None and self.run is not None
-        path = self._rollback_target(target)
-        if path is None:
-            return
         try:
+            path = self.run.find_checkpoint(target, up_to_step=trainer.step)
             payload = load_checkpoint(path)
             check_compatible(TrainConfig.from_dict(payload["config"]), self.cfg, self.run.path)
-        except (CheckpointError, ConfigError) as exc:
+        except (RunError, CheckpointError, ConfigError) as exc:
             self._warn(f"not rolled back: {exc}", "rollback")
             return
         was_nonfinite = "nonfinite" in self.health.active
@@ -449,37 +447,6 @@ class Runner:
         self._post_fixed_samples()
         if was_nonfinite and self.state == ev.RunState.PAUSED:
             self._set_state(ev.RunState.RUNNING, f"rolled back to step {trainer.step}")
-
-    def _rollback_target(self, target: str) -> Path | None:
-        assert self.trainer is not None and self.run is not None
-        found = [(step, path) for step, path in self.run.checkpoints() if step <= self.trainer.step]
-        if target == "best":
-            path = self.run.best_checkpoint()
-            if path is None:
-                self._warn("not rolled back: no checkpoint has a quality figure yet", "rollback")
-            return path
-        if target == "last-good":
-            if not found:
-                self._warn("not rolled back: this run has no checkpoint yet (s saves one)", "rollback")
-                return None
-            return found[-1][1]
-        if target.isdigit() and self.run.checkpoint_path(int(target)).is_file():
-            return self.run.checkpoint_path(int(target))
-        self._warn(f"not rolled back: no checkpoint {target!r} (use last-good, best or a checkpoint's step)", "rollback")
-        return None
-
-    def _export(self, target: str) -> None:
-        trainer = self.trainer
-        assert trainer is not None and self.run is not None
-        if self._last_fixed_step != trainer.step:
-            self._post_fixed_samples()
-        path = Path(target) if target else self.run.exports_dir / f"samples_step_{trainer.step:08d}.png"
-        try:
-            write_grid_png(path, self._last_fixed_grid)
-        except (OSError, ValueError) as exc:
-            self._warn(f"samples NOT exported to {path}: {exc}", "export")
-            return
-        self._emit(ev.SamplesExported(trainer.step, str(path)))
 
     # ---------------------------------------------------------- state/events
     def _pause(self, reason: str) -> None:

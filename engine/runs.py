@@ -154,6 +154,27 @@ class RunDir:
                 moved.append(target)
         return moved
 
+    def find_checkpoint(self, spec: str, up_to_step: int | None = None) -> Path:
+        """The checkpoint named by `spec`: latest (or last-good: the newest at or before `up_to_step`),
+        best (lowest Frechet distance), a step number, or a file. RunError says why none fits."""
+        found = [(step, path) for step, path in self.checkpoints() if up_to_step is None or step <= up_to_step]
+        if spec in ("latest", "last-good"):
+            if not found:
+                raise RunError(f"run {self.path} has no checkpoint yet")
+            return found[-1][1]
+        if spec == "best":
+            best = self.best_checkpoint()
+            if best is None:
+                raise RunError(f"no checkpoint of run {self.path} has a quality figure yet")
+            return best
+        if spec.isdigit() and self.checkpoint_path(int(spec)).is_file():
+            return self.checkpoint_path(int(spec))
+        path = Path(spec).expanduser()
+        if not spec.isdigit() and path.is_file():
+            return path
+        steps = ", ".join(str(step) for step, _ in self.checkpoints()) or "none"
+        raise RunError(f"no checkpoint {spec!r} in {self.path} (use latest, best, a step or a file; steps: {steps})")
+
     # ---------------------------------------------------------------- quality
     @property
     def quality_index_path(self) -> Path:

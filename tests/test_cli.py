@@ -99,3 +99,15 @@ def test_engine_never_imports_textual():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
     for path in (ROOT / "engine").glob("*.py"):
         assert "textual" not in path.read_text() or path.name == "__init__.py", path
+
+
+def test_ls_shows_the_last_quality_figures(tmp_path):
+    from engine.config import TrainConfig
+    from engine.runs import RunDir
+    from tui_gan.runs_list import format_table, list_runs
+
+    run = RunDir.create(tmp_path, "judged", TrainConfig())
+    run.append_log({"type": "quality", "step": 500, "fd": 25.0, "fd_floor": 10.0, "classes_covered": 9, "class_hist": [0.1] * 10})
+    (row,) = list_runs(tmp_path)
+    assert row["quality"] == "2.5x 9/10"
+    assert "2.5x 9/10" in format_table([row])

@@ -45,7 +45,9 @@ def test_gan_tui_in_tmux_on_mnist_t10k(tmp_path, mnist_root):
         time.sleep(1.0)
         assert tmux("capture-pane", "-p", "-t", session).splitlines()[0] == step_line  # the counter stopped
         tmux("send-keys", "-t", session, "e")
-        wait_for_screen(session, "samples exported")
+        wait_for_screen(session, "Export")
+        tmux("send-keys", "-t", session, "p")
+        wait_for_screen(session, "exported grid")
         tmux("send-keys", "-t", session, "q")
         wait_for_screen(session, "GAN-TUI-EXITED-0")
     finally:

@@ -174,13 +174,13 @@ class GanApp(App[int]):
 
     @work(thread=True, group="io", exit_on_error=False)
     def _ask_roll_back(self, target: str, lr_scale: float) -> None:
-        from engine.runs import RunDir
+        from engine.runs import RunDir, RunError
 
         run = RunDir(Path(self.state.run_dir))
-        path = run.best_checkpoint() if target == "best" else run.latest_checkpoint()
-        if path is None:
-            what = "with a quality figure" if target == "best" else ""
-            self.call_from_thread(self.notify, f"no checkpoint {what} to roll back to yet", severity="warning")
+        try:
+            path = run.find_checkpoint(target, up_to_step=self.state.step)
+        except RunError as exc:
+            self.call_from_thread(self.notify, f"not rolled back: {exc}", severity="warning")
             return
         step = int(path.stem.split("_")[1])
         quality = run.checkpoint_quality().get(step)

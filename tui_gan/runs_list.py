@@ -1,4 +1,4 @@
-"""`gan-tui ls`: the runs in a runs folder with their state, step, last losses and age."""
+"""`gan-tui ls`: the runs in a runs folder with their state, step, last losses, quality and age."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ def list_runs(runs_dir: Path) -> list[dict[str, object]]:
     for folder in folders:
         run = RunDir(folder)
         state, pid = run_state(run)
-        metrics = [r for r in _tail_records(run) if r.get("type") == "metrics"]
+        records = _tail_records(run)
+        metrics = [r for r in records if r.get("type") == "metrics"]
         last = metrics[-1] if metrics else {}
+        measured = [r for r in records if r.get("type") == "quality"]
         mtime = max((p.stat().st_mtime for p in (run.metrics_path, run.config_path) if p.exists()), default=0.0)
         rows.append({
             "name": folder.name,
@@ -40,21 +42,30 @@ def list_runs(runs_dir: Path) -> list[dict[str, object]]:
             "step": last.get("step", 0),
             "d_loss": last.get("d_loss"),
             "g_loss": last.get("g_loss"),
-            "quality": "-",
+            "quality": quality_summary(measured[-1]) if measured else "-",
             "age_s": time.time() - mtime,
         })
     return sorted(rows, key=lambda r: r["age_s"])  # type: ignore[arg-type,return-value]
 
 
+def quality_summary(record: dict[str, object]) -> str:
+    """`7.3x 10/10`: the last Frechet distance over its floor, and classes covered."""
+    fd, floor, covered, hist = (record.get(k) for k in ("fd", "fd_floor", "classes_covered", "class_hist"))
+    if not isinstance(fd, (int, float)) or not isinstance(floor, (int, float)) or floor <= 0:
+        return "-"
+    classes = f" {covered}/{len(hist)}" if isinstance(hist, list) else ""
+    return f"{fd / floor:.1f}x{classes}"
+
+
 def format_table(rows: list[dict[str, object]]) -> str:
     """The rows as an aligned text table."""
-    header = f"{'NAME':40} {'STATE':22} {'STEP':>9} {'D LOSS':>8} {'G LOSS':>8} {'QUALITY':>8} {'AGE':>9}"
+    header = f"{'NAME':40} {'STATE':22} {'STEP':>9} {'D LOSS':>8} {'G LOSS':>8} {'FD/FLOOR CLS':>12} {'AGE':>9}"
     lines = [header]
     for r in rows:
         d, g = (_number(r[k]) for k in ("d_loss", "g_loss"))
         lines.append(
             f"{str(r['name'])[:40]:40} {str(r['state'])[:22]:22} {int(r['step'] or 0):>9,} "  # type: ignore[call-overload]
-            f"{d:>8} {g:>8} {str(r['quality']):>8} {format_duration(float(r['age_s'])):>9}"  # type: ignore[arg-type]
+            f"{d:>8} {g:>8} {str(r['quality']):>12} {format_duration(float(r['age_s'])):>9}"  # type: ignore[arg-type]
         )
     return "\n".join(lines)
 
