@@ -46,7 +46,7 @@ class HealthMonitor:
         values = (m.d_loss, m.g_loss, m.grad_norm_d, m.grad_norm_g)
         if not all(math.isfinite(v) for v in values):
             return self._set("nonfinite", m.step, True, f"loss or gradient became NaN/inf before step {m.step}; "
-                             "training is paused. Roll back to the last good checkpoint (u, or U with lower learning rates).")
+                             "training is paused. Roll back to the last good checkpoint (dashboard: u, or U with lower learning rates).")
         changes = self._set("nonfinite", m.step, False)
         changes += self._judge_d_wins(m)
         changes += self._judge_spike(m)

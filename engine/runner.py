@@ -381,7 +381,10 @@ class Runner:
         """Give the checkpoint at `step` its quality: now if measured, else when the measurement lands."""
         assert self.trainer is not None and self.run is not None
         if self.last_quality is not None and self.last_quality.step == step:
-            self.run.record_checkpoint_quality(step, _quality_record(self.last_quality))
+            try:
+                self.run.record_checkpoint_quality(step, _quality_record(self.last_quality))
+            except OSError:
+                pass  # the checkpoint is saved; only "roll back to best" will not know its figure
         elif self.quality is not None and not self.quality.failed and not self.quality.pending(step):
             self.quality.submit(step, self.trainer.sampler, keep=True)
 
@@ -390,7 +393,7 @@ class Runner:
         assert self.run is not None
         if isinstance(event, ev.QualityMeasured):
             self.last_quality = event
-            self.run.append_log(_record("quality", event.step, **_quality_record(event)))
+            self._log_quietly(_record("quality", event.step, **_quality_record(event)))
             if self.run.checkpoint_path(event.step).is_file():
                 try:
                     self.run.record_checkpoint_quality(event.step, _quality_record(event))
@@ -399,8 +402,8 @@ class Runner:
             self._emit(event)
             self._alarms(self.health.on_quality(event))
         elif isinstance(event, ev.JudgeReady):
-            self.run.append_log(_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
-                                        source=event.source, n=event.n, fd_floor=event.fd_floor))
+            self._log_quietly(_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
+                                      source=event.source, n=event.n, fd_floor=event.fd_floor))
             self._emit(event)
         elif isinstance(event, ev.WarningRaised):
             self._warn(event.message, event.kind)
@@ -409,10 +412,18 @@ class Runner:
         assert self.run is not None
         for change in changes:
             if isinstance(change, ev.AlarmRaised):
-                self.run.append_log(_record("alarm", change.step, kind=change.kind, message=change.message))
+                self._log_quietly(_record("alarm", change.step, kind=change.kind, message=change.message))
             else:
-                self.run.append_log(_record("alarm_cleared", change.step, kind=change.kind))
+                self._log_quietly(_record("alarm_cleared", change.step, kind=change.kind))
             self._emit(change)
+
+    def _log_quietly(self, record: dict[str, Any]) -> None:
+        # A full disk must not end a run over a log line; the event still reaches every screen.
+        assert self.run is not None
+        try:
+            self.run.append_log(record)
+        except OSError:
+            pass
 
     # --------------------------------------------------------------- rollback
     def _roll_back(self, target: str, lr_scale: float) -> None:
@@ -435,9 +446,12 @@ class Runner:
         if self.quality is not None:
             self.quality.invalidate()
         self.last_quality = None
-        self.run.truncate_log(trainer.step)
-        self.run.abandon_checkpoints_after(trainer.step)
-        self.run.append_log(_record("rollback", trainer.step, from_step=from_step, path=str(path)))
+        try:
+            self.run.truncate_log(trainer.step)
+            self.run.abandon_checkpoints_after(trainer.step)
+        except OSError as exc:
+            self._warn(f"rolled back, but the log and newer checkpoints could not be set aside: {exc}", "rollback")
+        self._log_quietly(_record("rollback", trainer.step, from_step=from_step, path=str(path)))
         self._saved_step = trainer.step
         self._alarms(self.health.clear_all(trainer.step))
         self._emit(ev.RolledBack(from_step, trainer.step, str(path), self.cfg.lr_g, self.cfg.lr_d))
