@@ -7,6 +7,8 @@ Writes DIR/samples.npy (1000 generated images, float32, 1000x28x28, in [0, 1]) a
 quality figures for those samples (engine/quality.py, through the dataset's judge) beside the
 targets: all classes covered, KL from uniform <= 0.05, mean confidence >= 0.93, Frechet distance
 <= 3x its real-vs-real floor. The judge is readied (trained once, then cached) before the clock starts.
+`--steps N` trains a fixed number of steps instead (to compare settings on a busy machine),
+`--set FIELD=JSON` overrides a config field, `--device cuda` runs on a GPU.
 """
 
 from __future__ import annotations

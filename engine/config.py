@@ -98,8 +98,9 @@ class TrainConfig:
     """Images in the fixed-noise sample grid."""
 
     # --- quality and health ---
-    quality_every: int = 500
-    """Steps between quality measurements through the dataset's classifier (0: off)."""
+    quality_every: int = 1000
+    """Steps between quality measurements through the dataset's classifier (0: off). One measurement of
+    1,000 samples costs 0.7 s of CPU (about 3% at the default preset's 25 ms steps), milliseconds on a GPU."""
     quality_samples: int = 1000
     """Generated (and real) images per quality measurement; capped at half the judge's held-out images."""
     alarm_window: int = 200

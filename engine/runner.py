@@ -388,6 +388,19 @@ class Runner:
         elif self.quality is not None and not self.quality.failed and not self.quality.pending(step):
             self.quality.submit(step, self.trainer.sampler, keep=True)
 
+    def _export(self, target: str) -> None:
+        trainer = self.trainer
+        assert trainer is not None and self.run is not None
+        if self._last_fixed_step != trainer.step:
+            self._post_fixed_samples()
+        path = Path(target) if target else self.run.exports_dir / f"samples_step_{trainer.step:08d}.png"
+        try:
+            write_grid_png(path, self._last_fixed_grid)
+        except (OSError, ValueError) as exc:
+            self._warn(f"samples NOT exported to {path}: {exc}", "export")
+            return
+        self._emit(ev.SamplesExported(trainer.step, str(path)))
+
     # ---------------------------------------------------------- quality/health
     def _on_quality_event(self, event: ev.Event) -> None:
         assert self.run is not None

@@ -118,7 +118,7 @@ async def test_quality_events_fill_the_panel_and_a_nan_alarm_offers_one_key_roll
         await until(pilot, lambda: "nonfinite" in app.state.alarms)
         await pilot.pause(0.2)
         figures = str(app.query_one("#quality-figures").render())
-        assert "10/10" in figures and "FD 21.1" in figures and "2.5x floor" in figures
+        assert "10/10" in figures and "FD 21.1 = 2.5x floor" in figures
         assert "NaN/inf" in str(app.query_one("#quality-alarms").render())
         assert "nonfinite" in str(app.query_one("#status").render())
         await pilot.press("U")

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, help="auto picks CUDA when present")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: bf16 on CUDA, off on CPU)")
     p.add_argument("--quality-every", type=_int, metavar="N",
-                   help="steps between sample-quality measurements through the dataset's classifier (default 500; 0: off)")
+                   help="steps between sample-quality measurements through the dataset's classifier (default 1000; 0: off)")
     p.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run folders go (default ./runs)")
     p.add_argument("--run-name", metavar="NAME", help="run folder name (default: date-dataset-preset)")
     p.add_argument("--resume", metavar="RUN_DIR|latest", help="continue a run from its last checkpoint")

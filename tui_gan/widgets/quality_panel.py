@@ -67,7 +67,7 @@ class QualityPanel(Vertical):
         self.query_one("#quality-alarms", Static).update(alarms_text(alarms))
 
 
-def histogram_bars(hist: tuple[float, ...] | list[float], width: int = 3) -> tuple[str, str]:
+def histogram_bars(hist: tuple[float, ...] | list[float], width: int = 2) -> tuple[str, str]:
     """Class shares as one line of block bars (full = twice the uniform share) and a label line."""
     k = len(hist)
     if k == 0:
@@ -84,7 +84,7 @@ def figures_text(quality: QualityHistory) -> Text:
     q, judge = quality.latest, quality.judge
     if q is None:
         if judge is None:
-            text.append("quality: readying the judge\n(a classifier of this dataset, trained once, then cached)", style="dim")
+            text.append("readying the judge: a classifier of this dataset, trained once, then cached", style="dim")
         else:
             text.append(f"judge ready ({judge.accuracy:.1%}); first figures at the next measurement", style="dim")
         return text
@@ -94,13 +94,13 @@ def figures_text(quality: QualityHistory) -> Text:
     k = len(q.class_hist)
     ratio = q.fd / q.fd_floor if q.fd_floor > 0 else math.nan
     text.append(f"step {q.step:,}  n={q.n}\n", style="dim")
-    text.append(f"FD {q.fd:.1f}  ({ratio:.1f}x floor {q.fd_floor:.1f})\n", style=_good(ratio <= 3))
+    text.append(f"FD {q.fd:.1f} = {ratio:.1f}x floor\n", style=_good(ratio <= 3))
     text.append(f"classes {q.classes_covered}/{k}", style=_good(q.classes_covered == k))
-    text.append(f"  KL {q.kl_uniform:.3f}\n", style=_good(q.kl_uniform <= 0.05))
-    text.append(f"confidence {q.confidence:.2f}", style=_good(q.confidence >= 0.93))
-    text.append(f"  diversity {q.diversity:.2f}\n", style=_good(q.diversity >= 0.8))
+    text.append(f" KL {q.kl_uniform:.3f}\n", style=_good(q.kl_uniform <= 0.05))
+    text.append(f"conf {q.confidence:.2f}", style=_good(q.confidence >= 0.93))
+    text.append(f"  div {q.diversity:.2f}\n", style=_good(q.diversity >= 0.8))
     if judge is not None:
-        text.append(f"judge {judge.accuracy:.1%} on held-out", style="dim")
+        text.append(f"judge {judge.accuracy:.1%}, floor {q.fd_floor:.1f}", style="dim")
     return text
 
 
