@@ -223,3 +223,24 @@ async def test_no_dataset_reachable_trains_on_the_fallback_and_says_why(tmp_path
         assert any("could not be downloaded" in text for _, text in app.state.notes)
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
+
+
+async def test_b_asks_before_rolling_back_to_the_best_checkpoint(tmp_path):
+    from engine.runs import RunDir
+
+    run = RunDir.create(tmp_path, "judged", TrainConfig())
+    for step in (200, 400):
+        run.checkpoint_path(step).write_bytes(b"")  # the dashboard only names it; the engine loads it
+    run.record_checkpoint_quality(200, {"fd": 12.5})
+    run.record_checkpoint_quality(400, {"fd": 30.0})
+    fake = FakeEngine(str(run.path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.state.step == fake.steps)
+        await pilot.press("b")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+        question = str(app.screen.query_one("Static").render())
+        assert "step 200" in question and "12.5" in question
+        await pilot.press("y")
+        await until(pilot, lambda: bool(fake.commands))
+        assert fake.commands[-1] == ev.RollBack("200", 1.0)

@@ -187,7 +187,8 @@ class GanApp(App[int]):
         figure = f" (Frechet distance {quality['fd']:.1f})" if quality and quality.get("fd") is not None else ""
         lr = f"\nLearning rates are multiplied by {lr_scale:g}." if lr_scale != 1 else ""
         question = (f"Roll back to the checkpoint of step {step:,}{figure}?\n"
-                    f"The {self.state.step - step:,} steps since are set aside (their log and checkpoints are kept aside).{lr}")
+                    f"The {self.state.step - step:,} steps since are set aside: their log lines move to\n"
+                    f"metrics.abandoned.jsonl, newer checkpoints to checkpoints/abandoned/.{lr}")
         self.call_from_thread(self.push_screen, ConfirmScreen(question), lambda yes: self._send_roll_back(yes, str(step), lr_scale))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
