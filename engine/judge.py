@@ -38,7 +38,7 @@ Progress = Callable[[str], None]
 
 
 class JudgeError(RuntimeError):
-    """No judge for this dataset (no labels, too few images, an unreadable cache is only a warning)."""
+    """No judge for this dataset: it has no labels or too few images (a damaged cache file is just retrained)."""
 
 
 class JudgeCancelled(JudgeError):

@@ -14,7 +14,15 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+    # Killing the last session makes the tmux server exit; a new-session issued while it is still
+    # shutting down fails, so that one command gets a few tries.
+    for _ in range(5):
+        done = subprocess.run(["tmux", *args], capture_output=True, text=True)
+        if done.returncode == 0 or args[0] != "new-session":
+            break
+        time.sleep(0.5)
+    done.check_returncode()
+    return done.stdout
 
 
 def wait_for_screen(session: str, needle: str, timeout: float = 120.0) -> str:
