@@ -100,4 +100,19 @@ def test_detached_run_survives_its_tmux_session_and_is_steered_from_another(tmp_
     finally:
         for session in (starter, viewer):
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _stop_detached(runs / "det")  # a failed test must not leave a trainer running
     assert list((runs / "det" / "checkpoints").glob("step_*.pt"))
+
+
+def _stop_detached(run_dir: Path) -> None:
+    import json
+    import os
+    import signal
+
+    try:
+        state = json.loads((run_dir / "state.json").read_text())
+        pid = state.get("pid")
+        if state.get("state") in ("starting", "running", "paused") and isinstance(pid, int) and pid != os.getpid():
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
