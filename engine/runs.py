@@ -233,7 +233,13 @@ def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
     if scale > 1:
         tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(tensor, path, nrow=grid_columns(len(images)), padding=GRID_PADDING * scale)
+    # Through a temporary name: a viewer listing samples/ must never open a half-written PNG.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        save_image(tensor, tmp, nrow=grid_columns(len(images)), padding=GRID_PADDING * scale)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_grid_png(path: Path, count: int) -> np.ndarray:

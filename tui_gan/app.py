@@ -273,7 +273,11 @@ class GanApp(App[int]):
         if grid.images is None and grid.path:
             from engine.runs import read_grid_png
 
-            grid.images = read_grid_png(Path(grid.path), int(self.state.config.get("num_samples", 64)))
+            try:
+                grid.images = read_grid_png(Path(grid.path), int(self.state.config.get("num_samples", 64)))
+            except (OSError, ValueError) as exc:  # deleted or damaged since it was listed
+                self.state.note("warning", f"grid of step {grid.step} could not be read: {exc}")
+                return
         widget = self._main.query_one(SampleGrid)
         widget.set_images(grid.images)
         if grid.fixed:
