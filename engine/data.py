@@ -73,7 +73,12 @@ class ImageData:
     def batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A random batch in [-1, 1], shape (B, 1, 28, 28), drawn with replacement."""
         idx = torch.randint(len(self.images), (batch_size,), device=self.images.device, generator=generator)
-        return to_unit_range(self.images[idx]).unsqueeze(1)
+        return self.images_at(idx)
+
+    def images_at(self, indices: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """The images at `indices` in [-1, 1], shape (N, 1, 28, 28), on `device` (default: where they are)."""
+        picked = self.images[indices.to(self.images.device)]
+        return to_unit_range(picked if device is None else picked.to(device)).unsqueeze(1)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

@@ -79,22 +79,24 @@ class QualityWorker:
         return self.reference is not None
 
     def submit(self, step: int, generator: nn.Module, keep: bool = False) -> None:
-        """Queue a measurement of a copy of `generator` as it is now (the copy is made here)."""
+        """Queue a measurement of a copy of `generator` as it is now (the copy is made here).
+
+        A step already queued or under way is not queued twice; asking again with `keep` keeps it.
+        """
         if self.failed or self._closed:
             return
         with self._cond:
-            if any(job.step == step and job.generation == self.generation for job in self._jobs):
+            if self._busy_step == step:
+                return
+            queued = [job for job in self._jobs if job.step == step and job.generation == self.generation]
+            if queued:
+                queued[0].keep |= keep
                 return
             snapshot = _snapshot(generator)
             # A waiting unkept snapshot is stale once a newer one exists.
             self._jobs = deque(j for j in self._jobs if j.keep)
             self._jobs.append(_Job(step, snapshot, keep, self.generation))
             self._cond.notify()
-
-    def pending(self, step: int) -> bool:
-        """A measurement of `step` is queued or running."""
-        with self._cond:
-            return any(job.step == step for job in self._jobs) or self._busy_step == step
 
     def invalidate(self) -> None:
         """Drop queued snapshots and ignore running ones (the weights they hold were rolled back)."""

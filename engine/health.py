@@ -24,7 +24,6 @@ from engine import events as ev
 from engine.config import TrainConfig
 
 Change = ev.AlarmRaised | ev.AlarmCleared
-KINDS = ("nonfinite", "d_wins", "grad_spike", "collapse")
 _SPIKE_HISTORY = 20  # records in the running median of each gradient norm
 _SPIKE_WARMUP = 5  # records before a spike can be judged at all
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.checkpoint import save_checkpoint
-from engine.data import ImageData, to_unit_range
+from engine.data import ImageData
 
 JUDGE_VERSION = 1  # bump when the architecture or the recipe changes: old cache files are then ignored
 HELD_OUT_FRACTION = 0.2
@@ -33,8 +33,6 @@ _MAX_STEPS = 1_200  # on big training sets (60k) fewer passes suffice: about 3 m
 _BATCH = 128
 _LR = 2e-3
 _WEIGHT_DECAY = 0.05
-
-Progress = Callable[[str], None]
 
 
 class JudgeError(RuntimeError):
@@ -99,10 +97,6 @@ class Judge:
     source: str  # "trained" or "cache"
     train_s: float
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
-
 
 def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/gan-tui/judges (beside downloaded datasets)."""
@@ -144,7 +138,6 @@ def load_or_train(
     data: ImageData,
     device: torch.device,
     cache_dir: Path | None = None,
-    progress: Progress | None = None,
     epochs: int = _EPOCHS,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Judge:
@@ -160,7 +153,7 @@ def load_or_train(
     if cached is not None:
         return cached
     start = time.perf_counter()
-    model = _train(data, split, device, epochs, progress, cancelled)
+    model = _train(data, split, device, epochs, cancelled)
     accuracy = evaluate_accuracy(model, data, split.held_out, device)
     train_s = time.perf_counter() - start
     try:
@@ -175,7 +168,7 @@ def load_or_train(
 @torch.no_grad()
 def evaluate_accuracy(model: Classifier, data: ImageData, indices: torch.Tensor, device: torch.device) -> float:
     """Top-1 accuracy on the given images."""
-    images = _images(data, indices, device)
+    images = data.images_at(indices, device)
     labels = data.labels[indices.to(data.labels.device)].to(device)
     _, probs = model.features_and_probs(images)
     return float((probs.argmax(1) == labels).float().mean())
@@ -187,19 +180,19 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def _train(
-    data: ImageData, split: JudgeSplit, device: torch.device, epochs: int, progress: Progress | None, cancelled: Callable[[], bool]
+    data: ImageData, split: JudgeSplit, device: torch.device, epochs: int, cancelled: Callable[[], bool]
 ) -> Classifier:
     assert data.labels is not None
     gen = torch.Generator().manual_seed(_SPLIT_SEED)
     model = new_classifier(data.info.num_classes, device, gen)
-    images = _images(data, split.train, device)
+    images = data.images_at(split.train, device)
     labels = data.labels[split.train.to(data.labels.device)].to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=_WEIGHT_DECAY)
     steps_per_epoch = max(1, len(images) // _BATCH)
     epochs = max(1, min(epochs, _MAX_STEPS // steps_per_epoch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=epochs * steps_per_epoch)
     model.train()
-    for epoch in range(epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(images), generator=gen).to(device)
         for i in range(steps_per_epoch):
             if cancelled():
@@ -211,8 +204,6 @@ def _train(
             loss.backward()
             opt.step()
             sched.step()
-        if progress is not None:
-            progress(f"training the judge: epoch {epoch + 1}/{epochs}")
     return model.eval()
 
 
@@ -224,10 +215,6 @@ def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     grid = torch.arange(size, device=x.device)
     rows, cols = (dy + grid)[:, :, None], (dx + grid)[:, None, :]
     return padded[torch.arange(n, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
-
-
-def _images(data: ImageData, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return to_unit_range(data.images[indices.to(data.images.device)].to(device)).unsqueeze(1)
 
 
 def _load_cached(path: Path, data: ImageData, device: torch.device, split: JudgeSplit) -> Judge | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.data import ImageData, to_unit_range
+from engine.data import ImageData
 from engine.events import QualityMeasured
 from engine.judge import Judge
 
@@ -62,7 +62,7 @@ class QualityReference:
         held_out = judge.split.held_out
         n = max(2, min(n, len(held_out) // 2))
         device = next(judge.model.parameters()).device
-        images = to_unit_range(data.images[held_out[: 2 * n].to(data.images.device)].to(device)).unsqueeze(1)
+        images = data.images_at(held_out[: 2 * n], device)
         return cls(judge, images[:n], images[n:])
 
     def measure(self, step: int, generated: torch.Tensor) -> QualityMeasured:

@@ -385,7 +385,7 @@ class Runner:
                 self.run.record_checkpoint_quality(step, _quality_record(self.last_quality))
             except OSError:
                 pass  # the checkpoint is saved; only "roll back to best" will not know its figure
-        elif self.quality is not None and not self.quality.failed and not self.quality.pending(step):
+        elif self.quality is not None:
             self.quality.submit(step, self.trainer.sampler, keep=True)
 
     def _export(self, target: str) -> None:

@@ -7,13 +7,8 @@ import math
 import pytest
 import torch
 
-from engine.data import to_unit_range
 from engine.judge import JudgeError, load_or_train, split_for
 from engine.quality import FeatureStats, QualityReference, frechet_distance, kl_from_uniform
-
-
-def images_at(data, indices):
-    return to_unit_range(data.images[indices]).unsqueeze(1)
 
 
 def test_judge_reaches_98_percent_on_its_held_out_part_and_is_cached(mnist_data, mnist_judge, judge_cache):
@@ -46,9 +41,9 @@ def test_unlabelled_data_has_no_judge_and_says_why(mnist_data):
 def test_frechet_distance_is_near_its_floor_for_real_images_and_orders_the_bad_sets(mnist_data, mnist_judge):
     ref = QualityReference.build(mnist_judge, mnist_data, 500)  # held-out[:1000]
     held = mnist_judge.split.held_out
-    real = ref.measure(0, images_at(mnist_data, held[1000:1500]))
+    real = ref.measure(0, mnist_data.images_at(held[1000:1500]))
     noise = ref.measure(0, torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
-    sevens = images_at(mnist_data, torch.nonzero(mnist_data.labels == 7).squeeze(1)[:500])
+    sevens = mnist_data.images_at(torch.nonzero(mnist_data.labels == 7).squeeze(1)[:500])
     one_class = ref.measure(0, sevens)
     repeated = ref.measure(0, sevens[:1].repeat(500, 1, 1, 1))
 

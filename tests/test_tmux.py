@@ -105,14 +105,15 @@ def test_detached_run_survives_its_tmux_session_and_is_steered_from_another(tmp_
 
 
 def _stop_detached(run_dir: Path) -> None:
-    import json
     import os
     import signal
 
-    try:
-        state = json.loads((run_dir / "state.json").read_text())
-        pid = state.get("pid")
-        if state.get("state") in ("starting", "running", "paused") and isinstance(pid, int) and pid != os.getpid():
+    from engine.runs import RunDir
+    from tui_gan.runs_list import run_state
+
+    _, pid = run_state(RunDir(run_dir))  # a pid only while that run's trainer is alive
+    if pid:
+        try:
             os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        pass
+        except OSError:
+            pass

@@ -124,7 +124,7 @@ class GanApp(App[int]):
 
     def on_mount(self) -> None:
         self._main.query_one("#notes", RichLog).can_focus = False
-        self._main.query_one("#left").set_class(self.size.height >= _TALL_ROWS, "-tall")
+        self.on_resize()
         self.set_interval(1.0 / self.options.refresh_hz, self.redraw)
         self._redraw_status()
         self._start_engine()
@@ -201,6 +201,7 @@ class GanApp(App[int]):
 
     # ------------------------------------------------------------- messages
     def on_resize(self) -> None:
+        # From _TALL_ROWS rows the quality panel shows below the losses; below, `v` swaps them.
         self._main.query_one("#left").set_class(self.size.height >= _TALL_ROWS, "-tall")
 
     def on_engine_event(self, message: EngineEvent) -> None:
