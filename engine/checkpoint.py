@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.config import TrainConfig
+from engine.config import ConfigError, TrainConfig
+from engine.journal import atomic_write
 
 FORMAT_VERSION = 1
 # Fields that fix the shape of the nets or the fixed noise: a checkpoint only fits a config that agrees.
 ARCHITECTURE_FIELDS = ("preset", "latent_dim", "g_hidden", "d_hidden", "loss", "num_samples")
 _REQUIRED = ("format", "config", "trainer", "hparam_history")
+_TRAINER_REQUIRED = ("generator", "discriminator", "opt_g", "opt_d", "step", "images_seen", "fixed_noise", "rng")
 
 
 class CheckpointError(RuntimeError):
@@ -22,19 +23,17 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: a crash or a full disk leaves the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write `payload` to `path` atomically: a crash or a full disk leaves the old file intact. Raises
+    what the write raised (OSError, or torch.save's RuntimeError on a full disk)."""
+    atomic_write(Path(path), lambda f: torch.save({"format": FORMAT_VERSION, **payload}, f))
+
+
+def encode_checkpoint(payload: dict[str, Any]) -> bytes:
+    """The bytes save_checkpoint would write, made in memory: the trainer serializes its live tensors
+    at once (they change with the next step) and a writer thread puts the bytes on disk."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -52,6 +51,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def load_training_checkpoint(path: Path) -> tuple[dict[str, Any], TrainConfig]:
+    """load_checkpoint, plus every check a resume or rollback needs before it touches anything: the
+    config parses and validates, the trainer state has all its parts, the history is a list."""
+    payload = load_checkpoint(path)
+    if not isinstance(payload["config"], dict):
+        raise CheckpointError(f"checkpoint {path} is malformed (its config is not a table)")
+    try:
+        cfg = TrainConfig.from_dict(payload["config"])
+    except (ConfigError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config ({exc})") from None
+    trainer = payload["trainer"]
+    missing = [k for k in _TRAINER_REQUIRED if not isinstance(trainer, dict) or k not in trainer]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is malformed (trainer state lacks {', '.join(missing)})")
+    if not isinstance(trainer["step"], int) or trainer["step"] < 0 or not isinstance(trainer["images_seen"], int):
+        raise CheckpointError(f"checkpoint {path} is malformed (step {trainer['step']!r})")
+    if not isinstance(payload["hparam_history"], list):
+        raise CheckpointError(f"checkpoint {path} is malformed (hparam_history is not a list)")
+    return payload, cfg
+
+
 def check_compatible(saved: TrainConfig, wanted: TrainConfig, where: Path) -> None:
     """Refuse to continue a run with a different architecture, naming every field that differs."""
     diffs = [
@@ -61,20 +81,6 @@ def check_compatible(saved: TrainConfig, wanted: TrainConfig, where: Path) -> No
     ]
     if diffs:
         raise CheckpointError(f"run {where} was trained with {', '.join(diffs)}; it can only continue with the same architecture")
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself must reach the disk, or a power cut could bring back the old name.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -142,13 +142,17 @@ class AlarmCleared:
 
 @dataclass(frozen=True)
 class RolledBack:
-    """The nets, optimizers and RNG were restored from a checkpoint; records after `step` are void."""
+    """The nets, optimizers, RNG and hyperparameters were restored from a checkpoint; records after
+    `step` are void. `hyperparams` are those restored (before any lr_scale, which follows as a
+    HyperparamsChanged); `replaced` holds the live values they replaced, empty when they were equal."""
 
     from_step: int
     step: int
     path: str
     lr_g: float
     lr_d: float
+    hyperparams: dict[str, float | int] = field(default_factory=dict)  # in force now: the checkpoint's
+    replaced: dict[str, float | int] = field(default_factory=dict)  # the live ones they replaced, when different
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class RunLock:
     def acquire(cls, run_dir: Path) -> RunLock:
         """Take the folder's lock at once (never waits); RunLocked names the live owner."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)  # per the umask, like every run file
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -11,13 +11,21 @@ Commands are applied only between steps; a Stop among them wins. A paused runner
 command queue (no sleep loop). Events go to `sink`, which is called on the training thread and
 must not block: the dashboard posts a Textual message, tests use a QueueSink. An exception in
 training becomes an ErrorRaised event, a checkpoint (when the weights are still finite) and a
-clean stop. For tests and tools that want no thread, `setup()` then `tick()` drive the same loop
-deterministically.
+clean stop; the failure path itself never raises, and every run ends with RunFinished. For tests
+and tools that want no thread, `setup()` then `tick()` drive the same loop deterministically
+(`settle()` waits for the run folder's queued writes).
+
+The runner owns its run folder for its whole life (engine/lock.py): a second trainer on a live
+folder is refused before it touches anything. Every write into the folder goes through the run's
+Journal (engine/journal.py) on a writer thread: training never waits on the disk, and a failed
+write (a full disk) is one warning per kind, retried, never the end of the run.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import io
 import math
 import queue
 import threading
@@ -30,16 +38,19 @@ from typing import Any, Callable
 import torch
 
 from engine import events as ev
-from engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from engine.checkpoint import CheckpointError, check_compatible, encode_checkpoint, load_training_checkpoint
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
-from engine.runs import RunDir, RunError, resolve_run, write_grid_png
+from engine.journal import Journal, WriteNote, append_text, atomic_write, describe_error
+from engine.lock import RunLock, RunLocked
+from engine.runs import RunDir, RunError, export_target, log_line, resolve_run, write_grid_png
 from engine.trainer import Trainer, resolve_device
 
 Sink = Callable[[ev.Event], None]
-_USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError)
+_USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError, RunLocked)
+_SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 0..2**64-1; the config's own limit is stricter
 _QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
 
 
@@ -48,6 +59,13 @@ class _Delivered:
     """An event from the quality worker, queued with the commands so a paused runner wakes for it."""
 
     event: ev.Event
+
+
+class _Wake:
+    """Queued with the commands when a write finished, so a paused runner applies the outcome at once."""
+
+
+_WAKE = _Wake()
 
 
 class QueueSink:
@@ -100,7 +118,11 @@ class Runner:
         self._resume = resume
         self._data = data
         self._judge_cache = judge_cache
-        self._commands: queue.SimpleQueue[ev.Command | _Delivered] = queue.SimpleQueue()
+        # SimpleQueue: put() is safe from a signal handler, at any moment (setup, paused, a rollback).
+        self._commands: queue.SimpleQueue[ev.Command | _Delivered | _Wake] = queue.SimpleQueue()
+        self._written: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()  # journal outcomes
+        self.journal: Journal | None = None
+        self._lock: RunLock | None = None
         self._thread: threading.Thread | None = None
         self.trainer: Trainer | None = None
         self.run: RunDir | None = None
@@ -116,6 +138,8 @@ class Runner:
         self._last_fixed_step = -1
         self._last_fixed_grid: Any = None
         self._saved_step = -1
+        self._saving_step = -1  # a checkpoint of this step is queued for the disk
+        self._hp_generation = 0  # bumped by every hyperparameter change (a queued checkpoint may predate it)
         self._done = False
 
     # ------------------------------------------------------------------ API
@@ -126,8 +150,27 @@ class Runner:
         return self._thread
 
     def submit(self, command: ev.Command) -> None:
-        """Queue a command; it is applied between steps. Never blocks."""
+        """Queue a command; it is applied between steps. Never blocks; safe from a signal handler."""
         self._commands.put(command)
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait for the run folder's queued writes and apply their outcomes now (CheckpointSaved,
+        SamplesExported, write warnings). The thread does this by itself; for tick()-driven use."""
+        for _ in range(4):  # an outcome may queue a follow-up write (a checkpoint's pruning)
+            if self.journal is not None:
+                self.journal.flush(timeout)
+            self._take_written()
+            if self.journal is None or not self.journal.queued:
+                return
+
+    def abandon(self) -> None:
+        """Let go of the run folder without finishing, as a killed process would (tests, tools)."""
+        self._done = True
+        self._close_quality(wait=False)
+        if self.journal is not None:
+            self.journal.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; True if it ended."""
@@ -152,35 +195,48 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - reported to the user, not swallowed
             self._fail(exc, save=False)
             return
-        while self.tick(block=True):
-            pass
+        try:
+            while self.tick(block=True):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - the last line of defence: the run still ends with events
+            if not self._done:
+                self._fail(exc, save=False)
 
     def setup(self) -> None:
         """Load data, build or restore the trainer, open the run folder, post RunStarted."""
         device = resolve_device(self.cfg.device)
         resumed_payload = None
+        skipped: list[str] = []
+        # The folder's lock comes first: a second trainer on a live run must touch nothing of it.
         if self._resume:
-            self.run = resolve_run(self._runs_dir, self._resume)
-            ckpt = self.run.latest_checkpoint()
-            if ckpt is None:
-                raise CheckpointError(f"run {self.run.path} has no checkpoint to resume from")
-            resumed_payload = load_checkpoint(ckpt)
-            saved_cfg = TrainConfig.from_dict(resumed_payload["config"])
-            check_compatible(saved_cfg, self.cfg, self.run.path)
+            run = resolve_run(self._runs_dir, self._resume)
+            self._lock = RunLock.acquire(run.path)
+            self.run = run
+            resumed_payload, saved_cfg, skipped = _newest_intact_checkpoint(run)
+            check_compatible(saved_cfg, self.cfg, run.path)
+        else:
+            path = RunDir.path_for(self._runs_dir, self._run_name, self.cfg)
+            self._lock = RunLock.acquire(path)
         data = self._data or load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.seed)
         self.trainer = Trainer(self.cfg, data, device)
         if resumed_payload is not None and self.run is not None:
             self.trainer.load_state_dict(resumed_payload["trainer"])
             self.hparam_history = list(resumed_payload["hparam_history"])
             self._train_s = float(resumed_payload.get("train_s", 0.0))
-            last = self.run.truncate_log(self.trainer.step)
-            self.cfg.save(self.run.config_path)
-            self.run.append_log(_record("resumed", self.trainer.step, lost_steps=last - self.trainer.step))
-            if last > self.trainer.step:
-                self._warn(f"resumed at step {self.trainer.step}: {last - self.trainer.step} steps after the last checkpoint were lost", "resume")
+            self._open_journal()
+            try:
+                last = self.run.truncate_log(self.trainer.step)
+            except Exception as exc:  # noqa: BLE001 - a full disk: the log keeps its later lines, the run goes on
+                assert self.journal is not None
+                self.journal.failed("metrics", exc, "metrics log (set back to the checkpoint)")
+                last = self.trainer.step
+            self._write_config()
+            self._append(_record("resumed", self.trainer.step, lost_steps=last - self.trainer.step))
         else:
-            self.run = RunDir.create(self._runs_dir, self._run_name, self.cfg)
-            torch.save(self.trainer.fixed_noise.cpu(), self.run.path / "fixed_noise.pt")
+            self.run = RunDir.create(self._runs_dir, path.name, self.cfg)
+            self._open_journal()
+            noise = _tensor_bytes(self.trainer.fixed_noise.cpu())
+            self._write("config", lambda: _atomic_bytes(self.run.path / "fixed_noise.pt", noise), "fixed_noise.pt")
         info = self.trainer.data.info
         self._emit(
             ev.RunStarted(
@@ -197,6 +253,10 @@ class Runner:
         )
         if info.note:
             self._warn(info.note, "dataset")
+        for problem in skipped:
+            self._warn(f"{problem}; resumed from an older checkpoint instead", "resume")
+        if resumed_payload is not None and last > self.trainer.step:
+            self._warn(f"resumed at step {self.trainer.step}: {last - self.trainer.step} steps after the last checkpoint were lost", "resume")
         self._set_state(ev.RunState.RUNNING)
         self._post_fixed_samples()
         if self.cfg.quality_every:
@@ -221,7 +281,7 @@ class Runner:
 
     # ------------------------------------------------------------ commands
     def _apply_commands(self, block: bool) -> None:
-        commands: list[ev.Command | _Delivered] = []
+        commands: list[ev.Command | _Delivered | _Wake] = []
         if block and self.state == ev.RunState.PAUSED and self._pending_steps == 0:
             commands.append(self._commands.get())  # a paused runner sleeps here, not in a loop
         while True:
@@ -229,6 +289,7 @@ class Runner:
                 commands.append(self._commands.get_nowait())
             except queue.Empty:
                 break
+        self._take_written()
         if any(isinstance(c, ev.Stop) for c in commands):
             stop = next(c for c in commands if isinstance(c, ev.Stop))
             self._finish(ev.RunState.STOPPED, "stopped by the user", save=stop.save)
@@ -236,8 +297,10 @@ class Runner:
         for command in commands:
             self._apply(command)
 
-    def _apply(self, command: ev.Command | _Delivered) -> None:
+    def _apply(self, command: ev.Command | _Delivered | _Wake) -> None:
         assert self.trainer is not None and self.run is not None
+        if isinstance(command, _Wake):
+            return
         if isinstance(command, _Delivered):
             self._on_quality_event(command.event)
         elif isinstance(command, ev.Pause):
@@ -256,8 +319,7 @@ class Runner:
         elif isinstance(command, ev.ExportSamples):
             self._export(command.path)
         elif isinstance(command, ev.SampleFresh):
-            images = self.trainer.sample(self.trainer.fresh_noise(command.seed))
-            self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False))
+            self._sample_fresh(command.seed)
         elif isinstance(command, ev.RollBack):
             self._roll_back(command.to, command.lr_scale)
         else:
@@ -267,7 +329,7 @@ class Runner:
         assert self.trainer is not None and self.run is not None
         try:
             new_cfg = self.cfg.with_hyperparams(**values)
-        except (ConfigError, TypeError) as exc:
+        except (ConfigError, TypeError, ValueError, OverflowError) as exc:
             self._warn(f"hyperparameters not changed: {exc}", "hyperparams")
             return
         old, new = self.cfg.hyperparams(), new_cfg.hyperparams()
@@ -276,12 +338,25 @@ class Runner:
         self.cfg = new_cfg
         self.trainer.set_hyperparams(new_cfg)
         self._saved_step = -1  # a checkpoint at this step would now hold other hyperparameters
+        self._hp_generation += 1
         step = self.trainer.step
         entry = {"step": step, "old": old, "new": new}
         self.hparam_history.append(entry)
-        self.run.append_log(_record("hparams", step, old=old, new=new))
-        self.cfg.save(self.run.config_path)
+        self._append(_record("hparams", step, old=old, new=new))
+        self._write_config()
         self._emit(ev.HyperparamsChanged(step, old, new))
+
+    def _sample_fresh(self, seed: int | None) -> None:
+        assert self.trainer is not None
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < _SEED_LIMIT):
+            self._warn(f"no fresh samples: seed must be a whole number from 0 to {_SEED_LIMIT - 1}, got {seed!r}", "command")
+            return
+        try:
+            images = self.trainer.sample(self.trainer.fresh_noise(seed))
+        except (RuntimeError, ValueError, OverflowError, TypeError) as exc:
+            self._warn(f"no fresh samples: {exc}", "command")
+            return
+        self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False))
 
     # ------------------------------------------------------------- training
     def _train_one(self) -> None:
@@ -334,7 +409,7 @@ class Runner:
             images_per_s=rate,
             elapsed_s=self._train_s,
         )
-        self.run.append_log({"type": "metrics", **dataclasses.asdict(metrics)})
+        self._append({"type": "metrics", **dataclasses.asdict(metrics)})
         self._emit(metrics)
         self._alarms(self.health.on_metrics(metrics))
         if not stats.finite:
@@ -346,77 +421,100 @@ class Runner:
         trainer = self.trainer
         assert trainer is not None and self.run is not None
         images = trainer.sample()
-        path = self.run.save_grid(trainer.step, images)
+        step, path = trainer.step, self.run.grid_path(trainer.step)
+        self._write("samples", lambda: write_grid_png(path, images), f"sample grid at step {step}")
         self._last_fixed_step, self._last_fixed_grid = trainer.step, images
         self._emit(ev.SamplesGenerated(trainer.step, images, fixed=True, path=str(path)))
 
     # ------------------------------------------------------- saving/exports
     def _save(self, reason: str) -> bool:
-        """Write a checkpoint; a failure (full disk) is a warning, the old checkpoints stay."""
+        """Queue a checkpoint for the disk; CheckpointSaved follows once it is written. A failure (a
+        full disk) is a warning from the journal, and the older checkpoints stay intact."""
         trainer = self.trainer
-        if trainer is None or self.run is None:
+        if trainer is None or self.run is None or self.journal is None:
             return False
-        path = self.run.checkpoint_path(trainer.step)
-        if self._saved_step == trainer.step and path.is_file():
-            self._emit(ev.CheckpointSaved(trainer.step, str(path), reason))  # nothing changed since
+        step = trainer.step
+        path = self.run.checkpoint_path(step)
+        if self._saved_step == step and path.is_file():
+            self._emit(ev.CheckpointSaved(step, str(path), reason))  # nothing changed since
             return True
+        if self._saving_step == step:
+            return True  # already on its way to the disk; its CheckpointSaved will come
         payload = {
             "config": self.cfg.to_dict(),
             "trainer": trainer.state_dict(),
             "hparam_history": self.hparam_history,
             "train_s": self._train_s,
         }
+        what = f"checkpoint at step {step}"
         try:
-            save_checkpoint(path, payload)
-        except OSError as exc:
-            self._warn(f"checkpoint at step {trainer.step} NOT saved: {exc.strerror or exc} ({path.parent})", "checkpoint")
+            data = encode_checkpoint(payload)  # in memory, now: the live tensors change with the next step
+        except Exception as exc:  # noqa: BLE001 - torch.save raises RuntimeError as well as OSError
+            self.journal.failed("checkpoint", exc, what)
+            self._take_written()
             return False
-        self._saved_step = trainer.step
-        self._remember_quality(trainer.step)
-        self.run.prune_checkpoints(self.cfg.keep_checkpoints)
-        self._emit(ev.CheckpointSaved(trainer.step, str(path), reason))
+        self._saving_step = step
+        generation = self._hp_generation
+        self.journal.write(path, data, "checkpoint", what,
+                           done=self._later(lambda ok, _e: self._checkpoint_written(step, path, reason, generation, ok)))
         return True
+
+    def _checkpoint_written(self, step: int, path: Path, reason: str, generation: int, ok: bool) -> None:
+        if self._saving_step == step:
+            self._saving_step = -1
+        if not ok or self.run is None:
+            return  # the journal warned (once); the older checkpoints are intact
+        if generation == self._hp_generation:
+            self._saved_step = step
+        self._remember_quality(step)
+        run, keep = self.run, self.cfg.keep_checkpoints
+        self._write("checkpoint", lambda: run.prune_checkpoints(keep), "pruning old checkpoints")
+        self._emit(ev.CheckpointSaved(step, str(path), reason))
 
     def _remember_quality(self, step: int) -> None:
         """Give the checkpoint at `step` its quality: now if measured, else when the measurement lands."""
         assert self.trainer is not None and self.run is not None
         if self.last_quality is not None and self.last_quality.step == step:
-            try:
-                self.run.record_checkpoint_quality(step, _quality_record(self.last_quality))
-            except OSError:
-                pass  # the checkpoint is saved; only "roll back to best" will not know its figure
+            self._record_quality(step, _quality_record(self.last_quality))
         elif self.quality is not None:
             self.quality.submit(step, self.trainer.sampler, keep=True)
+
+    def _record_quality(self, step: int, record: dict[str, Any]) -> None:
+        run = self.run
+        assert run is not None
+        self._write("quality", lambda: run.record_checkpoint_quality(step, record), f"quality of the checkpoint at step {step}")
 
     def _export(self, target: str) -> None:
         trainer = self.trainer
         assert trainer is not None and self.run is not None
+        try:
+            path = export_target(self.run, target, f"samples_step_{trainer.step:08d}.png")
+        except RunError as exc:
+            self._warn(f"samples NOT exported: {exc}", "export")
+            return
         if self._last_fixed_step != trainer.step:
             self._post_fixed_samples()
-        path = Path(target) if target else self.run.exports_dir / f"samples_step_{trainer.step:08d}.png"
-        try:
-            write_grid_png(path, self._last_fixed_grid)
-        except (OSError, ValueError) as exc:
-            self._warn(f"samples NOT exported to {path}: {exc}", "export")
-            return
-        self._emit(ev.SamplesExported(trainer.step, str(path)))
+        step, images = trainer.step, self._last_fixed_grid
+
+        def exported(ok: bool, _error: BaseException | None) -> None:
+            if ok:
+                self._emit(ev.SamplesExported(step, str(path)))
+
+        self._write("export", lambda: write_grid_png(path, images), f"samples export {path.name}", self._later(exported))
 
     # ---------------------------------------------------------- quality/health
     def _on_quality_event(self, event: ev.Event) -> None:
         assert self.run is not None
         if isinstance(event, ev.QualityMeasured):
             self.last_quality = event
-            self._log_quietly(_record("quality", event.step, **_quality_record(event)))
-            if self.run.checkpoint_path(event.step).is_file():
-                try:
-                    self.run.record_checkpoint_quality(event.step, _quality_record(event))
-                except OSError:
-                    pass  # the figure is still in the log and on screen
+            self._append(_record("quality", event.step, **_quality_record(event)))
+            if event.step in (self._saved_step, self._saving_step) or self.run.checkpoint_path(event.step).is_file():
+                self._record_quality(event.step, _quality_record(event))
             self._emit(event)
             self._alarms(self.health.on_quality(event))
         elif isinstance(event, ev.JudgeReady):
-            self._log_quietly(_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
-                                      source=event.source, n=event.n, fd_floor=event.fd_floor))
+            self._append(_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
+                                 source=event.source, n=event.n, fd_floor=event.fd_floor))
             self._emit(event)
         elif isinstance(event, ev.WarningRaised):
             self._warn(event.message, event.kind)
@@ -425,36 +523,46 @@ class Runner:
         assert self.run is not None
         for change in changes:
             if isinstance(change, ev.AlarmRaised):
-                self._log_quietly(_record("alarm", change.step, kind=change.kind, message=change.message))
+                self._append(_record("alarm", change.step, kind=change.kind, message=change.message))
             else:
-                self._log_quietly(_record("alarm_cleared", change.step, kind=change.kind))
+                self._append(_record("alarm_cleared", change.step, kind=change.kind))
             self._emit(change)
-
-    def _log_quietly(self, record: dict[str, Any]) -> None:
-        # A full disk must not end a run over a log line; the event still reaches every screen.
-        assert self.run is not None
-        try:
-            self.run.append_log(record)
-        except OSError:
-            pass
 
     # --------------------------------------------------------------- rollback
     def _roll_back(self, target: str, lr_scale: float) -> None:
-        """Restore a checkpoint's nets, optimizers and RNG in place; later records and checkpoints are set aside."""
+        """Restore a checkpoint's nets, optimizers, RNG and hyperparameters in place, all or nothing;
+        later records and checkpoints are set aside. lr_scale != 1 then scales the learning rates."""
         trainer = self.trainer
         assert trainer is not None and self.run is not None
+        self.settle()  # checkpoints queued so far are on disk and pruned: the choice below sees them all
         try:
             path = self.run.find_checkpoint(target, up_to_step=trainer.step)
-            payload = load_checkpoint(path)
-            check_compatible(TrainConfig.from_dict(payload["config"]), self.cfg, self.run.path)
-        except (RunError, CheckpointError, ConfigError) as exc:
+            payload, saved_cfg = load_training_checkpoint(path)
+            check_compatible(saved_cfg, self.cfg, self.run.path)
+            restored_cfg = self.cfg.with_hyperparams(**saved_cfg.hyperparams())
+            history = list(payload["hparam_history"])
+            train_s = float(payload.get("train_s", 0.0))
+            if lr_scale != 1.0:  # checked now, so a scale that cannot apply refuses the whole rollback
+                restored_cfg.with_hyperparams(lr_g=restored_cfg.lr_g * lr_scale, lr_d=restored_cfg.lr_d * lr_scale)
+        except (RunError, CheckpointError, ConfigError, TypeError, ValueError, OverflowError) as exc:
             self._warn(f"not rolled back: {exc}", "rollback")
             return
+        backup = copy.deepcopy(trainer.state_dict())
+        live_cfg = self.cfg
+        try:
+            trainer.set_hyperparams(restored_cfg)
+            trainer.load_state_dict(payload["trainer"])
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that loads but does not fit: undo, go on unchanged
+            trainer.set_hyperparams(live_cfg)
+            trainer.load_state_dict(backup)
+            self._warn(f"not rolled back: checkpoint {path} does not fit this run ({describe_error(exc)}); nothing changed", "rollback")
+            return
         was_nonfinite = "nonfinite" in self.health.active
-        from_step = trainer.step
-        trainer.load_state_dict(payload["trainer"])  # keeps the current live hyperparameters
-        self.hparam_history = list(payload["hparam_history"])
-        self._train_s = float(payload.get("train_s", 0.0))
+        from_step = int(backup["step"])
+        old_hp, new_hp = live_cfg.hyperparams(), restored_cfg.hyperparams()
+        self.cfg = restored_cfg
+        self.hparam_history = history
+        self._train_s = train_s
         self._pending_steps = 0
         if self.quality is not None:
             self.quality.invalidate()
@@ -462,12 +570,18 @@ class Runner:
         try:
             self.run.truncate_log(trainer.step)
             self.run.abandon_checkpoints_after(trainer.step)
-        except OSError as exc:
-            self._warn(f"rolled back, but the log and newer checkpoints could not be set aside: {exc}", "rollback")
-        self._log_quietly(_record("rollback", trainer.step, from_step=from_step, path=str(path)))
+        except Exception as exc:  # noqa: BLE001 - a full disk: the rollback itself stands
+            self._warn(f"rolled back, but the log and newer checkpoints could not be set aside: {describe_error(exc)}", "rollback")
+        self._append(_record("rollback", trainer.step, from_step=from_step, path=str(path), hyperparams=new_hp))
         self._saved_step = trainer.step
+        self._hp_generation += 1
         self._alarms(self.health.clear_all(trainer.step))
-        self._emit(ev.RolledBack(from_step, trainer.step, str(path), self.cfg.lr_g, self.cfg.lr_d))
+        self._emit(ev.RolledBack(from_step, trainer.step, str(path), self.cfg.lr_g, self.cfg.lr_d,
+                                 hyperparams=new_hp, replaced=old_hp if old_hp != new_hp else {}))
+        if old_hp != new_hp:
+            self._append(_record("hparams", trainer.step, old=old_hp, new=new_hp, reason="rollback"))
+            self._write_config()
+            self._emit(ev.HyperparamsChanged(trainer.step, old_hp, new_hp))
         if lr_scale != 1.0:
             self._set_hyperparams({"lr_g": self.cfg.lr_g * lr_scale, "lr_d": self.cfg.lr_d * lr_scale})
         self._start_interval()
@@ -488,11 +602,33 @@ class Runner:
             self._log_metrics_quietly()
             if save:
                 self._save("final" if state == ev.RunState.FINISHED else "stop")
+        self.settle()  # the final checkpoint is on disk (or its failure known) before the run says so
         self._close_quality(wait=save)
         self._set_state(state, reason)
-        self._done = True
-        step = self.trainer.step if self.trainer else 0
-        self._emit(ev.RunFinished(step, state, str(self.run.path) if self.run else ""))
+        self._end(state)
+
+    def _end(self, state: ev.RunState) -> None:
+        """The last act of every run: writes settled, state.json true (or said not to be), the folder
+        released, RunFinished posted. Never raises."""
+        step = self._step()
+        try:
+            self.settle()
+            if self.journal is not None and "state" in self.journal.failing and self.run is not None:
+                try:
+                    self.run.write_state(state.value, step)  # one last try, so `ls` tells the truth
+                except Exception as exc:  # noqa: BLE001 - said in the event stream instead
+                    self._emit(ev.WarningRaised(step, f"state.json could not be written ({describe_error(exc)}); "
+                                                      f"`gan-tui ls` may show this run as interrupted, it is {state.value}",
+                                                "disk:state"))
+            if self.journal is not None:
+                self.journal.close()
+        except Exception:  # noqa: BLE001 - nothing may stop the final event
+            traceback.print_exc()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+            self._done = True
+            self._emit(ev.RunFinished(step, state, str(self.run.path) if self.run else ""))
 
     def _close_quality(self, wait: bool) -> None:
         """Let measurements under way land (a final checkpoint's quality), then end the worker."""
@@ -515,42 +651,43 @@ class Runner:
             self._log_metrics()
 
     def _fail(self, exc: BaseException, save: bool) -> None:
+        """Report a failure and end the run. Never raises: each part that fails again (a full disk, a
+        broken device) becomes a warning and the rest still happens."""
+        step = self._step()
         text = "".join(traceback.format_exception(exc))
         where = ""
-        if self.run is not None:
+        if self.run is not None and self._lock is not None:  # never write into a folder this runner does not own
             try:
-                with self.run.error_path.open("a") as f:
-                    f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} step {self.trainer.step if self.trainer else 0}\n{text}\n")
+                append_text(self.run.error_path, f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} step {step}\n{text}\n")
                 where = str(self.run.error_path)
-            except OSError:
+            except Exception:  # noqa: BLE001 - the traceback still goes out in the event
                 pass
-        step = self.trainer.step if self.trainer else 0
         # Errors the user can fix (a wrong path, a damaged checkpoint) read best without a type name.
         message = str(exc) if isinstance(exc, _USER_ERRORS) else f"{type(exc).__name__}: {exc}"
         self._emit(ev.ErrorRaised(step, message, text, where))
-        if save and self.trainer is not None and _weights_finite(self.trainer):
-            self._save("error")
-        self._close_quality(wait=False)
-        self._set_state(ev.RunState.FAILED, str(exc))
-        self._done = True
-        self._emit(ev.RunFinished(step, ev.RunState.FAILED, str(self.run.path) if self.run else ""))
+        if save and self.trainer is not None:
+            self._quietly("saving a checkpoint after the error", lambda: _weights_finite(self.trainer) and self._save("error"))
+        self._quietly("writing the run folder", self.settle)
+        self._quietly("stopping the quality worker", lambda: self._close_quality(wait=False))
+        self._quietly("recording the failure", lambda: self._set_state(ev.RunState.FAILED, str(exc)))
+        self._end(ev.RunState.FAILED)
+
+    def _quietly(self, what: str, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - the failure path goes on whatever fails inside it
+            self._emit(ev.WarningRaised(self._step(), f"{what} failed too: {describe_error(exc)}", "error"))
 
     def _set_state(self, state: ev.RunState, reason: str = "") -> None:
         self.state = state
         if self.run is not None:
-            try:
-                self.run.write_state(state.value, self.trainer.step if self.trainer else 0)
-            except OSError:
-                pass  # a full disk must not stop the state change itself
-        self._emit(ev.StateChanged(state, self.trainer.step if self.trainer else 0, reason))
+            run, value, step = self.run, state.value, self._step()
+            self._write("state", lambda: run.write_state(value, step))
+        self._emit(ev.StateChanged(state, self._step(), reason))
 
     def _warn(self, message: str, kind: str) -> None:
-        step = self.trainer.step if self.trainer else 0
-        if self.run is not None:
-            try:
-                self.run.append_log(_record("warning", step, kind=kind, message=message))
-            except OSError:
-                pass
+        step = self._step()
+        self._append(_record("warning", step, kind=kind, message=message))
         self._emit(ev.WarningRaised(step, message, kind))
 
     def _emit(self, event: ev.Event) -> None:
@@ -562,6 +699,75 @@ class Runner:
     def _start_interval(self) -> None:
         self._interval_start = time.perf_counter()
         self._interval_images = 0
+
+    def _step(self) -> int:
+        return self.trainer.step if self.trainer is not None else 0
+
+    # ------------------------------------------------------------- the journal
+    def _open_journal(self) -> None:
+        self.journal = Journal(on_note=lambda note: self._later_call(lambda: self._on_write_note(note)))
+
+    def _on_write_note(self, note: WriteNote) -> None:
+        # Logged through the journal too: a metrics failure keeps the line and writes it once there is room.
+        self._warn(note.message, note.warning_kind)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        """One line into metrics.jsonl, through the writer thread."""
+        if self.journal is not None and self.run is not None:
+            self.journal.append(self.run.metrics_path, log_line(record), "metrics")
+
+    def _write(self, kind: str, action: Callable[[], Any], what: str = "",
+               done: Callable[[bool, BaseException | None], None] | None = None) -> None:
+        if self.journal is not None:
+            self.journal.call(kind, action, what, done)
+
+    def _write_config(self) -> None:
+        assert self.run is not None
+        run, cfg = self.run, self.cfg
+        self._write("config", lambda: run.write_config(cfg))
+
+    def _later(self, done: Callable[[bool, BaseException | None], None]) -> Callable[[bool, BaseException | None], None]:
+        """A journal callback (writer thread) turned into work for the training thread."""
+        return lambda ok, error: self._later_call(lambda: done(ok, error))
+
+    def _later_call(self, action: Callable[[], None]) -> None:
+        self._written.put(action)
+        self._commands.put(_WAKE)  # a paused runner wakes and applies it at once
+
+    def _take_written(self) -> None:
+        while True:
+            try:
+                action = self._written.get_nowait()
+            except queue.Empty:
+                return
+            action()
+
+
+def _newest_intact_checkpoint(run: RunDir) -> tuple[dict[str, Any], TrainConfig, list[str]]:
+    """The newest checkpoint that loads and validates, with a note for every newer one skipped."""
+    found = run.checkpoints()
+    if not found:
+        raise CheckpointError(f"run {run.path} has no checkpoint to resume from")
+    skipped: list[str] = []
+    for _step, path in reversed(found):
+        try:
+            payload, cfg = load_training_checkpoint(path)
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+            continue
+        return payload, cfg, skipped
+    raise CheckpointError(f"run {run.path} has no intact checkpoint to resume from: {skipped[0]}"
+                          + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(tensor, buffer)
+    return buffer.getvalue()
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, data)
 
 
 def _record(record_type: str, step: int, **fields: Any) -> dict[str, Any]:

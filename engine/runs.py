@@ -13,8 +13,11 @@ from typing import Any
 import numpy as np
 
 from engine.config import TrainConfig
+from engine.journal import append_text, atomic_write
 
 GRID_PADDING = 2
+# What a launcher or the lock may have put in a new run's folder before the trainer creates the run.
+_PRE_RUN_FILES = {"train.log", ".lock"}
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 _GRID_RE = re.compile(r"^step_(\d+)\.png$")
 
@@ -39,17 +42,26 @@ class RunDir:
     @classmethod
     def create(cls, runs_dir: Path, name: str | None, cfg: TrainConfig) -> RunDir:
         """A new run folder; an existing non-empty one is refused (resume it instead)."""
-        name = name or new_run_name(cfg)
-        if "/" in name or name in ("", ".", ".."):
-            raise RunError(f"run name {name!r} must be a plain folder name")
-        run = cls(runs_dir / name)
+        run = cls(cls.path_for(runs_dir, name, cfg))
         # A detached run's folder already holds the log its launcher opened (train.log), nothing else.
-        if run.path.exists() and any(p.name != "train.log" for p in run.path.iterdir()):
+        if run.path.exists() and any(p.name not in _PRE_RUN_FILES for p in run.path.iterdir()):
             raise RunError(f"run folder {run.path} already exists; pick another --run-name or --resume it")
         for folder in (run.path, run.samples_dir, run.checkpoints_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        cfg.save(run.config_path)
+        run.write_config(cfg)
         return run
+
+    @staticmethod
+    def path_for(runs_dir: Path, name: str | None, cfg: TrainConfig) -> Path:
+        """Where create() would put the run (so the caller can lock it first)."""
+        name = name or new_run_name(cfg)
+        if "/" in name or name in ("", ".", ".."):
+            raise RunError(f"run name {name!r} must be a plain folder name")
+        return runs_dir / name
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        """config.json, replaced atomically (a viewer or a resume never reads half a config)."""
+        atomic_write(self.config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
@@ -67,58 +79,79 @@ class RunDir:
     def write_state(self, state: str, step: int) -> None:
         """Record where the run stands and which process trains it (read by `gan-tui ls`)."""
         record = {"state": state, "step": step, "pid": os.getpid(), "updated": time.time()}
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, json.dumps(record))
 
     def read_state(self) -> dict[str, Any]:
-        """The last recorded state, or {} when there is none."""
+        """The last recorded state, or {} when there is none or it is damaged. Fields of the wrong type
+        are dropped (`state` a string, `step` and `pid` whole numbers, `updated` a number)."""
         try:
-            data = json.loads(self.state_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(self.state_path.read_bytes())
+        except (OSError, ValueError, RecursionError):
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        kinds = {"state": (str,), "step": (int,), "pid": (int,), "updated": (int, float)}
+        return {k: v for k, v in data.items()
+                if k not in kinds or isinstance(v, kinds[k]) and not isinstance(v, bool)}
 
     # ---------------------------------------------------------------- metrics
     def append_log(self, record: dict[str, Any]) -> None:
         """One JSON line; non-finite numbers become null (JSON has no NaN)."""
-        line = json.dumps(_finite(record), separators=(",", ":"))
-        with self.metrics_path.open("a") as f:
-            f.write(line + "\n")
+        append_text(self.metrics_path, log_line(record))
 
     def read_log(self) -> list[dict[str, Any]]:
-        """Every record; a half-written last line (a killed process) is skipped."""
-        if not self.metrics_path.is_file():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
+        """Every record; damaged lines (a killed process's half line, garbage anywhere) are skipped."""
+        return self.read_log_counted()[0]
+
+    def read_log_counted(self) -> tuple[list[dict[str, Any]], int]:
+        """(every good record, how many lines were skipped as damaged)."""
+        records: list[dict[str, Any]] = []
+        bad = 0
+        for raw in self._log_lines():
+            record = parse_log_line(raw)
+            if record is None:
+                bad += raw.strip() != b""
+            else:
+                records.append(record)
+        return records, bad
 
     def truncate_log(self, step: int) -> int:
         """Drop records after `step` (they describe weights a resume or rollback throws away); returns
-        the last step dropped. The dropped lines are appended to metrics.abandoned.jsonl, not lost."""
-        records = self.read_log()
-        kept = [r for r in records if r.get("step", 0) <= step]
-        dropped = [r for r in records if r.get("step", 0) > step]
-        lost = max((r.get("step", 0) for r in records), default=step)
+        the last step dropped. The dropped lines, and damaged ones, go to metrics.abandoned.jsonl: not lost."""
+        kept: list[bytes] = []
+        dropped: list[bytes] = []
+        lost = step
+        for raw in self._log_lines():
+            if not raw.strip():
+                continue
+            record = parse_log_line(raw)
+            if record is not None and record.get("step", 0) <= step:
+                kept.append(raw)
+            else:
+                dropped.append(raw)
+                if record is not None:
+                    lost = max(lost, record.get("step", 0))
         if dropped:
-            with (self.path / "metrics.abandoned.jsonl").open("a") as f:
-                f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in dropped))
-        tmp = self.metrics_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
-        os.replace(tmp, self.metrics_path)
-        return max(lost, step)
+            append_text(self.path / "metrics.abandoned.jsonl",
+                        "".join(raw.decode(errors="replace") + "\n" for raw in dropped))
+        atomic_write(self.metrics_path, b"".join(raw + b"\n" for raw in kept))
+        return lost
+
+    def _log_lines(self) -> list[bytes]:
+        try:
+            return self.metrics_path.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            return []
 
     # ---------------------------------------------------------------- samples
     def save_grid(self, step: int, images: np.ndarray) -> Path:
         """The step's fixed-noise grid as samples/step_XXXXXXXX.png."""
-        path = self.samples_dir / f"step_{step:08d}.png"
+        path = self.grid_path(step)
         write_grid_png(path, images)
         return path
+
+    def grid_path(self, step: int) -> Path:
+        return self.samples_dir / f"step_{step:08d}.png"
 
     def sample_grids(self) -> list[tuple[int, Path]]:
         """(step, path) of every saved grid, oldest first."""
@@ -183,24 +216,42 @@ class RunDir:
     def checkpoint_quality(self) -> dict[int, dict[str, Any]]:
         """step -> the quality measured at that step, for the checkpoints that still exist."""
         try:
-            data = json.loads(self.quality_index_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(self.quality_index_path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return {}  # damaged: "roll back to best" then says no checkpoint has a figure
+        if not isinstance(data, dict):
             return {}
         existing = {step for step, _ in self.checkpoints()}
-        return {int(k): v for k, v in data.items() if isinstance(v, dict) and k.isdigit() and int(k) in existing}
+        return {int(k): v for k, v in data.items()
+                if isinstance(v, dict) and k.isdigit() and len(k) < 19 and int(k) in existing}
 
     def record_checkpoint_quality(self, step: int, quality: dict[str, Any]) -> None:
         """Remember the quality of the checkpoint at `step` (atomically; the index is small)."""
         index = {str(k): v for k, v in self.checkpoint_quality().items()}
         index[str(step)] = _finite(quality)
-        tmp = self.quality_index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-        os.replace(tmp, self.quality_index_path)
+        atomic_write(self.quality_index_path, json.dumps(index, indent=1, sort_keys=True))
 
     def best_checkpoint(self) -> Path | None:
         """The checkpoint whose samples had the lowest Frechet distance, or None if none was measured."""
-        scored = [(q["fd"], step) for step, q in self.checkpoint_quality().items() if isinstance(q.get("fd"), (int, float))]
+        scored = [(q["fd"], step) for step, q in self.checkpoint_quality().items()
+                  if isinstance(q.get("fd"), (int, float)) and not isinstance(q["fd"], bool) and math.isfinite(q["fd"])]
         return self.checkpoint_path(min(scored)[1]) if scored else None
+
+
+def export_target(run: RunDir, name: str, default: str) -> Path:
+    """Where an export named by a viewer goes: always inside the run's exports/. A bare name (or a
+    relative path below exports/) is kept; an absolute path, `..` or a hidden name is refused with
+    RunError; "" means `default`; a name without a suffix gets .png."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        name = default
+    if "\x00" in name or name.startswith(("/", "~")) or "\\" in name:
+        raise RunError(f"export name {name!r} must be a plain file name inside {run.exports_dir}")
+    parts = Path(name).parts
+    if not parts or any(p in ("..", ".") or p.startswith(".") for p in parts) or len(name) > 200:
+        raise RunError(f"export name {name!r} must be a plain file name inside {run.exports_dir}")
+    path = run.exports_dir.joinpath(*parts)
+    return path if path.suffix else path.with_suffix(".png")
 
 
 def new_run_name(cfg: TrainConfig) -> str:
@@ -232,23 +283,25 @@ def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
     tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
     if scale > 1:
         tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Through a temporary name: a viewer listing samples/ must never open a half-written PNG.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        save_image(tensor, tmp, nrow=grid_columns(len(images)), padding=GRID_PADDING * scale)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # All-or-nothing: a viewer listing samples/ must never open a half-written PNG.
+    atomic_write(path, lambda f: save_image(tensor, f, format="png", nrow=grid_columns(len(images)),
+                                            padding=GRID_PADDING * scale))
 
 
 def read_grid_png(path: Path, count: int) -> np.ndarray:
-    """The inverse of write_grid_png at scale 1: uint8 (count, 28, 28)."""
+    """The inverse of write_grid_png at scale 1: uint8 (count, 28, 28). RunError names an unreadable
+    or damaged PNG (a viewer skips it with a note)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        pixels = np.asarray(im.convert("L"))
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L"))
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for damaged files
+        raise RunError(f"sample grid {path} is unreadable ({type(exc).__name__}: {exc})") from exc
     cols, cell = grid_columns(count), 28 + GRID_PADDING
+    rows = math.ceil(count / cols)
+    if pixels.shape[0] < GRID_PADDING + rows * cell or pixels.shape[1] < GRID_PADDING + cols * cell:
+        raise RunError(f"sample grid {path} is {pixels.shape[1]}x{pixels.shape[0]}, too small for {count} images")
     out = np.empty((count, 28, 28), dtype=np.uint8)
     for i in range(count):
         top, left = GRID_PADDING + (i // cols) * cell, GRID_PADDING + (i % cols) * cell
@@ -273,6 +326,35 @@ def _last_write(run: Path) -> float:
     return (metrics if metrics.exists() else run).stat().st_mtime
 
 
+def log_line(record: dict[str, Any]) -> str:
+    """One metrics.jsonl line; non-finite numbers become null (JSON has no NaN)."""
+    return json.dumps(_finite(record), separators=(",", ":")) + "\n"
+
+
+def parse_log_line(raw: bytes | str) -> dict[str, Any] | None:
+    """One metrics.jsonl line -> its record, or None when the line is damaged (not UTF-8, not JSON,
+    not an object, or a `step` that is not a whole number)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, the int-digits limit
+        return None
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None
+    return record
+
+
+def read_config_dict(path: Path) -> dict[str, Any]:
+    """A run's config.json as a dict, or {} when it is missing or damaged (listing tools only)."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -283,4 +365,5 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["RunDir", "RunError", "new_run_name", "read_grid_png", "resolve_run", "write_grid_png"]
+__all__ = ["RunDir", "RunError", "export_target", "log_line", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
+           "resolve_run", "write_grid_png"]

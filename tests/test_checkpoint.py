@@ -53,10 +53,12 @@ def test_resume_restores_hyperparam_history_and_rolls_the_log_back(make_runner):
     runner.submit(ev.SetHyperparams({"lr_g": 1e-4}))
     runner.submit(ev.SaveCheckpoint())
     run_steps(runner, 10)  # these steps are after the checkpoint and will be lost
+    runner.abandon()  # as if the process were killed here: its folder is free for a resume
     resumed, sink = make_runner(resume="latest", lr_g=1e-4, steps=1000, checkpoint_every=0)
     assert resumed.trainer.step == 5
     assert resumed.hparam_history == [{"step": 5, "old": runner.hparam_history[0]["old"], "new": runner.hparam_history[0]["new"]}]
     assert resumed.trainer.opt_g.param_groups[0]["lr"] == 1e-4
+    resumed.settle()
     records = resumed.run.read_log()
     assert max(r["step"] for r in records) == 5
     resumed_record = next(r for r in records if r["type"] == "resumed")

@@ -11,6 +11,7 @@ from engine.checkpoint import load_checkpoint
 def run_to(runner, step):
     while runner.trainer.step < step:
         runner.tick()
+    runner.settle()  # checkpoints and log lines are written by the journal's thread
 
 
 def assert_state_equals(trainer, payload):
@@ -33,6 +34,7 @@ def test_nan_then_one_key_rollback_restores_the_last_good_checkpoint_exactly_and
     assert runner.state == ev.RunState.PAUSED and "nonfinite" in runner.health.active
     runner.submit(ev.RollBack("last-good", lr_scale=0.5))
     runner.tick()
+    runner.settle()
     assert runner.trainer.step == 41  # back at 40 and resumed at once: the same tick ran one step
     events = sink.drain()
     rolled = next(e for e in events if isinstance(e, ev.RolledBack))

@@ -69,6 +69,7 @@ def test_set_hyperparams_reaches_the_optimizers_at_once_and_is_logged(make_runne
     assert runner.trainer.opt_d.param_groups[0]["lr"] == 3e-5
     assert runner.trainer.opt_g.param_groups[0]["betas"] == (0.1, 0.999)
     assert runner.cfg.d_steps == 2
+    runner.settle()
     changed = [e for e in sink.drain() if isinstance(e, ev.HyperparamsChanged)]
     assert len(changed) == 1 and changed[0].step == 1
     assert changed[0].old["lr_g"] == TrainConfig().lr_g and changed[0].new["lr_g"] == 1e-5
@@ -93,9 +94,10 @@ def test_save_and_export_write_files_and_report_paths(make_runner, tmp_path):
     runner, sink = make_runner()
     runner.tick()
     runner.submit(ev.SaveCheckpoint())
-    runner.submit(ev.ExportSamples(str(tmp_path / "out.png")))
+    runner.submit(ev.ExportSamples("out.png"))
     runner.submit(ev.SampleFresh(seed=12345))
     runner.tick()
+    runner.settle()  # the writes happen on the journal's thread; their events follow once done
     events = sink.drain()
     saved = next(e for e in events if isinstance(e, ev.CheckpointSaved))
     exported = next(e for e in events if isinstance(e, ev.SamplesExported))
@@ -104,6 +106,7 @@ def test_save_and_export_write_files_and_report_paths(make_runner, tmp_path):
     grid = read_grid_png(exported.path, 16)
     fixed = [e for e in events if isinstance(e, ev.SamplesGenerated) and e.fixed][-1]
     assert np.array_equal(grid, fixed.images) and not np.array_equal(fresh.images, fixed.images)
+    assert exported.path == str(runner.run.exports_dir / "out.png")
 
 
 def test_stop_wins_and_saves(make_runner):
