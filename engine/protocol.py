@@ -8,9 +8,9 @@ single line of UTF-8 JSON of at most MAX_LINE bytes:
                         {"command": "step", "count": 1}
                         {"command": "set_hyperparams", "values": {"lr_g": 0.0001}}
                         {"command": "save"}
-                        {"command": "export", "path": ""}
-                        {"command": "sample_fresh"}
-                        {"command": "roll_back", "to": "last-good", "lr_scale": 0.5}
+                        {"command": "export", "path": ""}          (a file name inside RUN/exports/)
+                        {"command": "sample_fresh", "seed": 7}     (seed optional, 0..2**63-1)
+                        {"command": "roll_back", "to": "last-good", "lr_scale": 0.5}   (last-good, latest, best or a step)
                         {"command": "stop", "save": true}
     trainer -> viewer   {"event": "MetricsLogged", "data": {...the event's fields...}}
                         {"reply": "ok", "command": "pause"}
@@ -18,6 +18,11 @@ single line of UTF-8 JSON of at most MAX_LINE bytes:
 
 Events carry the fields of the dataclasses in engine/events.py; image arrays travel as
 {"shape": [N, 28, 28], "uint8_base64": "..."}; RunState values as their strings.
+
+Every value of a command is checked here, before the trainer answers "ok": anything that would
+fail when applied (a seed torch cannot take, a learning rate of 10**400, an export path outside the
+run) gets an error reply instead. Hostile input (deep nesting, huge numbers, bytes that are not
+UTF-8) is a ProtocolError like any other bad line.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import base64
 import dataclasses
 import json
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -33,6 +39,8 @@ import numpy as np
 from engine import events as ev
 
 MAX_LINE = 1 << 20  # 1 MiB: a 64-image grid is ~70 KB encoded; anything far larger is refused
+SEED_LIMIT = 2**63  # seeds are whole numbers from 0 to SEED_LIMIT - 1 (the config's own range)
+ROLLBACK_TARGETS = ("last-good", "latest", "best")
 
 _EVENT_TYPES: dict[str, type] = {t.__name__: t for t in ev.Event.__args__}  # type: ignore[attr-defined]
 _COMMANDS: dict[str, type] = {
@@ -107,18 +115,21 @@ def decode_command(message: dict[str, Any]) -> ev.Command:
         if not isinstance(values, dict) or not values:
             raise ProtocolError("set_hyperparams needs a non-empty 'values' object")
         _check_hyperparams(values)
-    elif cls is ev.ExportSamples and not isinstance(args.get("path", ""), str):
-        raise ProtocolError("export path must be a string")
+    elif cls is ev.ExportSamples:
+        _check_export(args.get("path", ""))
     elif cls is ev.Stop and not isinstance(args.get("save", True), bool):
         raise ProtocolError("stop 'save' must be true or false")
     elif cls is ev.RollBack:
         scale = args.get("lr_scale", 1.0)
-        if not isinstance(args.get("to", "last-good"), str):
-            raise ProtocolError("roll_back 'to' must be a string: last-good, best or a step")
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1:
+        to = args.get("to", "last-good")
+        if not isinstance(to, str) or not (to in ROLLBACK_TARGETS or to.isascii() and to.isdigit() and len(to) <= 18):
+            raise ProtocolError("roll_back 'to' must be last-good, latest, best or a step number")
+        if not _is_number(scale) or not 0 < scale <= 1:
             raise ProtocolError("roll_back lr_scale must be a number above 0 and at most 1")
-    elif cls is ev.SampleFresh and args.get("seed") is not None and not isinstance(args.get("seed"), int):
-        raise ProtocolError("sample_fresh seed must be a whole number")
+    elif cls is ev.SampleFresh:
+        seed = args.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT):
+            raise ProtocolError(f"sample_fresh seed must be a whole number from 0 to {SEED_LIMIT - 1}")
     return cls(**args)
 
 
@@ -128,8 +139,10 @@ def parse_line(line: bytes) -> dict[str, Any]:
         raise ProtocolError(f"message of {len(line)} bytes is over the {MAX_LINE}-byte limit")
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # bad JSON, bytes that are not UTF-8, a number of thousands of digits
+        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
     return message
@@ -144,12 +157,42 @@ def reply(ok: bool, text: str = "", command: str = "") -> bytes:
 def _check_hyperparams(values: dict[str, Any]) -> None:
     from engine.config import ConfigError, TrainConfig
 
+    for name, value in values.items():
+        if not _is_number(value):
+            raise ProtocolError(f"{name} must be a number, got {_short(value)}")
     try:
-        TrainConfig().with_hyperparams(**values)
-    except ConfigError as exc:
+        TrainConfig().with_hyperparams(**values)  # the config's own rules, the same the trainer applies
+    except (ConfigError, TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(_short(str(exc), 300)) from None
+
+
+def _check_export(path: Any) -> None:
+    from engine.runs import RunError, check_export_name
+
+    if not isinstance(path, str):
+        raise ProtocolError("export path must be a string (a file name inside the run's exports/)")
+    try:
+        check_export_name(path)
+    except RunError as exc:
         raise ProtocolError(str(exc)) from None
-    except TypeError as exc:
-        raise ProtocolError(str(exc)) from None
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not an int too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # repr of an int past the digits limit
+        text = f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _plain(value: Any) -> Any:

@@ -242,16 +242,23 @@ def export_target(run: RunDir, name: str, default: str) -> Path:
     """Where an export named by a viewer goes: always inside the run's exports/. A bare name (or a
     relative path below exports/) is kept; an absolute path, `..` or a hidden name is refused with
     RunError; "" means `default`; a name without a suffix gets .png."""
-    name = name.strip() if isinstance(name, str) else ""
-    if not name:
-        name = default
-    if "\x00" in name or name.startswith(("/", "~")) or "\\" in name:
-        raise RunError(f"export name {name!r} must be a plain file name inside {run.exports_dir}")
-    parts = Path(name).parts
-    if not parts or any(p in ("..", ".") or p.startswith(".") for p in parts) or len(name) > 200:
-        raise RunError(f"export name {name!r} must be a plain file name inside {run.exports_dir}")
+    parts = check_export_name(name.strip() if isinstance(name, str) else "") or (default,)
     path = run.exports_dir.joinpath(*parts)
     return path if path.suffix else path.with_suffix(".png")
+
+
+def check_export_name(name: str) -> tuple[str, ...]:
+    """The parts of an export name that stays inside exports/ (() for ""); RunError otherwise."""
+    if not name:
+        return ()
+    bad = RunError(f"export name {name[:80]!r} must be a file name inside the run's exports/ "
+                   "(no absolute path, no '..', no hidden name)")
+    if "\x00" in name or "\\" in name or name.startswith(("/", "~")) or len(name) > 200:
+        raise bad
+    parts = Path(name).parts
+    if not parts or any(p in ("..", ".") or p.startswith(".") for p in parts):
+        raise bad
+    return parts
 
 
 def new_run_name(cfg: TrainConfig) -> str:
@@ -365,5 +372,5 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["RunDir", "RunError", "export_target", "log_line", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
+__all__ = ["RunDir", "RunError", "check_export_name", "export_target", "log_line", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
            "resolve_run", "write_grid_png"]
