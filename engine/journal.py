@@ -11,7 +11,9 @@ The policy: a write that fails for any reason (OSError such as ENOSPC, torch.sav
 anything else) never reaches the caller. The first failure of a kind produces ONE WriteNote
 (ok=False); later failures of that kind are quiet; the next success produces a recovery WriteNote
 (ok=True). Appended lines that could not be written are kept (bounded) and written before the next
-line to the same file, so a disk that fills and is freed again loses no log line. Replacements
+line to the same file, so a disk that fills and is freed again loses no log line; a replacement
+queued with `retry=True` (state.json, config.json, an index) is tried again, newest per target,
+after the next write that succeeds. Replacements
 (checkpoints, state.json, PNGs, indexes) are all-or-nothing: a temporary file in the same folder,
 fsync, os.replace, fsync of the folder; a failure leaves the old file and no temporary file behind.
 
@@ -76,7 +78,7 @@ def atomic_write(path: Path, content: Content) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_counter)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like any user file
+    fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(content):
@@ -98,7 +100,7 @@ def atomic_write(path: Path, content: Content) -> None:
 def append_text(path: Path, text: str) -> None:
     """Append `text` to `path` (created per the umask); a failed write is cut back off, so a full disk
     leaves no half line."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = _open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         size = os.fstat(fd).st_size
         data = text.encode()
@@ -114,6 +116,12 @@ def append_text(path: Path, text: str) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _open(path: Path, flags: int) -> int:
+    # The one place a run-folder file is opened for writing (tests inject a full disk here). Mode
+    # 0o666 less the umask, like any file the user creates.
+    return os.open(path, flags, 0o666)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -152,6 +160,7 @@ class Journal:
         self._closed = False
         self._failing: dict[str, str] = {}  # kind -> the reason of its first failure
         self._unwritten: dict[Path, str] = {}  # writer thread only
+        self._retry: dict[str, _Job] = {}  # writer thread only: what -> the newest failed job
         self._thread = threading.Thread(target=self._work, name="gan-tui-journal", daemon=True)
         self._thread.start()
 
@@ -160,14 +169,18 @@ class Journal:
         """Queue `text` (whole lines) to be appended to `path`."""
         self._put(_Job(kind, KINDS.get(kind, kind), lambda: self._append_now(Path(path), text), None))
 
-    def write(self, path: Path, content: Content, kind: str, what: str = "", done: Done | None = None) -> None:
+    def write(self, path: Path, content: Content, kind: str, what: str = "", done: Done | None = None,
+              retry: bool = False) -> None:
         """Queue an all-or-nothing replacement of `path`. `content` must not change after this call
-        (pass bytes, or a function over data the caller no longer mutates)."""
-        self._put(_Job(kind, what or KINDS.get(kind, kind), lambda: atomic_write(Path(path), content), done))
+        (pass bytes, or a function over data the caller no longer mutates). `retry`: see call()."""
+        self._put(_Job(kind, what or KINDS.get(kind, kind), lambda: atomic_write(Path(path), content), done, retry))
 
-    def call(self, kind: str, fn: Callable[[], Any], what: str = "", done: Done | None = None) -> None:
-        """Queue any other write (a prune, an index update) under the same policy."""
-        self._put(_Job(kind, what or KINDS.get(kind, kind), fn, done))
+    def call(self, kind: str, fn: Callable[[], Any], what: str = "", done: Done | None = None,
+             retry: bool = False) -> None:
+        """Queue any other write (a prune, an index update) under the same policy. With `retry`, a
+        failed job is run again after the next successful write, unless a newer job with the same
+        `what` (its target) succeeded first."""
+        self._put(_Job(kind, what or KINDS.get(kind, kind), fn, done, retry))
 
     def failed(self, kind: str, exc: BaseException, what: str = "") -> None:
         """Report a write that failed before it reached the queue (e.g. serializing a checkpoint)."""
@@ -221,15 +234,29 @@ class Journal:
                     return
                 job = self._jobs.popleft()
                 self._busy = True
-            error: BaseException | None = None
-            try:
-                job.fn()
-            except Exception as exc:  # noqa: BLE001 - the policy: any failure to write is reported, never raised
-                error = exc
-            self._outcome(job, error)
+            ok = self._run(job)
+            if ok and self._retry:  # the disk has room again: the writes that failed get their turn
+                for key in list(self._retry):
+                    again = self._retry.pop(key, None)
+                    if again is not None and not self._run(again):
+                        break
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def _run(self, job: _Job) -> bool:
+        error: BaseException | None = None
+        try:
+            job.fn()
+        except Exception as exc:  # noqa: BLE001 - the policy: any failure to write is reported, never raised
+            error = exc
+        if job.retry:
+            if error is None:
+                self._retry.pop(job.what, None)
+            else:
+                self._retry[job.what] = job
+        self._outcome(job, error)
+        return error is None
 
     def _outcome(self, job: _Job, error: BaseException | None) -> None:
         note = None
@@ -264,6 +291,8 @@ class Journal:
     def _retry_unwritten(self) -> None:
         for path in list(self._unwritten):
             self._append_now(path, "")
+        for key in list(self._retry):
+            self._retry.pop(key).fn()
 
 
 @dataclass
@@ -272,6 +301,7 @@ class _Job:
     what: str
     fn: Callable[[], Any]
     done: Done | None
+    retry: bool = False
 
 
 __all__ = ["KINDS", "WRITE_FAILED_PREFIX", "WRITE_RECOVERED_PREFIX", "Journal", "WriteNote", "append_text",

@@ -482,7 +482,8 @@ class Runner:
     def _record_quality(self, step: int, record: dict[str, Any]) -> None:
         run = self.run
         assert run is not None
-        self._write("quality", lambda: run.record_checkpoint_quality(step, record), f"quality of the checkpoint at step {step}")
+        self._write("quality", lambda: run.record_checkpoint_quality(step, record), f"quality of the checkpoint at step {step}",
+                    retry=True)
 
     def _export(self, target: str) -> None:
         trainer = self.trainer
@@ -682,7 +683,7 @@ class Runner:
         self.state = state
         if self.run is not None:
             run, value, step = self.run, state.value, self._step()
-            self._write("state", lambda: run.write_state(value, step))
+            self._write("state", lambda: run.write_state(value, step), retry=True)
         self._emit(ev.StateChanged(state, self._step(), reason))
 
     def _warn(self, message: str, kind: str) -> None:
@@ -717,14 +718,14 @@ class Runner:
             self.journal.append(self.run.metrics_path, log_line(record), "metrics")
 
     def _write(self, kind: str, action: Callable[[], Any], what: str = "",
-               done: Callable[[bool, BaseException | None], None] | None = None) -> None:
+               done: Callable[[bool, BaseException | None], None] | None = None, retry: bool = False) -> None:
         if self.journal is not None:
-            self.journal.call(kind, action, what, done)
+            self.journal.call(kind, action, what, done, retry)
 
     def _write_config(self) -> None:
         assert self.run is not None
         run, cfg = self.run, self.cfg
-        self._write("config", lambda: run.write_config(cfg))
+        self._write("config", lambda: run.write_config(cfg), retry=True)
 
     def _later(self, done: Callable[[bool, BaseException | None], None]) -> Callable[[bool, BaseException | None], None]:
         """A journal callback (writer thread) turned into work for the training thread."""
