@@ -237,6 +237,11 @@ class Runner:
             self._open_journal()
             noise = _tensor_bytes(self.trainer.fixed_noise.cpu())
             self._write("config", lambda: _atomic_bytes(self.run.path / "fixed_noise.pt", noise), "fixed_noise.pt")
+        try:  # at once, not queued: from here on `ls` and a launcher see which process owns the run
+            self.run.write_state(ev.RunState.STARTING.value, self.trainer.step)
+        except Exception as exc:  # noqa: BLE001 - a full disk: said once, the run goes on
+            assert self.journal is not None
+            self.journal.failed("state", exc)
         info = self.trainer.data.info
         self._emit(
             ev.RunStarted(
