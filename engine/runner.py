@@ -43,7 +43,7 @@ from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
-from engine.journal import Journal, WriteNote, append_text, atomic_write, describe_error
+from engine.journal import Journal, WriteNote, append_text, describe_error
 from engine.lock import RunLock, RunLocked
 from engine.runs import RunDir, RunError, export_target, log_line, resolve_run, write_grid_png
 from engine.trainer import Trainer, resolve_device
@@ -235,8 +235,9 @@ class Runner:
         else:
             self.run = RunDir.create(self._runs_dir, path.name, self.cfg)
             self._open_journal()
-            noise = _tensor_bytes(self.trainer.fixed_noise.cpu())
-            self._write("config", lambda: _atomic_bytes(self.run.path / "fixed_noise.pt", noise), "fixed_noise.pt")
+            assert self.journal is not None
+            self.journal.write(self.run.path / "fixed_noise.pt", _tensor_bytes(self.trainer.fixed_noise.cpu()), "config",
+                               "fixed_noise.pt", retry=True)
         try:  # at once, not queued: from here on `ls` and a launcher see which process owns the run
             self.run.write_state(ev.RunState.STARTING.value, self.trainer.step)
         except Exception as exc:  # noqa: BLE001 - a full disk: said once, the run goes on
@@ -770,10 +771,6 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     torch.save(tensor, buffer)
     return buffer.getvalue()
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, data)
 
 
 def _record(record_type: str, step: int, **fields: Any) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def test_checkpoint_loads_weights_only_and_holds_everything(make_runner):
     run_steps(runner, 3)
     runner.submit(ev.SaveCheckpoint())
     runner.tick()
+    runner.settle()
     payload = torch.load(runner.run.latest_checkpoint(), weights_only=True)
     assert {"config", "trainer", "hparam_history", "format"} <= set(payload)
     assert {"generator", "discriminator", "opt_g", "opt_d", "step", "fixed_noise", "rng"} <= set(payload["trainer"])
