@@ -9,17 +9,19 @@ raises ExportError with a plain reason; files are written whole or not at all.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from engine.journal import fsync_dir
 from engine.runs import RunDir, RunError, read_grid_png, write_grid_png
 
 MAX_GIF_FRAMES = 200  # longer runs are subsampled evenly (the last grid is always in)
+_TMP_COUNTER = itertools.count()
 _CSV_SKIP = {"old", "new"}  # hparams records: their changes are spelled out as old_/new_ columns
 
 
@@ -153,14 +155,16 @@ def _flatten(record: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 def _atomic(out: Path, write: Any) -> None:
-    """Write through a temporary file beside `out`, then rename: a full disk leaves no half file."""
+    """Write through a temporary file beside `out`, then rename: a full disk leaves no half file. The
+    writer creates the temporary file itself, so the export follows the umask like every run file."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{next(_TMP_COUNTER)}{out.suffix}")
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ExportError(f"{out} could not be written: {exc.strerror or exc}") from exc

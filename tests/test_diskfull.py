@@ -144,15 +144,20 @@ def test_torch_save_runtime_error_is_a_write_failure_like_any_other(make_runner,
 
 
 def test_run_folder_files_follow_the_umask(make_runner):
+    from engine.export import export_csv, export_grid
+
     old = os.umask(0o027)
     try:
         runner, _ = make_runner(steps=20)
+        runner.tick()
+        runner.submit(ev.ExportSamples("from-viewer.png"))
         while runner.tick():
             pass
+        exports = [export_grid(runner.run, scale=2), export_csv(runner.run)[0]]
     finally:
         os.umask(old)
     run = runner.run
     files = [run.config_path, run.metrics_path, run.state_path, run.latest_checkpoint(), run.sample_grids()[-1][1],
-             run.path / "fixed_noise.pt"]
+             run.path / "fixed_noise.pt", run.exports_dir / "from-viewer.png", *exports]
     for path in files:
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o640), path
