@@ -52,6 +52,7 @@ Sink = Callable[[ev.Event], None]
 _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError, RunLocked)
 _SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 0..2**64-1; the config's own limit is stricter
 _QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
+_END_FLUSH_S = 30.0  # at the end of a run, how long to wait for the disk to take the queued writes
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,10 @@ class Runner:
     def settle(self, timeout: float = 60.0) -> None:
         """Wait for the run folder's queued writes and apply their outcomes now (CheckpointSaved,
         SamplesExported, write warnings). The thread does this by itself; for tick()-driven use."""
+        deadline = time.monotonic() + timeout  # a hung disk (a dead NFS server) must not hold a run's end for long
         for _ in range(4):  # an outcome may queue a follow-up write (a checkpoint's pruning)
             if self.journal is not None:
-                self.journal.flush(timeout)
+                self.journal.flush(max(0.0, deadline - time.monotonic()))
             self._take_written()
             if self.journal is None or not self.journal.queued:
                 return
@@ -619,7 +621,7 @@ class Runner:
         released, RunFinished posted. Never raises."""
         step = self._step()
         try:
-            self.settle()
+            self.settle(_END_FLUSH_S)
             if self.journal is not None and "state" in self.journal.failing and self.run is not None:
                 try:
                     self.run.write_state(state.value, step)  # one last try, so `ls` tells the truth
@@ -627,8 +629,9 @@ class Runner:
                     self._emit(ev.WarningRaised(step, f"state.json could not be written ({describe_error(exc)}); "
                                                       f"`gan-tui ls` may show this run as interrupted, it is {state.value}",
                                                 "disk:state"))
-            if self.journal is not None:
-                self.journal.close()
+            if self.journal is not None and not self.journal.close(timeout=_END_FLUSH_S):
+                self._emit(ev.WarningRaised(step, f"the disk did not take the run's last writes within {_END_FLUSH_S:.0f} s; "
+                                                  "they may be missing", "disk:end"))
         except Exception:  # noqa: BLE001 - nothing may stop the final event
             traceback.print_exc()
         finally:
