@@ -81,6 +81,7 @@ def test_a_nan_injected_in_a_step_pauses_at_once_with_an_alarm_and_no_bad_checkp
     assert runner.state == ev.RunState.PAUSED
     (alarm,) = alarms_of(sink.drain())
     assert alarm.kind == "nonfinite" and "roll back" in alarm.message.lower()
+    runner.settle()  # log lines are written by the run's journal thread
     assert runner.run.latest_checkpoint() is None
     log = runner.run.read_log()
     assert any(r["type"] == "alarm" and r["kind"] == "nonfinite" for r in log)
