@@ -187,6 +187,7 @@ class DashboardScreen(Screen[None]):
             if grid.images is None:
                 self.redraw_grid()
         # At once: a GIF of a long run or the first torch import in an attached viewer takes seconds.
+        self.state.note("info", f"exporting {request.kind}...")
         self.notify(f"exporting {request.kind}...", title="export", timeout=30)
         self._run_export(request, grid.step if grid else 0, grid.images if grid else None)
 

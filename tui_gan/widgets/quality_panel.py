@@ -90,11 +90,13 @@ def figures_text(quality: QualityHistory) -> Text:
     text = Text()
     q, judge = quality.latest, quality.judge
     progress = quality.judge_progress
-    if q is None:
-        if progress is not None:
-            text.append(f"training the quality judge: epoch {progress.epoch} of {progress.epochs}\n", style="bold")
+    if progress is not None:
+        text.append(f"training the quality judge: epoch {progress.epoch} of {progress.epochs}\n", style="bold")
+        if q is None:
             text.append("(once per dataset, then cached; training goes on meanwhile)", style="dim")
-        elif judge is None:
+            return text
+    if q is None:
+        if judge is None:
             text.append("readying the judge: a classifier of this dataset, trained once, then cached", style="dim")
         else:
             text.append(f"judge ready ({judge.accuracy:.1%}); first figures at the next measurement", style="dim")
