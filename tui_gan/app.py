@@ -55,8 +55,11 @@ class GanApp(App[int]):
         self._quitting = False
         self._detached = False
 
+    def get_default_screen(self) -> DashboardScreen:
+        """The dashboard is the bottom screen; help, questions and menus go on top of it."""
+        return DashboardScreen(self.options.ascii or self._few_colours())
+
     def on_mount(self) -> None:
-        self.push_screen(DashboardScreen(self.options.ascii or self._few_colours()))
         self._start_engine()
 
     def _few_colours(self) -> bool:
