@@ -28,7 +28,7 @@ class QuitScreen(ModalScreen[str | None]):
             yield Static(f"[b]Quit at step {self.step:,}?[/]\n")
             yield Static("[b]enter[/]   stop the run (a checkpoint is saved first) and quit")
             if self.can_detach:
-                yield Static("[b]d[/]       leave it training and quit; [b]gan-tui attach[/] comes back to it")
+                yield Static("[b]d[/]       leave it training and quit ([b]gan-tui attach[/] returns to it)")
             yield Static("[b]escape[/]  cancel: keep watching")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -109,6 +109,9 @@ class LossPlot(Vertical):
     def on_mount(self) -> None:
         self.replot()
 
+    def on_resize(self) -> None:
+        self.replot()  # the ticks and the downsampling follow the width
+
     def show(self, history: MetricsHistory, markers: list[int]) -> None:
         """Redraw from the run's history."""
         self._history, self._markers = history, markers

@@ -34,8 +34,15 @@ ALARM_TITLES = {
 class FrechetPlot(PlotextPlot):
     """Frechet distance over steps on a log10 axis, with the real-vs-real floor as a line."""
 
+    _quality: QualityHistory | None = None
+
+    def on_resize(self) -> None:
+        if self._quality is not None:
+            self.show(self._quality)  # the ticks and the downsampling follow the width
+
     def show(self, quality: QualityHistory) -> None:
         """Redraw from the quality history."""
+        self._quality = quality
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -52,7 +59,7 @@ class FrechetPlot(PlotextPlot):
         self.refresh()
 
 
-FD_LEGEND = f"[b]log10 FD[/]  [{colour_key(_FD_COLOUR)}]━━ FD[/]  [{colour_key(_FLOOR_COLOUR)}]── floor[/]"
+FD_LEGEND = f"[b]log10 FD[/]  [{colour_key(_FLOOR_COLOUR)}]── floor[/]"  # short: fits 22 columns at 80x24
 
 
 class QualityPanel(Vertical):
