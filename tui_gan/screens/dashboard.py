@@ -68,7 +68,7 @@ class DashboardScreen(Screen[None]):
                 notes.can_focus = False
                 yield notes
             with Vertical(id="right"):
-                yield Label("samples: waiting for the first grid", id="grid-title")
+                yield Label("no samples yet", id="grid-title")
                 yield SampleGrid(id="grid", ascii=self.ascii)
         yield KeyFooter()
 
@@ -133,7 +133,7 @@ class DashboardScreen(Screen[None]):
             titles = (f"samples @ step {grid.step:,} (fresh noise; [ or ] returns)", f"step {grid.step:,}, fresh noise",
                       f"step {grid.step:,} (fresh)")
         label = self.query_one("#grid-title", Label)
-        width = label.content_size.width or 30
+        width = self.query_one("#right").content_size.width or 30
         label.update(next((t for t in titles if len(t) <= width), titles[-1]).replace("[", r"\["))
 
     def _redraw_notes(self) -> None:

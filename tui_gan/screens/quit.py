@@ -13,7 +13,7 @@ class QuitScreen(ModalScreen[str | None]):
     """Answers "stop" (enter, the default), "detach" (d, when the run can outlive the dashboard) or None (escape)."""
 
     BINDINGS = [
-        Binding("enter,y", "answer('stop')", "stop and quit"),
+        Binding("enter,y,q", "answer('stop')", "stop and quit"),  # q q quits, as people expect
         Binding("d", "answer('detach')", "leave it training"),
         Binding("escape,n", "answer(None)", "cancel"),
     ]

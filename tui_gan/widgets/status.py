@@ -44,8 +44,8 @@ def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -
         return first
     total = f"/{state.total_steps:,}" if state.total_steps else ""
     parts: list[tuple[str, str]] = [(f" step {state.step:,}{total}", "bold"), (f"  epoch {state.epoch:.2f}", "")]
-    # Paused, the last rate would be stale: say what the run does instead.
-    parts.append((f"  {state.images_per_s:,.0f} img/s", "") if state.phase == "running" else ("  (no steps)", "dim"))
+    if state.phase == "running":  # paused or over, the last rate would be stale (the badge says why)
+        parts.append((f"  {state.images_per_s:,.0f} img/s", ""))
     parts.append((f"  {format_duration(state.elapsed_s)} elapsed", ""))
     eta = state.eta_s
     if eta is not None and state.phase == "running":
