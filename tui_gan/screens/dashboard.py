@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -19,8 +20,8 @@ from textual.widgets import Input, Label, RichLog
 from engine import events as ev
 from tui_gan.keys import TYPING_ACTIONS, bindings
 from tui_gan.paths import shown_path
-from tui_gan.screens.confirm import ConfirmScreen
-from tui_gan.screens.export import ExportRequest, ExportScreen
+from tui_gan.screens.confirm import ConfirmScreen, rollback_question
+from tui_gan.screens.export import ExportRequest, ExportScreen, export_now
 from tui_gan.screens.help import HelpScreen
 from tui_gan.screens.notes import NOTE_STYLES, NotesScreen
 from tui_gan.state import DashboardState
@@ -139,8 +140,6 @@ class DashboardScreen(Screen[None]):
     def _redraw_notes(self) -> None:
         log = self.query_one("#notes", RichLog)
         new = min(self.state.notes_total - self._notes_written, len(self.state.notes))
-        from rich.text import Text
-
         for severity, text in self.state.notes[len(self.state.notes) - new :]:
             log.write(Text(text, style=NOTE_STYLES.get(severity, "")))
         self._notes_written = self.state.notes_total
@@ -193,23 +192,11 @@ class DashboardScreen(Screen[None]):
 
     @work(thread=True, group="io", exit_on_error=False)
     def _run_export(self, request: ExportRequest, step: int, images: Any) -> None:
-        from engine import export
-        from engine.runs import RunDir
+        from engine.export import ExportError
 
-        run = RunDir(Path(self.state.run_dir))
         try:
-            if request.kind == "grid":
-                text = str(export.export_grid(run, scale=request.scale, step=step, images=images))
-            elif request.kind == "gif":
-                path, frames = export.export_gif(run, scale=max(1, request.scale // 2))
-                text = f"{path} ({frames} frames)"
-            elif request.kind == "csv":
-                path, rows = export.export_csv(run)
-                text = f"{path} ({rows} rows)"
-            else:
-                paths = export.export_checkpoint_samples(run, count=request.count)
-                text = f"{paths[0].parent} ({len(paths)} PNGs)"
-        except export.ExportError as exc:
+            text = export_now(self.state.run_dir, request, step, images)
+        except ExportError as exc:
             self.app.call_from_thread(self._export_failed, str(exc))
             return
         self.app.call_from_thread(self._exported, request.kind, text)
@@ -238,22 +225,13 @@ class DashboardScreen(Screen[None]):
 
     @work(thread=True, group="io", exit_on_error=False)
     def _ask_roll_back(self, target: str, lr_scale: float) -> None:
-        from engine.runs import RunDir, RunError
+        from engine.runs import RunError
 
-        run = RunDir(Path(self.state.run_dir))
         try:
-            path = run.find_checkpoint(target, up_to_step=self.state.step)
+            step, question = rollback_question(self.state.run_dir, target, self.state.step, lr_scale)
         except RunError as exc:
             self.app.call_from_thread(self.notify, f"not rolled back: {exc}", severity="warning")
             return
-        step = int(path.stem.split("_")[1])
-        quality = run.checkpoint_quality().get(step)
-        figure = f" (Frechet distance {quality['fd']:.1f})" if quality and quality.get("fd") is not None else ""
-        then = f", then the learning rates are multiplied by {lr_scale:g}" if lr_scale != 1 else ""
-        question = (f"Roll back to the checkpoint of step {step:,}{figure}?\n"
-                    f"Its weights and the hyperparameters in force at that step are restored{then}.\n"
-                    f"The {self.state.step - step:,} steps since are set aside: their log lines move to "
-                    f"metrics.abandoned.jsonl, newer checkpoints to checkpoints/abandoned/.")
         self.app.call_from_thread(self.app.push_screen, ConfirmScreen(question),
                                   lambda yes: self._send_roll_back(yes, str(step), lr_scale))
 
