@@ -81,6 +81,7 @@ class DashboardScreen(Screen[None]):
     def on_resize(self) -> None:
         # From TALL_ROWS rows the quality panel shows beside the losses; below, `v` swaps them.
         self.query_one("#left").set_class(self.size.height >= TALL_ROWS, "-tall")
+        self.state.changed.add("grid")  # its title is fitted to the panel's new width
 
     @property
     def state(self) -> DashboardState:
@@ -128,11 +129,11 @@ class DashboardScreen(Screen[None]):
         self.query_one(SampleGrid).set_images(grid.images)
         if grid.fixed:
             where = "newest" if self.state.view_index is None else f"{self.state.view_index + 1}/{len(self.state.grids)}"
-            titles = (f"samples @ step {grid.step:,} (fixed noise, {where})", f"step {grid.step:,}, fixed noise, {where}",
-                      f"step {grid.step:,} ({where})")
+            titles = (f"samples @ step {grid.step:,} (fixed noise, {where})", f"samples @ step {grid.step:,} ({where})",
+                      f"samples @ step {grid.step:,}", f"step {grid.step:,}")
         else:
-            titles = (f"samples @ step {grid.step:,} (fresh noise; [ or ] returns)", f"step {grid.step:,}, fresh noise",
-                      f"step {grid.step:,} (fresh)")
+            titles = (f"samples @ step {grid.step:,} (fresh noise; [ or ] returns)",
+                      f"samples @ step {grid.step:,} (fresh noise)", f"fresh @ step {grid.step:,}", f"step {grid.step:,}")
         label = self.query_one("#grid-title", Label)
         width = self.query_one("#right").content_size.width or 30
         label.update(next((t for t in titles if len(t) <= width), titles[-1]).replace("[", r"\["))
