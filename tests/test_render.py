@@ -94,3 +94,8 @@ def test_paths_break_only_at_slashes_and_status_parts_never_cut():
     text = status_text(state, width=80).plain
     assert "x" * 60 in text and "/very/long" not in text  # the folder's name whole, its path dropped
     assert "img/s" not in text  # paused: no stale rate
+    from tui_gan.paths import wrap_paths_in
+
+    message = f"could not read {path}: permission denied"
+    wrapped = wrap_paths_in(message)
+    assert wrapped.replace("\n", "") == message and "exports/" in wrapped.split("\n")[1]

@@ -21,7 +21,7 @@ from engine import events as ev
 from tui_gan.engine_link import EngineLink, LocalEngine
 from tui_gan.keys import KEYS, palette_keys
 from tui_gan.messages import EngineEvent, HistoryLoaded, LoadingProgress
-from tui_gan.paths import shown_path
+from tui_gan.paths import shown_path, wrap_paths_in
 from tui_gan.screens.dashboard import DashboardScreen
 from tui_gan.screens.quit import QuitScreen
 from tui_gan.state import DashboardState
@@ -129,10 +129,10 @@ class GanApp(App[int]):
         elif isinstance(event, ev.CheckpointSaved) and event.reason != "periodic":
             self.notify(shown_path(event.path), title="checkpoint saved")
         elif isinstance(event, ev.WarningRaised):
-            self.notify(event.message, title="warning", severity="warning", timeout=10)
+            self.notify(wrap_paths_in(event.message), title="warning", severity="warning", timeout=10)
         elif isinstance(event, ev.ErrorRaised):
             where = f"\ntraceback: {shown_path(event.traceback_path)}" if event.traceback_path else ""
-            self.notify(f"{event.message}{where}", title="training failed", severity="error", timeout=30)
+            self.notify(f"{wrap_paths_in(event.message)}{where}", title="training failed", severity="error", timeout=30)
         elif isinstance(event, ev.RunFinished):
             self.exit_status = 1 if event.state == ev.RunState.FAILED else 0
             if self._quitting:

@@ -35,3 +35,9 @@ def shown_path(text: str, width: int = TOAST_WIDTH) -> str:
     """A path (optionally followed by " (detail)") made relative and wrapped for a toast."""
     path, sep, detail = text.partition(" (")
     return wrap_path(relative(path), width) + (f" ({detail}" if sep else "")
+
+
+def wrap_paths_in(message: str, width: int = TOAST_WIDTH) -> str:
+    """`message` with every path longer than `width` broken at its slashes (other words wrap as usual)."""
+    words = message.split(" ")
+    return " ".join(wrap_path(word, width) if len(word) > width and "/" in word else word for word in words)
