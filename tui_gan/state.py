@@ -268,6 +268,7 @@ class DashboardState:
         self.hparams = dict(e.new)
         self.markers.append(e.step)
         changes = ", ".join(f"{k} {e.old[k]:g} -> {e.new[k]:g}" for k in e.new if e.new[k] != e.old.get(k))
+        changes = changes or "hyperparameters set again (no value changed)"
         self.note("info", f"step {e.step}: {changes}")
         self.changed |= {"hparams", "plot"}
 
