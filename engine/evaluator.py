@@ -121,7 +121,8 @@ class QualityWorker:
     # ------------------------------------------------------------- the thread
     def _run(self) -> None:
         try:
-            judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=lambda: self._closed)
+            judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=lambda: self._closed,
+                                  progress=lambda k, n: self._deliver(ev.JudgeProgress(k, n)))
             reference = QualityReference.build(judge, self._data, self._samples)
         except JudgeCancelled:
             return

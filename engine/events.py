@@ -109,6 +109,14 @@ class JudgeReady:
 
 
 @dataclass(frozen=True)
+class JudgeProgress:
+    """The judge is being trained (the first time a dataset is used): epoch `epoch` of `epochs` began."""
+
+    epoch: int
+    epochs: int
+
+
+@dataclass(frozen=True)
 class QualityMeasured:
     """Sample quality at `step`, through the judge, on n generated vs n real held-out images."""
 
@@ -204,6 +212,7 @@ Event = Union[
     ErrorRaised,
     RunFinished,
     JudgeReady,
+    JudgeProgress,
     QualityMeasured,
     AlarmRaised,
     AlarmCleared,

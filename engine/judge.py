@@ -140,8 +140,12 @@ def load_or_train(
     cache_dir: Path | None = None,
     epochs: int = _EPOCHS,
     cancelled: Callable[[], bool] = lambda: False,
+    progress: Callable[[int, int], None] = lambda epoch, epochs: None,
 ) -> Judge:
-    """The cached judge of this dataset, or a new one trained now (and cached). JudgeError if impossible."""
+    """The cached judge of this dataset, or a new one trained now (and cached). JudgeError if impossible.
+
+    While training, `progress(k, n)` is called as epoch k of n begins (training takes minutes on a CPU).
+    """
     if data.labels is None or data.info.num_classes < 2:
         raise JudgeError(f"{data.info.name} has no class labels, so there is no classifier to judge samples by")
     if len(data.images) < 500:
@@ -153,7 +157,7 @@ def load_or_train(
     if cached is not None:
         return cached
     start = time.perf_counter()
-    model = _train(data, split, device, epochs, cancelled)
+    model = _train(data, split, device, epochs, cancelled, progress)
     accuracy = evaluate_accuracy(model, data, split.held_out, device)
     train_s = time.perf_counter() - start
     try:
@@ -180,7 +184,8 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def _train(
-    data: ImageData, split: JudgeSplit, device: torch.device, epochs: int, cancelled: Callable[[], bool]
+    data: ImageData, split: JudgeSplit, device: torch.device, epochs: int, cancelled: Callable[[], bool],
+    progress: Callable[[int, int], None] = lambda epoch, epochs: None,
 ) -> Classifier:
     assert data.labels is not None
     gen = torch.Generator().manual_seed(_SPLIT_SEED)
@@ -192,7 +197,8 @@ def _train(
     epochs = max(1, min(epochs, _MAX_STEPS // steps_per_epoch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=epochs * steps_per_epoch)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        progress(epoch + 1, epochs)
         order = torch.randperm(len(images), generator=gen).to(device)
         for i in range(steps_per_epoch):
             if cancelled():

@@ -527,6 +527,8 @@ class Runner:
             self._emit(event)
         elif isinstance(event, ev.WarningRaised):
             self._warn(event.message, event.kind)
+        elif isinstance(event, ev.JudgeProgress):
+            self._emit(event)
 
     def _alarms(self, changes: list[ev.AlarmRaised | ev.AlarmCleared]) -> None:
         assert self.run is not None

@@ -15,7 +15,8 @@ from engine.config import TrainConfig
 from engine.runs import write_grid_png
 from tests.conftest import tiny_config
 from tests.fakes import FakeEngine
-from tui_gan.app import EngineEvent, GanApp
+from tui_gan.app import GanApp
+from tui_gan.messages import EngineEvent
 from tui_gan.cli import Options
 
 
@@ -49,7 +50,7 @@ async def test_space_pauses_the_step_counter_and_resumes_it(tmp_path):
         await until(pilot, lambda: app.state.step == paused_at + 1)
         await pilot.press("space")
         await until(pilot, lambda: app.state.phase == "running" and app.state.step > paused_at + 5)
-        await pilot.press("q")
+        await pilot.press("q", "enter")
         await until(pilot, lambda: not app.is_running)
 
 
@@ -66,7 +67,7 @@ async def test_applying_a_learning_rate_changes_the_optimizer(tmp_path):
         assert app.state.markers and runner.trainer.opt_d.param_groups[0]["lr"] == TrainConfig().lr_d
         log = runner.run.read_log()
         assert any(r["type"] == "hparams" and r["new"]["lr_g"] == 1e-4 for r in log)
-        await pilot.press("escape", "q")
+        await pilot.press("escape", "q", "enter")
         await until(pilot, lambda: not app.is_running)
 
 
@@ -141,6 +142,8 @@ async def test_s_writes_a_checkpoint_that_loads_and_q_saves_and_exits(tmp_path):
         payload = load_checkpoint(Path(app.state.last_checkpoint))
         assert payload["trainer"]["step"] > 0
         await pilot.press("q")
+        assert type(app.screen).__name__ == "QuitScreen"
+        await pilot.press("enter")
         await until(pilot, lambda: not app.is_running)
     run = runner_of(app).run
     last_step, last_path = run.checkpoints()[-1]
@@ -160,11 +163,12 @@ async def test_keys_browse_grids_fresh_noise_help_and_plot_options(tmp_path):
         await pilot.press("question_mark")
         assert type(app.screen).__name__ == "HelpScreen"
         await pilot.press("escape")
-        assert type(app.screen).__name__ == "Screen"
+        assert type(app.screen).__name__ == "DashboardScreen"
         await pilot.press("space", "s")
         assert isinstance(fake.commands[-2], ev.Pause) and isinstance(fake.commands[-1], ev.SaveCheckpoint)
-        titles = {command.title for command in app.get_system_commands(app.screen)}
-        assert {"Pause / resume", "Save checkpoint", "Export", "Roll back", "Quality view", "Quit"} <= titles  # in the palette
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert {"Pause / resume", "Save checkpoint", "Export", "Roll back", "Quality view", "Quit"} <= set(titles)
+        assert titles.count("Quit") == 1 and "Keys" not in titles  # one Quit (ours: it asks), our help not Textual's
 
 
 async def test_engine_error_is_shown_and_the_app_stays_usable(tmp_path):
@@ -192,7 +196,7 @@ async def test_resume_latest_reopens_the_run_with_its_history(tmp_path):
         await pilot.press("tab", *"5e-4", "enter", "escape")
         await until(pilot, lambda: first.state.hparams.get("lr_g") == 5e-4)
         await until(pilot, lambda: first.state.step >= first.state.markers[0] + 10)
-        await pilot.press("q")
+        await pilot.press("q", "enter")
         await until(pilot, lambda: not first.is_running)
     stopped_at = runner_of(first).trainer.step
     opts = options(tmp_path, sample_every=5)
@@ -205,7 +209,7 @@ async def test_resume_latest_reopens_the_run_with_its_history(tmp_path):
         await until(pilot, lambda: resumed.state.view_index is not None)
         await until(pilot, lambda: resumed.state.shown_grid().images is not None)  # decoded from the run's PNG
         assert resumed.state.shown_grid().images.shape == (16, 28, 28)
-        await pilot.press("q")
+        await pilot.press("q", "enter")
         await until(pilot, lambda: not resumed.is_running)
 
 
@@ -221,7 +225,7 @@ async def test_no_dataset_reachable_trains_on_the_fallback_and_says_why(tmp_path
         await until(pilot, lambda: app.state.phase == "running" and app.state.step > 5)
         assert "synthetic" in app.state.dataset
         assert any("could not be downloaded" in text for _, text in app.state.notes)
-        await pilot.press("q")
+        await pilot.press("q", "enter")
         await until(pilot, lambda: not app.is_running)
 
 
@@ -240,7 +244,7 @@ async def test_b_asks_before_rolling_back_to_the_best_checkpoint(tmp_path):
         await pilot.press("b")
         await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
         question = str(app.screen.query_one("Static").render())
-        assert "step 200" in question and "12.5" in question
+        assert "step 200" in question and "12.5" in question and "hyperparameters in force" in question
         await pilot.press("y")
         await until(pilot, lambda: bool(fake.commands))
         assert fake.commands[-1] == ev.RollBack("200", 1.0)

@@ -77,3 +77,25 @@ def test_reducer_folds_events_and_browses_grids():
     state.load_history([{"type": "metrics", "step": 5, "d_loss": 1, "g_loss": 1, "d_real": 0.5, "d_fake": 0.5},
                         {"type": "hparams", "step": 5}], [(0, "runs/x/samples/step_00000000.png")])
     assert state.history.step == [5, 10, 20] and state.markers == [5] and state.grids[0].step == 0
+
+
+def test_paths_break_only_at_slashes_and_status_parts_never_cut():
+    from tui_gan.paths import wrap_path
+    from tui_gan.widgets.status import status_text
+
+    path = "runs/20261122-120000-synthetic-dcgan-small/exports/grid_step_00000400_x4.png"
+    lines = wrap_path(path, 46).split("\n")
+    assert "".join(lines) == path and all(len(line) <= 46 for line in lines)
+    assert all(line.endswith("/") for line in lines[:-1])
+    state = DashboardState()
+    state.apply(ev.RunStarted("/very/long/folder/" + "x" * 60, {"lr_g": 1, "lr_d": 1, "beta1": 0.5, "beta2": 0.9,
+                              "d_steps": 1, "label_smoothing": 0}, "cpu", "CPU", "d", "", 0, 100, False))
+    state.apply(ev.StateChanged(ev.RunState.PAUSED, 0))
+    text = status_text(state, width=80).plain
+    assert "x" * 60 in text and "/very/long" not in text  # the folder's name whole, its path dropped
+    assert "img/s" not in text  # paused: no stale rate
+    from tui_gan.paths import wrap_paths_in
+
+    message = f"could not read {path}: permission denied"
+    wrapped = wrap_paths_in(message)
+    assert wrapped.replace("\n", "") == message and "exports/" in wrapped.split("\n")[1]

@@ -1,21 +1,41 @@
-"""Whole-screen snapshots with the scripted engine (update with --snapshot-update after a deliberate change)."""
+"""Whole-screen snapshots with the scripted engine at 80x24, 120x40 and 200x60, and the modal
+screens at the smallest size (update with --snapshot-update after a deliberate change, and look)."""
 
 import pytest
 
 from tests.fakes import FakeEngine
 from tests.test_app import options, until
+from tests.test_dashboard import OwnedEngine
 from tui_gan.app import GanApp
 
+RUN_DIR = "runs/20261122-120000-synthetic-dcgan-small"  # a fixed path keeps the status line stable
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+
+def _app(tmp, engine_class=FakeEngine):
+    fake = engine_class(RUN_DIR)
+    return fake, GanApp(options(tmp), engine=fake)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
 def test_dashboard_snapshot(snap_compare, tmp_path_factory, size):
-    run_dir = "runs/20261122-120000-synthetic-dcgan-small"  # a fixed path keeps the status line stable
-    tmp = tmp_path_factory.mktemp("snap")
-    fake = FakeEngine(run_dir)
-    app = GanApp(options(tmp), engine=fake)
+    fake, app = _app(tmp_path_factory.mktemp("snap"))
 
     async def settle(pilot):
         await until(pilot, lambda: app.state.step == fake.steps and app.state.shown_grid() is not None)
         await pilot.pause(1.3)  # past the plot's redraw interval
 
     assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("keys", [("v",), ("question_mark",), ("q",), ("m",), ("e",)],
+                         ids=["quality", "help", "quit", "notes", "export"])
+def test_screens_at_80x24_snapshot(snap_compare, tmp_path_factory, keys):
+    fake, app = _app(tmp_path_factory.mktemp("snap"), OwnedEngine)
+
+    async def settle(pilot):
+        await until(pilot, lambda: app.state.step == fake.steps and app.state.shown_grid() is not None)
+        await pilot.pause(1.3)
+        await pilot.press(*keys)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)

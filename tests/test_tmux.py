@@ -57,6 +57,8 @@ def test_gan_tui_in_tmux_on_mnist_t10k(tmp_path, mnist_root):
         tmux("send-keys", "-t", session, "p")
         wait_for_screen(session, "exported grid")
         tmux("send-keys", "-t", session, "q")
+        wait_for_screen(session, "Quit at step")  # the quit question; enter stops with a checkpoint
+        tmux("send-keys", "-t", session, "Enter")
         wait_for_screen(session, "GAN-TUI-EXITED-0")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -15,7 +15,7 @@ from engine import events as ev
 from tui_gan.formatting import eta_seconds
 
 _GRIDS_IN_MEMORY = 64  # older grids keep only their PNG path and are decoded when stepped back to
-_MAX_NOTES = 50
+_MAX_NOTES = 1000  # the notes screen scrolls through these; the panel shows the newest
 SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
@@ -67,6 +67,7 @@ class QualityHistory:
     latest: ev.QualityMeasured | None = None
     judge: ev.JudgeReady | None = None
     fd_floor: float | None = None
+    judge_progress: ev.JudgeProgress | None = None  # while the judge trains (its first use on a dataset)
 
     def append(self, q: ev.QualityMeasured) -> None:
         """Add one measurement (a replayed older one only refreshes nothing)."""
@@ -208,6 +209,17 @@ class DashboardState:
             return None
         return self.history.d_real[-1], self.history.d_fake[-1]
 
+    @property
+    def notes_dropped(self) -> int:
+        """Notes of this session no longer kept (only the newest _MAX_NOTES are)."""
+        return self.notes_total - len(self.notes)
+
+    @property
+    def judge_status(self) -> str:
+        """What the quality judge is doing, while that is worth a line ("" once it is ready)."""
+        p = self.quality.judge_progress
+        return f"training the quality judge: epoch {p.epoch} of {p.epochs}" if p is not None else ""
+
     def note(self, severity: str, text: str) -> None:
         """Add a line to the dashboard's event log."""
         self.notes.append((severity, text))
@@ -256,6 +268,7 @@ class DashboardState:
         self.hparams = dict(e.new)
         self.markers.append(e.step)
         changes = ", ".join(f"{k} {e.old[k]:g} -> {e.new[k]:g}" for k in e.new if e.new[k] != e.old.get(k))
+        changes = changes or "hyperparameters set again (no value changed)"
         self.note("info", f"step {e.step}: {changes}")
         self.changed |= {"hparams", "plot"}
 
@@ -276,12 +289,19 @@ class DashboardState:
             self.note("info", f"{e.state.value}: {e.reason}")
         self.changed.add("status")
 
+    def _on_JudgeProgress(self, e: ev.JudgeProgress) -> None:
+        if self.quality.judge_progress is None:
+            self.note("info", f"training the quality judge ({e.epochs} epochs; once per dataset, then cached)")
+        self.quality.judge_progress = e
+        self.changed |= {"quality", "status"}
+
     def _on_JudgeReady(self, e: ev.JudgeReady) -> None:
+        self.quality.judge_progress = None
         self.quality.judge = e
         self.quality.fd_floor = e.fd_floor
         how = "loaded from the cache" if e.source == "cache" else f"trained in {e.train_s:.0f} s"
         self.note("info", f"quality judge ready: {e.accuracy:.1%} on {e.held_out:,} held-out images ({how})")
-        self.changed.add("quality")
+        self.changed |= {"quality", "status"}
 
     def _on_QualityMeasured(self, e: ev.QualityMeasured) -> None:
         self.quality.append(e)

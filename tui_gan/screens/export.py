@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -78,6 +80,24 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
         if action == "pick" and isinstance(self.focused, Input):
             return False
         return True
+
+
+def export_now(run_dir: str, request: ExportRequest, step: int, images: Any) -> str:
+    """Write the export (blocking: call it from a worker); the path and a detail. ExportError if impossible."""
+    from engine import export
+    from engine.runs import RunDir
+
+    run = RunDir(Path(run_dir))
+    if request.kind == "grid":
+        return str(export.export_grid(run, scale=request.scale, step=step, images=images))
+    if request.kind == "gif":
+        path, frames = export.export_gif(run, scale=max(1, request.scale // 2))
+        return f"{path} ({frames} frames)"
+    if request.kind == "csv":
+        path, rows = export.export_csv(run)
+        return f"{path} ({rows} rows)"
+    paths = export.export_checkpoint_samples(run, count=request.count)
+    return f"{paths[0].parent} ({len(paths)} PNGs)"
 
 
 def _whole(text: str) -> int | None:

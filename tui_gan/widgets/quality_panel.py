@@ -18,7 +18,7 @@ from textual_plotext import PlotextPlot
 
 from engine import events as ev
 from tui_gan.state import QualityHistory
-from tui_gan.widgets.loss_plot import downsample
+from tui_gan.widgets.loss_plot import colour_key, downsample, step_ticks
 
 _BARS = " ▁▂▃▄▅▆▇█"
 _FD_COLOUR = (120, 220, 120)
@@ -32,22 +32,34 @@ ALARM_TITLES = {
 
 
 class FrechetPlot(PlotextPlot):
-    """Frechet distance over steps on a log axis, with the real-vs-real floor as a line."""
+    """Frechet distance over steps on a log10 axis, with the real-vs-real floor as a line."""
+
+    _quality: QualityHistory | None = None
+
+    def on_resize(self) -> None:
+        if self._quality is not None:
+            self.show(self._quality)  # the ticks and the downsampling follow the width
 
     def show(self, quality: QualityHistory) -> None:
         """Redraw from the quality history."""
+        self._quality = quality
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("Frechet distance (log10; floor = real vs real)")
         if quality.step:
-            xs, ys = downsample(np.asarray(quality.step, float), np.asarray(quality.fd, float), max(10, self.size.width - 10))
+            width = max(10, self.size.width - 10)
+            xs, ys = downsample(np.asarray(quality.step, float), np.asarray(quality.fd, float), width)
             keep = np.isfinite(ys) & (ys > 0)
-            plt.plot(xs[keep].tolist(), np.log10(ys[keep]).tolist(), color=_FD_COLOUR, marker="braille", label="FD")
+            plt.plot(xs[keep].tolist(), np.log10(ys[keep]).tolist(), color=_FD_COLOUR, marker="braille")
             if quality.fd_floor and quality.fd_floor > 0:
                 plt.hline(math.log10(quality.fd_floor), _FLOOR_COLOUR)
+            plt.xticks(*step_ticks(min(quality.step), max(quality.step), width))
             plt.xlabel("step")
+            plt.ylabel("log10")
         self.refresh()
+
+
+FD_LEGEND = f"[b]log10 FD[/]  [{colour_key(_FLOOR_COLOUR)}]── floor[/]"  # short: fits 22 columns at 80x24
 
 
 class QualityPanel(Vertical):
@@ -55,7 +67,9 @@ class QualityPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield FrechetPlot(id="fd-plot")
+            with Vertical(id="fd-side"):
+                yield Static(FD_LEGEND, id="fd-legend")
+                yield FrechetPlot(id="fd-plot")
             with Vertical(id="quality-side"):
                 yield Static(id="quality-figures")
                 yield Static(id="quality-alarms")
@@ -82,6 +96,12 @@ def figures_text(quality: QualityHistory) -> Text:
     """The latest figures beside their targets (pure, for tests)."""
     text = Text()
     q, judge = quality.latest, quality.judge
+    progress = quality.judge_progress
+    if progress is not None:
+        text.append(f"training the quality judge: epoch {progress.epoch} of {progress.epochs}\n", style="bold")
+        if q is None:
+            text.append("(once per dataset, then cached; training goes on meanwhile)", style="dim")
+            return text
     if q is None:
         if judge is None:
             text.append("readying the judge: a classifier of this dataset, trained once, then cached", style="dim")

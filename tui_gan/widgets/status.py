@@ -1,6 +1,12 @@
-"""The status bar: state, step, epoch, speed, time, device, run folder."""
+"""The status bar: state, step, epoch, speed, time, alarms, quality, device, run folder.
+
+Each line is built from parts in order of importance; a part that does not fit whole is left out
+(or swapped for a shorter form, such as the run folder's name for its path), never cut mid-word.
+"""
 
 from __future__ import annotations
+
+import os
 
 from rich.text import Text
 from textual.widgets import Static
@@ -24,35 +30,53 @@ class StatusBar(Static):
 
     def show(self, state: DashboardState, gpu_memory: str = "") -> None:
         """Redraw from the state."""
-        self.update(status_text(state, gpu_memory))
+        self.update(status_text(state, gpu_memory, self.content_size.width or 200))
         for phase in _PHASE_STYLE:
             self.set_class(state.phase == phase, f"-{phase}")
 
 
-def status_text(state: DashboardState, gpu_memory: str = "") -> Text:
-    """The two status lines as rich Text (pure, for tests)."""
-    text = Text()
-    text.append(f" {state.phase.upper()} ", style=_PHASE_STYLE.get(state.phase, "bold"))
+def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -> Text:
+    """The two status lines as rich Text, each fitted to `width` (pure, for tests)."""
+    first = Text(no_wrap=True, overflow="ellipsis")
+    first.append(f" {state.phase.upper()} ", style=_PHASE_STYLE.get(state.phase, "bold"))
     if state.phase == "loading":
-        text.append(f" {state.loading_message}")
-        return text
+        first.append(f" {state.loading_message}")
+        return first
     total = f"/{state.total_steps:,}" if state.total_steps else ""
-    text.append(f" step {state.step:,}{total}", style="bold")
-    text.append(f"  epoch {state.epoch:.2f}  {state.images_per_s:,.0f} img/s")
-    text.append(f"  {format_duration(state.elapsed_s)} elapsed")
+    parts: list[tuple[str, str]] = [(f" step {state.step:,}{total}", "bold"), (f"  epoch {state.epoch:.2f}", "")]
+    if state.phase == "running":  # paused or over, the last rate would be stale (the badge says why)
+        parts.append((f"  {state.images_per_s:,.0f} img/s", ""))
+    parts.append((f"  {format_duration(state.elapsed_s)} elapsed", ""))
     eta = state.eta_s
     if eta is not None and state.phase == "running":
-        text.append(f"  ETA {format_duration(eta)}")
-    text.append("\n")
-    for alarm in state.alarms.values():
-        text.append(f" ⚠ {alarm.kind} ", style="bold white on red")
-        text.append(" ")
+        parts.append((f"  ETA {format_duration(eta)}", ""))
+    _fit(first, parts, width)
+
+    second = Text(no_wrap=True, overflow="ellipsis")
+    parts = [(f" ⚠ {alarm.kind} ", "bold white on red") for alarm in state.alarms.values()]
+    if state.error is not None:
+        whole = f"  error: {state.error.message}"
+        parts.append((whole if len(whole) <= width // 2 else "  error: see the notes (m)", "bold red"))
     q = state.quality.latest
     if q is not None and q.fd_floor > 0:
-        text.append(f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor)  {q.classes_covered}/{len(q.class_hist)} classes ")
+        parts.append((f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor)  {q.classes_covered}/{len(q.class_hist)} classes ", ""))
+    if state.judge_status:
+        parts.append((f" {state.judge_status} ", "bold"))
     device = state.device_name + (f" ({state.device}{', ' + gpu_memory if gpu_memory else ''})" if state.device else "")
-    text.append(f" {device}", style="dim")
-    text.append(f"  {state.run_dir}", style="dim")
-    if state.error is not None:
-        text.append(f"  error: {state.error.message}", style="bold red")
-    return text
+    parts.append((f" {device}", "dim"))
+    _fit(second, parts, width)
+    if state.run_dir:
+        used = second.cell_len
+        for candidate in (state.run_dir, os.path.basename(state.run_dir.rstrip("/"))):
+            if used + 2 + len(candidate) <= width:
+                second.append(f"  {candidate}", style="dim")
+                break
+    first.append("\n")
+    return first + second
+
+
+def _fit(text: Text, parts: list[tuple[str, str]], width: int) -> None:
+    """Append the parts that fit whole, in order (a later, shorter part may still fit)."""
+    for part, style in parts:
+        if text.cell_len + len(part) <= width:
+            text.append(part, style=style)

@@ -1,0 +1,115 @@
+"""The dashboard's keys, in one table: the bindings, the footer, the help screen and the palette
+are all made from it, so a key cannot be bound without being documented, or the reverse.
+
+Free keys for features to come (kept out of this table on purpose): `c` (a compare screen) and
+`g` (pick a digit to condition on, with `0`-`9` inside the picker it opens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key (or a pair doing the same thing) and everything that is said about it."""
+
+    keys: str  # Textual key names, comma-separated: "h,question_mark"
+    action: str  # an action of the dashboard screen, with arguments: "browse(-1)"
+    label: str  # a word or two for the footer
+    help: str  # one line for the help screen
+    display: str = ""  # how the help screen and the footer write the key ("" = the first key name)
+    footer: int = 0  # footer rank: 1 is shown first, 0 never; keys that do not fit drop from the highest rank
+    palette: str = ""  # the palette's title for it ("" = not in the palette)
+    group: str = "training"  # help screen section
+    typing: bool = True  # a printable key: while the form has focus it types instead
+    priority: bool = False  # works everywhere, even over a modal (ctrl+c)
+
+    @property
+    def shown(self) -> str:
+        """The key as a person writes it."""
+        return self.display or self.keys.split(",")[0]
+
+    @property
+    def action_name(self) -> str:
+        """The action without its arguments."""
+        return self.action.split("(")[0]
+
+
+HELP_KEY = "h,question_mark"
+
+KEYS: tuple[Key, ...] = (
+    Key("space", "toggle_pause", "Pause", "pause / resume training", footer=2, palette="Pause / resume"),
+    Key("n", "step_once", "Step", "one training step (while paused)", footer=9, palette="Step once"),
+    Key("s", "save", "Save", "save a checkpoint now", footer=4, palette="Save checkpoint"),
+    Key("e", "export", "Export", "export: grid PNG at a scale, GIF over time, metrics CSV, sample PNGs",
+        footer=5, palette="Export"),
+    Key("v", "toggle_quality", "Quality", "quality view: Frechet distance, class histogram, alarms "
+        "(on tall terminals: which of losses and quality is large)", footer=3, palette="Quality view",
+        group="view"),
+    Key("m", "notes_log", "Notes", "every note and warning of this session, scrollable", footer=7,
+        palette="Notes log", group="view"),
+    Key("u", "roll_back('last-good')", "Undo", "roll back to the last good checkpoint (at once after a NaN "
+        "alarm, else asks); its hyperparameters are restored", footer=8, palette="Roll back"),
+    Key("U", "roll_back('last-good', True)", "Undo, lower lr", "the same, then learning rates x rollback_lr_scale",
+        palette="Roll back with lower learning rates"),
+    Key("b", "roll_back('best')", "Best", "roll back to the best checkpoint (lowest Frechet distance; asks)",
+        palette="Roll back to best"),
+    Key("r", "fresh_samples", "Fresh", "sample fresh noise (the fixed grid stays)", palette="Fresh samples",
+        group="view"),
+    Key("left_square_bracket", "browse(-1)", "Older", "step back through this run's grids", display="[",
+        palette="Older grid", group="view"),
+    Key("right_square_bracket", "browse(1)", "Newer", "step forth through this run's grids", display="]",
+        palette="Newer grid", group="view"),
+    Key("l", "toggle_log", "Log", "log10 scale on the loss plot", palette="Log scale", group="view"),
+    Key("plus,equals_sign", "smoothing(1)", "Smooth+", "more loss smoothing", display="+",
+        palette="More smoothing", group="view"),
+    Key("minus", "smoothing(-1)", "Smooth-", "less loss smoothing", display="-", palette="Less smoothing",
+        group="view"),
+    Key("w", "toggle_window", "Window", "loss plot: whole run / recent records", palette="Loss window",
+        group="view"),
+    Key("tab", "focus_form", "Form", "into the hyperparameter form (enter applies, escape leaves)",
+        group="form", typing=False),
+    Key("escape", "leave_form", "Leave form", "leave the hyperparameter form", group="form", typing=False),
+    Key(HELP_KEY, "help", "Help", "this help", display="h/?", footer=1, palette="Help: every key",
+        group="app"),
+    Key("ctrl+p", "command_palette", "Palette", "command palette (every action)", display="^p", footer=10,
+        group="app", typing=False),
+    Key("q", "quit_run", "Quit", "quit: asks whether to stop the run (enter, saves a checkpoint) or leave it "
+        "training (d); attached: detach", footer=6, palette="Quit", group="app"),
+    Key("ctrl+q,ctrl+c", "quit_run", "Quit", "the same as q, also while typing", display="^q/^c", group="app",
+        typing=False, priority=True),
+    Key("X", "stop_run", "Stop run", "stop the run, keep the dashboard (asks; saves a checkpoint)",
+        palette="Stop the run", group="app"),
+)
+
+GROUPS = {"training": "Training", "view": "View", "form": "Hyperparameter form", "app": "Dashboard"}
+
+# Actions on printable keys: while the form has focus those keys are typing, not commands.
+TYPING_ACTIONS = frozenset(k.action_name for k in KEYS if k.typing)
+
+
+def bindings() -> list[Binding]:
+    """The table as Textual bindings (the footer is drawn by KeyFooter, so none is `show`n)."""
+    return [
+        Binding(k.keys, k.action, k.label, show=False, key_display=k.display or None, priority=k.priority)
+        for k in KEYS
+        if k.action != "command_palette"  # Textual binds ctrl+p itself
+    ]
+
+
+def footer_keys() -> list[Key]:
+    """The keys the footer may show, most important first."""
+    return sorted((k for k in KEYS if k.footer), key=lambda k: k.footer)
+
+
+def help_lines() -> list[tuple[str, list[Key]]]:
+    """(section title, keys) in table order, for the help screen."""
+    return [(title, [k for k in KEYS if k.group == group]) for group, title in GROUPS.items()]
+
+
+def palette_keys() -> list[Key]:
+    """The keys offered in the command palette, in table order."""
+    return [k for k in KEYS if k.palette]

@@ -1,0 +1,38 @@
+"""The quit question of a dashboard that started its run: stop it, or leave it training."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+class QuitScreen(ModalScreen[str | None]):
+    """Answers "stop" (enter, the default), "detach" (d, when the run can outlive the dashboard) or None (escape)."""
+
+    BINDINGS = [
+        Binding("enter,y,q", "answer('stop')", "stop and quit"),  # q q quits, as people expect
+        Binding("d", "answer('detach')", "leave it training"),
+        Binding("escape,n", "answer(None)", "cancel"),
+    ]
+
+    def __init__(self, step: int, can_detach: bool) -> None:
+        super().__init__()
+        self.step = step
+        self.can_detach = can_detach
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quit-box"):
+            yield Static(f"[b]Quit at step {self.step:,}?[/]\n")
+            yield Static("[b]enter[/]   stop the run (a checkpoint is saved first) and quit")
+            if self.can_detach:
+                yield Static("[b]d[/]       leave it training and quit ([b]gan-tui attach[/] returns to it)")
+            yield Static("[b]escape[/]  cancel: keep watching")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.can_detach or parameters != ("detach",)
+
+    def action_answer(self, answer: str | None) -> None:
+        self.dismiss(answer)
