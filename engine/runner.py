@@ -36,6 +36,7 @@ from engine.data import DatasetError, ImageData, load_dataset
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
 from engine.runs import RunDir, RunError, resolve_run, write_grid_png
+from engine.tensorboard import TensorBoardLogger, open_tensorboard
 from engine.trainer import Trainer, resolve_device
 
 Sink = Callable[[ev.Event], None]
@@ -109,6 +110,7 @@ class Runner:
         self.health = HealthMonitor(cfg)
         self.quality: QualityWorker | None = None
         self.last_quality: ev.QualityMeasured | None = None
+        self.tensorboard: TensorBoardLogger | None = None
         self._pending_steps = 0
         self._train_s = 0.0  # training wall time, pauses excluded (carried across resumes)
         self._interval_start = 0.0
@@ -181,6 +183,7 @@ class Runner:
         else:
             self.run = RunDir.create(self._runs_dir, self._run_name, self.cfg)
             torch.save(self.trainer.fixed_noise.cpu(), self.run.path / "fixed_noise.pt")
+        self.tensorboard = open_tensorboard(self.cfg, self.run.path, lambda e: self._commands.put(_Delivered(e)))
         info = self.trainer.data.info
         self._emit(
             ev.RunStarted(
@@ -554,6 +557,8 @@ class Runner:
         self._emit(ev.WarningRaised(step, message, kind))
 
     def _emit(self, event: ev.Event) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard(event)  # only queues; the log is written on the logger's thread
         try:
             self._sink(event)
         except Exception:  # noqa: BLE001 - a broken consumer must never stop training
