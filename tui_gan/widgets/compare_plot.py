@@ -1,0 +1,55 @@
+"""Up to six runs' curves of one metric on one chart, each run in its own stable colour."""
+
+from __future__ import annotations
+
+import numpy as np
+from textual_plotext import PlotextPlot
+
+from tui_gan.compare_data import METRICS, X_AXES, RunReader, curves, x_at_steps
+from tui_gan.widgets.loss_plot import downsample, ema
+
+#: A run's colour is its place in the list: the first run is always blue, the second orange, ...
+PALETTE = (
+    (90, 160, 255),
+    (255, 130, 80),
+    (110, 210, 110),
+    (230, 200, 70),
+    (200, 120, 230),
+    (80, 210, 210),
+)
+_SECOND_LINE = "dot"  # D(G(z)) beside D(x): the same colour, a sparser marker
+
+
+def colour_of(index: int) -> tuple[int, int, int]:
+    """The stable colour of the run at `index`."""
+    return PALETTE[index % len(PALETTE)]
+
+
+class ComparePlot(PlotextPlot):
+    """One metric of every run, smoothed alike, downsampled to the width, markers at hyperparameter changes."""
+
+    def show(self, readers: list[RunReader], metric: str, x_axis: str, smoothing: float) -> None:
+        """Redraw from the readers' series."""
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        label = dict(METRICS).get(metric, metric)
+        plt.title(f"{label} (EMA {smoothing:g})")
+        plt.xlabel(dict(X_AXES).get(x_axis, x_axis))
+        width = max(10, self.size.width - 10)
+        for i, reader in enumerate(readers):
+            colour = colour_of(i)
+            for n, (_, xs, ys) in enumerate(curves(reader.series, metric, x_axis)):
+                if not len(xs):
+                    continue
+                smooth = ema(ys.tolist(), smoothing) if metric in ("d_loss", "g_loss", "d_probs") else ys
+                dx, dy = downsample(xs, smooth, width)
+                keep = np.isfinite(dy)
+                if keep.any():
+                    marker = _SECOND_LINE if n else "braille"
+                    plt.plot(dx[keep].tolist(), dy[keep].tolist(), color=colour, marker=marker)
+            changes = reader.series.changes
+            if changes:
+                for x in x_at_steps(reader.series, changes, x_axis):
+                    plt.vline(float(x), colour)
+        self.refresh()
