@@ -28,8 +28,16 @@ def colour_of(index: int) -> tuple[int, int, int]:
 class ComparePlot(PlotextPlot):
     """One metric of every run, smoothed alike, downsampled to the width, markers at hyperparameter changes."""
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.lines: list[tuple[str, int]] = []  # (run name, points) of every line drawn last
+        self.markers: list[tuple[str, float]] = []  # (run name, x) of every hyperparameter-change marker
+        self.x_range: tuple[float, float] | None = None
+
     def show(self, readers: list[RunReader], metric: str, x_axis: str, smoothing: float) -> None:
         """Redraw from the readers' series."""
+        self.lines, self.markers = [], []
+        low, high = float("inf"), float("-inf")
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -48,8 +56,12 @@ class ComparePlot(PlotextPlot):
                 if keep.any():
                     marker = _SECOND_LINE if n else "braille"
                     plt.plot(dx[keep].tolist(), dy[keep].tolist(), color=colour, marker=marker)
+                    self.lines.append((reader.name, int(np.isfinite(ys).sum())))
+                    low, high = min(low, float(dx[keep].min())), max(high, float(dx[keep].max()))
             changes = reader.series.changes
             if changes:
                 for x in x_at_steps(reader.series, changes, x_axis):
                     plt.vline(float(x), colour)
+                    self.markers.append((reader.name, float(x)))
+        self.x_range = (low, high) if self.lines else None
         self.refresh()
