@@ -17,6 +17,8 @@ PALETTE = (
     (200, 120, 230),
     (80, 210, 210),
 )
+#: Metrics logged every few steps are smoothed; quality figures are few and each one counts.
+SMOOTHED = ("d_loss", "g_loss", "d_probs")
 _SECOND_LINE = "dot"  # D(G(z)) beside D(x): the same colour, a sparser marker
 
 
@@ -42,7 +44,8 @@ class ComparePlot(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         label = dict(METRICS).get(metric, metric)
-        plt.title(f"{label} (EMA {smoothing:g})")
+        smoothed = metric in SMOOTHED
+        plt.title(f"{label} (EMA {smoothing:g})" if smoothed else f"{label} (each measurement)")
         plt.xlabel(dict(X_AXES).get(x_axis, x_axis))
         width = max(10, self.size.width - 10)
         for i, reader in enumerate(readers):
@@ -50,7 +53,7 @@ class ComparePlot(PlotextPlot):
             for n, (_, xs, ys) in enumerate(curves(reader.series, metric, x_axis)):
                 if not len(xs):
                     continue
-                smooth = ema(ys.tolist(), smoothing) if metric in ("d_loss", "g_loss", "d_probs") else ys
+                smooth = ema(ys.tolist(), smoothing) if smoothed else ys
                 dx, dy = downsample(xs, smooth, width)
                 keep = np.isfinite(dy)
                 if keep.any():
