@@ -34,7 +34,7 @@ from tui_gan.compare_data import (
 )
 from tui_gan.state import SMOOTHING_LEVELS
 from tui_gan.widgets.compare_grids import CompareGrids
-from tui_gan.widgets.compare_plot import ComparePlot, colour_of
+from tui_gan.widgets.compare_plot import SMOOTHED, ComparePlot, colour_of
 from tui_gan.widgets.compare_tables import DiffTable, SummaryTable
 
 POLL_S = 1.0  # live runs: their folders are read about once a second
@@ -115,7 +115,8 @@ class CompareScreen(Screen[None]):
     def _redraw_header(self) -> None:
         metric = dict(available_metrics(self.readers)).get(self.metric, self.metric)
         x = dict(X_AXES)[self.x_axis]
-        text = f" {len(self.readers)} runs | {metric} (m) | x: {x} (x) | EMA {self.smoothing:g} (+/-) | sort: {self.sort_key} (s)"
+        smoothing = f"EMA {self.smoothing:g} (+/-)" if self.metric in SMOOTHED else "unsmoothed"
+        text = f" {len(self.readers)} runs | {metric} (m) | x: {x} (x) | {smoothing} | sort: {self.sort_key} (s)"
         self.query_one("#cmp-header", Static).update(self._note or text)
 
     def _redraw_plot(self) -> None:
