@@ -164,3 +164,17 @@ def test_quality_scalars_names_every_number():
     tags = quality_scalars(q)
     assert tags["quality/fd_over_floor"] == 2.0 and tags["quality/class_hist/1"] == 0.75
     assert "quality/step" not in tags
+
+
+def test_export_only_reads_the_run_and_writes_no_event_file(make_runner):
+    from engine import export
+
+    runner, _ = make_runner(steps=20)
+    while runner.tick():
+        pass
+    runner.tensorboard.close()
+    before = {p.name: p.stat().st_size for p in runner.run.path.glob("events.out.tfevents.*")}
+    export.export_csv(runner.run, None)
+    export.export_grid(runner.run, None, scale=2, step=None)
+    after = {p.name: p.stat().st_size for p in runner.run.path.glob("events.out.tfevents.*")}
+    assert len(before) == 1 and after == before
