@@ -129,14 +129,19 @@ async def test_a_running_run_updates_live_and_a_silent_one_is_marked(runs):
 
 async def test_the_dashboard_entry_point_opens_over_a_runs_folder_and_q_comes_back(runs):
     class Host(App):
-        pass
+        BINDINGS = [("space", "pause_training", "")]
+        paused = False
+
+        def action_pause_training(self) -> None:
+            self.paused = True
 
     app = Host()
     async with app.run_test(size=(80, 24)) as pilot:
         await app.push_screen(CompareScreen.over_runs_dir(runs))
         screen = app.screen
         assert isinstance(screen, CompareScreen) and [r.name for r in screen.readers] == ["lr-fast", "lr-slow"]
-        await pilot.press("g")
+        await pilot.press("space", "g")
+        assert not app.paused  # the dashboard's keys do not reach through to the run
         assert "lr-fast" not in str(screen.query_one("#grid-title-0").render())  # short names: fast / slow
         assert "@ 60" in str(screen.query_one("#grid-title-0").render())
         await pilot.press("q")

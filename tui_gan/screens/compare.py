@@ -18,7 +18,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen
 from textual.widgets import ContentSwitcher, Footer, Static
 
 from tui_gan.compare_data import (
@@ -41,11 +41,13 @@ POLL_S = 1.0  # live runs: their folders are read about once a second
 _PANELS = ("summary", "diff", "grids")
 
 
-class CompareScreen(Screen[None]):
-    """Overlaid curves of several runs; keys pick the metric, the x axis, the smoothing and the panel."""
+class CompareScreen(ModalScreen[None]):
+    """Overlaid curves of several runs; keys pick the metric, the x axis, the smoothing and the panel.
+
+    Modal on purpose: over the dashboard, its keys (space, u, b...) must not reach the training run."""
 
     DEFAULT_CSS = """
-    CompareScreen { layout: vertical; }
+    CompareScreen { layout: vertical; background: $background; }
     #cmp-header { height: 1; background: $panel; }
     #cmp-legend { height: auto; max-height: 2; }
     #cmp-plot { height: 1fr; min-height: 7; }
