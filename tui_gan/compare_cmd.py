@@ -1,4 +1,4 @@
-"""`gan-tui compare RUN [RUN ...]`: up to six runs side by side, read from their folders."""
+"""`gan-tui compare RUN [RUN ...]`: parse, check the runs, then open the compare app."""
 
 from __future__ import annotations
 
@@ -7,24 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from textual.app import App
-
-from tui_gan.compare_data import MAX_RUNS, CompareError, RunReader, open_runs
-from tui_gan.screens.compare import CompareScreen
-
-
-class CompareApp(App[int]):
-    """Just the compare screen; leaving it ends the program."""
-
-    TITLE = "gan-tui compare"
-
-    def __init__(self, readers: list[RunReader], *, ascii: bool = False) -> None:
-        super().__init__()
-        self._readers = readers
-        self._ascii = ascii
-
-    def on_mount(self) -> None:
-        self.push_screen(CompareScreen(self._readers, ascii=self._ascii), callback=lambda _: self.exit(0))
+from tui_gan.compare_data import MAX_RUNS, CompareError, open_runs
 
 
 def run_compare(argv: Sequence[str]) -> int:
@@ -43,6 +26,8 @@ def run_compare(argv: Sequence[str]) -> int:
     except CompareError as exc:
         print(f"gan-tui compare: {exc}", file=sys.stderr)
         return 2
+    from tui_gan.compare_app import CompareApp  # Textual only now: --help and bad input answer at once
+
     app = CompareApp(readers, ascii=args.ascii)
     app.run()
     return app.return_code or 0
