@@ -35,6 +35,7 @@ import json
 import math
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -158,6 +159,8 @@ class TensorBoardLogger:
 
         self._close_writer()
         purge_step = None if purge_after is None else purge_after + 1
+        if purge_after is not None:
+            _wait_for_a_later_second(self.log_dir)
         self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step, max_queue=100, flush_secs=_FLUSH_S)
         if purge_after is not None:
             self._floor = purge_after
@@ -215,6 +218,20 @@ class TensorBoardLogger:
                 writer.close()
             except Exception:  # noqa: BLE001 - already failed; the warning is out
                 pass
+
+
+def _wait_for_a_later_second(log_dir: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with its whole second
+    of creation: a purging file made in the same second as an older one could sort before it (the
+    counter after the second does not sort as a number). Waiting (on this thread, at most a second,
+    only at resume and rollback) keeps the files in the order they were written."""
+    newest = 0
+    for path in log_dir.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit():
+            newest = max(newest, int(stamp))
+    while time.time() < newest + 1:
+        time.sleep(min(1.0, newest + 1 - time.time()))
 
 
 # --------------------------------------------------------------- pure helpers

@@ -114,6 +114,9 @@ def test_after_resume_and_rollback_no_step_appears_twice(make_runner):
     assert {step for step, n in counts.items() if n > 1} <= set(range(45, 50))  # 45: before the rollback, purged
     assert Counter(raw_steps(runner.run.path, "samples/fixed"))[30] == 1  # resume re-posts step 30's grid: skipped
     assert Counter(raw_steps(runner.run.path, "samples/fixed"))[40] == 1  # and the rollback step 40's
+    # TensorBoard reads the files in name order: each purging file must sort after the one it purges.
+    stamps = [int(p.name.split(".")[3]) for p in sorted(runner.run.path.glob("events.out.tfevents.*"))]
+    assert len(stamps) == 3 and stamps == sorted(set(stamps))
 
 
 def test_no_tensorboard_writes_no_event_files(make_runner):
