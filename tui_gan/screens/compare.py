@@ -38,7 +38,6 @@ from tui_gan.widgets.compare_plot import SMOOTHED, ComparePlot, colour_of
 from tui_gan.widgets.compare_tables import DiffTable, SummaryTable
 
 POLL_S = 1.0  # live runs: their folders are read about once a second
-_PANELS = ("summary", "diff", "grids")
 
 
 class CompareScreen(ModalScreen[None]):
