@@ -96,6 +96,8 @@ class TrainConfig:
     """How many periodic checkpoints to keep on disk."""
     num_samples: int = 64
     """Images in the fixed-noise sample grid."""
+    tensorboard: bool = True
+    """Also write the run folder as a TensorBoard log dir (engine/tensorboard.py); --no-tensorboard turns it off."""
 
     # --- quality and health ---
     quality_every: int = 1000
@@ -153,6 +155,8 @@ class TrainConfig:
         _int_range("checkpoint_every", self.checkpoint_every, 0, 10**9)
         _int_range("keep_checkpoints", self.keep_checkpoints, 1, 1000)
         _int_range("num_samples", self.num_samples, 1, 1024)
+        if not isinstance(self.tensorboard, bool):
+            raise ConfigError("tensorboard", self.tensorboard, "must be true or false")
         _int_range("quality_every", self.quality_every, 0, 10**9)
         _int_range("quality_samples", self.quality_samples, 10, 10_000)
         _int_range("alarm_window", self.alarm_window, 1, 10**9)

@@ -46,6 +46,7 @@ from engine.health import HealthMonitor
 from engine.journal import Journal, WriteNote, append_text, describe_error
 from engine.lock import RunLock, RunLocked
 from engine.runs import RunDir, RunError, export_target, log_line, resolve_run, write_grid_png
+from engine.tensorboard import TensorBoardLogger, open_tensorboard
 from engine.trainer import Trainer, resolve_device
 
 Sink = Callable[[ev.Event], None]
@@ -132,6 +133,7 @@ class Runner:
         self.health = HealthMonitor(cfg)
         self.quality: QualityWorker | None = None
         self.last_quality: ev.QualityMeasured | None = None
+        self.tensorboard: TensorBoardLogger | None = None
         self._pending_steps = 0
         self._train_s = 0.0  # training wall time, pauses excluded (carried across resumes)
         self._interval_start = 0.0
@@ -245,6 +247,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - a full disk: said once, the run goes on
             assert self.journal is not None
             self.journal.failed("state", exc)
+        self.tensorboard = open_tensorboard(self.cfg, self.run.path, lambda e: self._commands.put(_Delivered(e)))
         info = self.trainer.data.info
         self._emit(
             ev.RunStarted(
@@ -703,6 +706,8 @@ class Runner:
         self._emit(ev.WarningRaised(step, message, kind))
 
     def _emit(self, event: ev.Event) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard(event)  # only queues; the log is written on the logger's thread
         try:
             self._sink(event)
         except Exception:  # noqa: BLE001 - a broken consumer must never stop training

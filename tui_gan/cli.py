@@ -29,6 +29,7 @@ _CONFIG_FLAGS = {
     "device": "device",
     "amp": "amp",
     "quality_every": "quality_every",
+    "tensorboard": "tensorboard",
 }
 
 
@@ -50,6 +51,10 @@ class Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gan-tui` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "compare":
+        from tui_gan.compare_cmd import run_compare
+
+        return run_compare(args[1:])
     if args and args[0] in ("attach", "ls", "export"):
         from tui_gan.commands import run_subcommand
 
@@ -98,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: bf16 on CUDA, off on CPU)")
     p.add_argument("--quality-every", type=_int, metavar="N",
                    help="steps between sample-quality measurements through the dataset's classifier (default 1000; 0: off)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
+                   help="do not write the run folder as a TensorBoard log dir")
     p.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run folders go (default ./runs)")
     p.add_argument("--run-name", metavar="NAME", help="run folder name (default: date-dataset-preset)")
     p.add_argument("--resume", metavar="RUN_DIR|latest", help="continue a run from its last checkpoint")
