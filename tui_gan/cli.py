@@ -10,6 +10,7 @@ and every mistake answer at once, and the dashboard draws its first frame while 
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from tui_gan.socket_link import SocketEngine
 
+_TRAINER_EXIT_S = 15.0  # a stopped trainer closes its socket and files, then exits
 _IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run, after its dashboard closed
 
 
@@ -33,13 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tui_gan.commands import run_subcommand
 
         return run_subcommand(args[0], args[1:])
+    try:
+        options = parse_options(args)  # no numpy, no torch: a mistake is answered at once
+    except ConfigError as exc:
+        print(f"gan-tui: {exc}", file=sys.stderr)
+        return 2
     from tui_gan.detach import Refused, plan_run_dir
 
     try:
-        options = parse_options(args)
         # A live run is never touched: refused here, before anything is spawned or written.
         run_dir = plan_run_dir(options, name_new_run=not options.headless)
-    except (ConfigError, Refused) as exc:
+    except Refused as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)
         return 2
     if options.headless:
@@ -59,13 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_viewer(app: App[Any], engine: SocketEngine, run_dir: Path, runs_dir: Path) -> int:
     """Run a dashboard on a training process; SIGHUP, SIGTERM and SIGINT close the viewer only (the
     trainer is in its own session and trains on). On leaving, say where the run is and how to reach it."""
-    _on_signals(lambda: _exit_app(app))
+    def leave() -> None:
+        engine.detach()  # first: the app waits for its reader thread, which waits on the socket
+        _exit_app(app)
+
+    _on_signals(leave)
     try:
         app.run()
     finally:
         # Let go of the socket: the reader thread must end for this process to end (the run goes on).
         engine.detach()
-        _print_leave_note(app, run_dir, runs_dir)
+        process = engine.process
+        if process is not None and engine.finished:
+            try:
+                process.wait(_TRAINER_EXIT_S)  # the run is over; its process is closing
+            except subprocess.TimeoutExpired:
+                pass
+        launched = process.pid if process is not None and process.poll() is None else None
+        _print_leave_note(app, run_dir, runs_dir, launched)
     return _exit_status(app)
 
 
@@ -129,13 +146,13 @@ def _exit_status(app: App[Any]) -> int:
     return int(code or 0)
 
 
-def _print_leave_note(app: App[Any], run_dir: Path, runs_dir: Path) -> None:
+def _print_leave_note(app: App[Any], run_dir: Path, runs_dir: Path, launched: int | None = None) -> None:
     """The run folder and the exact commands to attach or resume (the app may word it itself:
     `app.leave_note`, a list of lines or a string)."""
     from tui_gan.detach import leave_message
 
     note = getattr(app, "leave_note", None)
-    lines = note.splitlines() if isinstance(note, str) else list(note) if note else leave_message(run_dir, runs_dir)
+    lines = note.splitlines() if isinstance(note, str) else list(note) if note else leave_message(run_dir, runs_dir, launched)
     try:
         print("\n".join(lines), flush=True)
     except (OSError, ValueError):

@@ -117,18 +117,19 @@ def launch_detached(options: Options, argv: Sequence[str], run_dir: Path) -> int
     os._exit(0)  # leave the child alone: no interpreter teardown that could signal it
 
 
-def leave_message(run_dir: Path, runs_dir: Path | None = None) -> list[str]:
+def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | None = None) -> list[str]:
     """What a viewer prints on leaving: the run folder, where the run stands, and the exact commands
-    to attach, resume or export."""
+    to attach, resume or export. `launched`: the pid of the trainer this viewer started, if it lives."""
     from tui_gan.runs_list import last_step, run_state
 
     run = RunDir(run_dir)
     state, pid = run_state(run)
     step = last_step(run)
-    pid = pid or live_pid(run_dir)
+    pid = pid or live_pid(run_dir) or launched
     lines = [f"run folder: {run_dir}"]
     if pid:
-        lines.append(f"still training (pid {pid}, step {step:,}); it keeps going without this terminal")
+        doing = f"step {step:,}" if state in ("running", "paused") else "starting"
+        lines.append(f"still training (pid {pid}, {doing}); it keeps going without this terminal")
         lines.append(f"  attach:  {gan_tui_command('attach', run_dir)}")
         lines.append(f"  stop:    attach and press X, or: kill -TERM {pid} (saves a checkpoint first)")
     else:

@@ -51,6 +51,8 @@ class SocketEngine:
         self._early: deque[ev.Command] = deque()
         self._detached = False
         self._step = 0
+        self.finished = False
+        """True once the trainer said the run is over (RunFinished)."""
 
     @property
     def owns_run(self) -> bool:
@@ -66,8 +68,19 @@ class SocketEngine:
     remote = True  # the run's history is in its folder, not in this process: load it on RunStarted
 
     def start(self, emit: Emit, progress: Progress) -> None:
-        """Connect (waiting while a launched trainer starts), then deliver events until it closes."""
-        sock = self._connect(progress)
+        """Connect (waiting while a launched trainer starts) and deliver its events, on a thread of
+        the link's own: this returns at once, so a dashboard that quits never waits on the socket."""
+        threading.Thread(target=self._serve, args=(emit, progress), name="gan-tui-link", daemon=True).start()
+
+    def _serve(self, emit: Emit, progress: Progress) -> None:
+        try:
+            sock = self._connect(progress)
+        except AttachError as exc:
+            if not self._detached:
+                emit(ev.ErrorRaised(0, str(exc), ""))
+                state = ev.RunState.FAILED if self.process is not None else ev.RunState.INTERRUPTED
+                emit(ev.StateChanged(state, 0, str(exc)))
+            return
         with self._lock:
             if self._detached:
                 sock.close()
@@ -76,7 +89,6 @@ class SocketEngine:
             early, self._early = list(self._early), deque()
         for command in early:
             self.send(command)
-        finished = False
         buffer = b""
         while True:
             try:
@@ -90,9 +102,9 @@ class SocketEngine:
                 line, buffer = buffer.split(b"\n", 1)
                 event = self._event(line)
                 if event is not None:
-                    finished = finished or isinstance(event, ev.RunFinished)
+                    self.finished = self.finished or isinstance(event, ev.RunFinished)
                     emit(event)
-        if not finished and not self._detached:
+        if not self.finished and not self._detached:
             resume = gan_tui_command("--resume", self.run_dir)
             emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; "
                                   f"resume with: {resume}", "attach"))
