@@ -78,7 +78,7 @@ def quality_summary(record: dict[str, Any]) -> str:
 
 # (header, key, right-aligned)
 _COLUMNS = (("NAME", "name", False), ("STATE", "state", False), ("STEP", "step", True),
-            ("D LOSS", "d_loss", True), ("G LOSS", "g_loss", True), ("FD/FLOOR CLS", "quality", True),
+            ("D LOSS", "d_loss", True), ("G LOSS", "g_loss", True), ("FD/FLR CLS", "quality", True),
             ("DATASET", "dataset", False), ("PRESET", "preset", False), ("LR G/D", "lr", True), ("AGE", "age", True))
 
 
@@ -168,7 +168,11 @@ def _dataset(run: RunDir, config: dict[str, Any]) -> str:
 
 
 def _lr(value: object) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    """`1e-3`, `2e-4`, `0.00015`: the shortest exact spelling."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    short = f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return short if float(short) == value and len(short) < len(f"{value:g}") else f"{value:g}"
 
 
 def _number(value: object) -> str:
