@@ -95,9 +95,13 @@ def _attach(argv: Sequence[str]) -> int:
     try:
         run = _live_run(Path(args.runs_dir), args.run)
     except RunError as exc:
-        print(f"gan-tui: {exc}", file=sys.stderr)
-        return 2
+        starting = _starting(Path(args.runs_dir), args.run)
+        print(f"gan-tui: {starting or exc}", file=sys.stderr)
+        return 1 if starting else 2
     state, pid = run_state(run)
+    if pid is not None and (state == "starting" or not socket_path(run.path).exists()):
+        print(f"gan-tui: {_starting_note(run.path, pid)}", file=sys.stderr)
+        return 1
     if not socket_path(run.path).exists() or pid is None:
         print(f"gan-tui: {run.path} is {state}, not running; resume it with: {gan_tui_command('--resume', run.path)}",
               file=sys.stderr)
@@ -131,3 +135,20 @@ def _live_run(runs_dir: Path, spec: str) -> RunDir:
         raise RunError(f"no live runs in {runs_dir}; `{gan_tui_command('ls')}` lists them, "
                        f"`{gan_tui_command('--detach')}` starts one")
     return RunDir.open(max(live, key=lambda p: p.stat().st_mtime))
+
+
+def _starting(runs_dir: Path, spec: str) -> str:
+    """A note when `spec` names a run whose trainer is still starting (no config.json yet), else ""."""
+    from tui_gan.runs_list import run_state
+
+    path = Path(spec).expanduser()
+    path = path if path.is_dir() else runs_dir / spec
+    if spec == "latest" or not (path / "train.log").is_file():
+        return ""
+    state, pid = run_state(RunDir(path))
+    return _starting_note(path, pid) if state == "starting" and pid else ""
+
+
+def _starting_note(run_dir: Path, pid: int) -> str:
+    return (f"run {run_dir} is starting (pid {pid}): it serves viewers once torch and its data have loaded; "
+            "try again in a few seconds")

@@ -20,6 +20,7 @@ from typing import Sequence
 from engine.runs import RunDir, RunError, new_run_name, resolve_run
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Options
+from tui_gan.runs_list import starting_line
 from tui_gan.socket_link import log_tail, socket_path
 
 _START_TIMEOUT_S = 300.0  # importing torch and loading a dataset on a cold machine
@@ -64,15 +65,9 @@ def plan_run_dir(options: Options, name_new_run: bool) -> Path | None:
 
 def live_pid(run_dir: Path) -> int | None:
     """The pid of the process training `run_dir`, or None: its lock, else its state.json's live pid."""
-    from engine.lock import owner
     from tui_gan.runs_list import run_state
 
-    pid = owner(run_dir)
-    if pid is not None:
-        return pid
-    if (run_dir / "state.json").is_file():
-        return run_state(RunDir(run_dir))[1]
-    return None
+    return run_state(RunDir(run_dir))[1] if run_dir.is_dir() else None
 
 
 def spawn_trainer(options: Options, argv: Sequence[str], run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -89,6 +84,9 @@ def spawn_trainer(options: Options, argv: Sequence[str], run_dir: Path) -> tuple
             [sys.executable, "-m", "tui_gan.cli", *child],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
+        # Until the trainer holds the folder's lock (after importing torch), this line is how `ls`,
+        # `attach` and a second start know that the run is starting and who starts it.
+        log.write(starting_line(process.pid).encode())
     return process, log_path
 
 
@@ -148,7 +146,7 @@ def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | N
 
 def _refuse_live(run_dir: Path) -> None:
     pid = live_pid(run_dir) if run_dir.is_dir() else None
-    if pid is not None:
+    if pid is not None and pid != os.getpid():  # the trainer a launcher started checks its own folder too
         who = f"process {pid}" if pid else "another process"
         raise Refused(f"run {run_dir} is being trained by {who}; attach to it with: {gan_tui_command('attach', run_dir)}")
 

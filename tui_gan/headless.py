@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from engine import events as ev
 from engine.server import ControlServer
@@ -25,11 +25,33 @@ from tui_gan.formatting import eta_seconds, format_duration, gan_tui_command
 from tui_gan.options import Options
 from tui_gan.socket_link import socket_path
 
+if TYPE_CHECKING:
+    from engine.runner import Runner
+
 _PLAIN_EVERY_S = 5.0  # without a terminal, one metrics line per this many seconds keeps logs readable
 
 
 def run_headless(options: Options) -> int:
     """Train until the run ends or a signal stops it. Exit status: 0 done or stopped, 1 failed."""
+    progress = ProgressLine(sys.stderr)
+    runners: list[Runner] = []
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not runners:  # still importing torch: nothing trained, nothing to save
+            progress.note(f"{signal.Signals(signum).name}: stopped before training started")
+            os._exit(0)
+        if stopping and signum == signal.SIGINT:
+            progress.note("second Ctrl-C: quitting without waiting for the checkpoint")
+            os._exit(130)
+        stopping.append(signum)
+        progress.note(f"{signal.Signals(signum).name}: saving a checkpoint and stopping...")
+        runners[0].submit(ev.Stop(save=True))
+
+    # Before the slow import: a Ctrl-C or a hang-up while torch loads ends quietly, not in a traceback.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    progress.note("importing torch...")  # also what a starting dashboard shows (it reads train.log)
     from engine.runner import QueueSink, Runner
 
     queue_sink = QueueSink()
@@ -44,19 +66,8 @@ def run_headless(options: Options) -> int:
         queue_sink(event)
 
     runner = Runner(options.config, sink, options.runs_dir, options.run_name, options.resume)
-    progress = ProgressLine(sys.stderr)
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if stopping and signum == signal.SIGINT:
-            progress.note("second Ctrl-C: quitting without waiting for the checkpoint")
-            os._exit(130)
-        stopping.append(signum)
-        progress.note(f"{signal.Signals(signum).name}: saving a checkpoint and stopping...")
-        runner.submit(ev.Stop(save=True))
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    runners.append(runner)
+    progress.note("loading the dataset and building the models...")
     runner.start()
     final: ev.RunFinished | None = None
     while final is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ _LIVE = ("starting", "running", "paused")
 _TAIL_BYTES = 16384  # the last losses and quality figures are at the end of a long log
 _HEAD_BYTES = 8192  # the dataset fallback note is among the first records
 _FALLBACK_NOTE = "embedded font digits"  # engine/data.py's fallback note says this
+_STARTING_RE = re.compile(r"^gan-tui: training process (\d+) starting at ", re.MULTILINE)
 
 
 def run_state(run: RunDir) -> tuple[str, int | None]:
@@ -34,13 +36,24 @@ def run_state(run: RunDir) -> tuple[str, int | None]:
     pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
     holder = owner(run.path)
     if holder is not None:
-        # The folder's lock is exact; state.json may still be a previous run's ("finished" before a resume).
-        return (state if state in _LIVE else "starting"), holder or pid
+        # The folder's lock is exact. A state.json written by another process is a previous run's
+        # ("stopped" before a resume): the holder has not written its own yet.
+        if holder == pid:
+            return (state, holder) if state in _LIVE else (state, None)
+        return "starting", holder or None
+    launched = _starting_pid(run)
+    if launched is not None and launched != pid:
+        return "starting", launched
     if state in _LIVE:
         if pid is not None and _alive(pid):
             return state, pid
         return "interrupted", None
     return state, None
+
+
+def starting_line(pid: int) -> str:
+    """The line a launcher writes to train.log when it starts a trainer (read back by `run_state`)."""
+    return f"gan-tui: training process {pid} starting at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
 
 
 def last_step(run: RunDir) -> int:
@@ -54,7 +67,8 @@ def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     """One row per run folder, newest first."""
     rows = []
     try:
-        folders = [p for p in runs_dir.iterdir() if (p / "config.json").is_file()] if runs_dir.is_dir() else []
+        # A run just launched has only its train.log until its trainer has loaded torch.
+        folders = [p for p in runs_dir.iterdir() if (p / "config.json").is_file() or (p / "train.log").is_file()]
     except OSError:
         folders = []
     for folder in folders:
@@ -117,7 +131,7 @@ def _row(run: RunDir) -> dict[str, Any]:
     measured = [r for r in records if r.get("type") == "quality"]
     config = _read_json(run.config_path)
     mtimes = []
-    for path in (run.metrics_path, run.config_path, run.state_path):
+    for path in (run.metrics_path, run.config_path, run.state_path, run.path / "train.log"):
         try:
             mtimes.append(path.stat().st_mtime)
         except OSError:
@@ -218,6 +232,22 @@ def _records(path: Path, tail: bool) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             out.append(record)
     return out
+
+
+def _starting_pid(run: RunDir) -> int | None:
+    """The pid of a trainer a launcher started that is alive but has not taken the folder's lock yet."""
+    try:
+        with (run.path / "train.log").open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _TAIL_BYTES))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = _STARTING_RE.findall(text)
+    if not found:
+        return None
+    pid = int(found[-1])
+    return pid if _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:
