@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tui_gan.cli import parse_options
+from tui_gan.formatting import gan_tui_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,7 @@ def test_a_second_trainer_on_a_live_run_is_refused_and_touches_nothing(tmp_path,
         lock.release()
     assert result.returncode == 2, result.stderr
     line, = result.stderr.strip().splitlines()
-    assert f"process {os.getpid()}" in line and f"gan-tui attach {run}" in line
+    assert f"process {os.getpid()}" in line and gan_tui_command("attach", run) in line
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 

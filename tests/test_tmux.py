@@ -157,6 +157,29 @@ def test_headless_in_an_80_column_terminal_keeps_one_progress_line(tmp_path):
     assert "--resume" in end and "export" in end  # how to go on
 
 
+def test_in_process_mode_saves_when_its_terminal_goes_away(tmp_path):
+    """`--in-process` (tests, debugging) cannot outlive its terminal, so a hang-up stops it with a checkpoint."""
+    session = f"gan-tui-inproc-{uuid.uuid4().hex[:8]}"
+    command = (f"{sys.executable} -m tui_gan.cli --in-process --dataset synthetic --preset mlp-small "
+               f"--steps 100000000 --runs-dir {tmp_path} --run-name ip; sleep 600")
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(ROOT), command)
+    try:
+        wait_for_screen(session, "RUNNING")
+        metrics = tmp_path / "ip" / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and metrics.stat().st_size > 0) and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "-L", SERVER, "kill-session", "-t", session], capture_output=True)  # SIGHUP
+    from engine.runs import RunDir
+
+    run = RunDir(tmp_path / "ip")
+    deadline = time.monotonic() + 120
+    while run.read_state().get("state") != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert run.read_state()["state"] == "stopped" and run.checkpoints()
+
+
 def _viewer_pid(session: str) -> int:
     """The gan-tui process in the session's pane (a child of the pane's shell)."""
     shell = int(tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
