@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -107,7 +106,7 @@ def _attach(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 1
     from tui_gan.app import GanApp
-    from tui_gan.cli import run_viewer
+    from tui_gan.viewer import run_viewer
 
     try:
         config = TrainConfig.load(run.config_path)
