@@ -125,7 +125,10 @@ def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | N
     step = last_step(run)
     pid = pid or live_pid(run_dir) or launched
     lines = [f"run folder: {run_dir}"]
-    if pid:
+    if not pid and not run.config_path.is_file():
+        lines.append(f"the training process did not start; its log: {run_dir / 'train.log'}")
+        lines.extend(f"  {line}" for line in log_tail(run_dir / "train.log", 2))
+    elif pid:
         doing = f"step {step:,}" if state in ("running", "paused") else "starting"
         lines.append(f"still training (pid {pid}, {doing}); it keeps going without this terminal")
         lines.append(f"  attach:  {gan_tui_command('attach', run_dir)}")

@@ -136,6 +136,8 @@ def _row(run: RunDir) -> dict[str, Any]:
             mtimes.append(path.stat().st_mtime)
         except OSError:
             continue
+    if state == "unknown" and not run.config_path.is_file():
+        state = "start failed"  # its launcher's train.log says why
     lr_g, lr_d = (last.get(k, config.get(k)) for k in ("lr_g", "lr_d"))
     return {
         "name": run.path.name,

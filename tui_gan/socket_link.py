@@ -80,6 +80,7 @@ class SocketEngine:
                 emit(ev.ErrorRaised(0, str(exc), ""))
                 state = ev.RunState.FAILED if self.process is not None else ev.RunState.INTERRUPTED
                 emit(ev.StateChanged(state, 0, str(exc)))
+                emit(ev.RunFinished(0, state, str(self.run_dir)))
             return
         with self._lock:
             if self._detached:
@@ -163,8 +164,9 @@ class SocketEngine:
                     raise AttachError(f"no training process is serving {self.run_dir} ({error.strerror}); "
                                       f"resume it with: {gan_tui_command('--resume', self.run_dir)}")
             elif self.process.poll() is not None:
+                said = [line for line in log_tail(self.log_path, 6) if not line.endswith("...")][-2:]
                 raise AttachError(f"the training process ended at start-up (exit {self.process.returncode}): "
-                                  f"{'; '.join(log_tail(self.log_path)) or 'no output'}")
+                                  f"{'; '.join(said) or 'no output'}")
             note = self._starting_note(time.monotonic() - started)
             if note != last_note:
                 progress(note)
