@@ -54,12 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_dashboard(options: Options, argv: Sequence[str], run_dir: Path) -> int:
-    from tui_gan.app import GanApp
     from tui_gan.detach import spawn_trainer
+
+    # The trainer first: its torch import runs while this process loads Textual and draws.
+    process, log_path = spawn_trainer(options, argv, run_dir)
+    from tui_gan.app import GanApp
     from tui_gan.socket_link import SocketEngine
     from tui_gan.viewer import run_viewer
 
-    process, log_path = spawn_trainer(options, argv, run_dir)
     engine = SocketEngine(run_dir, process, log_path)
     return run_viewer(GanApp(options, engine=engine), engine, run_dir, options.runs_dir)
 

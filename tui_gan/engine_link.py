@@ -32,8 +32,9 @@ class EngineLink(Protocol):
     # Optional, read with getattr by the app (a fake may leave them out):
     #   owns_run: bool   this dashboard started the run, so quitting asks whether to stop it
     #   attached: bool   a viewer opened with `gan-tui attach` (q detaches, X stops)
-    #   can_detach: bool the run can be left training when this dashboard quits
-    #   detach() -> None leave the run training and let go of it
+    #   can_detach: bool the run can be left training when this dashboard quits (LocalEngine: no,
+    #                    it has no detach(); its run ends with a checkpoint when the process ends)
+    #   detach() -> None leave the run training and let go of it (SocketEngine)
 
 
 class LocalEngine:
@@ -66,10 +67,6 @@ class LocalEngine:
             self._early.append(command)  # pressed before torch finished loading: applied first thing
         else:
             self._runner.submit(command)  # type: ignore[attr-defined]
-
-    def detach(self) -> None:
-        """An in-process run ends with its process: leaving stops it with a checkpoint."""
-        self.send(ev.Stop(save=True))
 
     def wait(self, timeout: float) -> bool:
         """Wait for the run to end (its final checkpoint written); False on timeout or if never started."""
