@@ -50,6 +50,17 @@ def wait_for_screen(session: str, needle: str, timeout: float = 120.0) -> str:
         time.sleep(0.3)
 
 
+def wait_for_any(session: str, needles: tuple[str, ...], timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if any(n in screen for n in needles):
+            return screen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"none of {needles!r} appeared; last screen:\n{screen}")
+        time.sleep(0.3)
+
+
 def test_gan_tui_in_tmux_on_mnist_t10k(tmp_path, mnist_root):
     session = f"gan-tui-test-{uuid.uuid4().hex[:8]}"
     command = (
@@ -71,7 +82,10 @@ def test_gan_tui_in_tmux_on_mnist_t10k(tmp_path, mnist_root):
         tmux("send-keys", "-t", session, "p")
         wait_for_screen(session, "exported grid")
         tmux("send-keys", "-t", session, "q")
-        wait_for_screen(session, "GAN-TUI-EXITED-0")
+        if "GAN-TUI-EXITED-" not in wait_for_any(session, ("GAN-TUI-EXITED-", "stop the run")):
+            tmux("send-keys", "-t", session, "Enter")  # the quit question's default: stop with a checkpoint
+        left = wait_for_screen(session, "GAN-TUI-EXITED-0")
+        assert "stopped at step" in left and "--resume" in left  # the leave note
     finally:
         subprocess.run(["tmux", "-L", SERVER, "kill-session", "-t", session], capture_output=True)
         _stop_detached(tmp_path / "tmux")
