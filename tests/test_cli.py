@@ -1,6 +1,7 @@
 """The command line: one-line refusals, headless runs, signals that save before exiting."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from tui_gan.cli import parse_options
+from tui_gan.formatting import gan_tui_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def gan_tui(*args, **kwargs):
+def gan_tui(*args, timeout=300, **kwargs):
     return subprocess.run(
-        [sys.executable, "-m", "tui_gan.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs
+        [sys.executable, "-m", "tui_gan.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
     )
 
 
@@ -45,10 +47,69 @@ def test_bad_values_exit_non_zero_with_one_line(args, needle):
     assert len(lines) == 1 and needle in lines[0], result.stderr
 
 
-def test_bad_dataset_path_fails_before_training(tmp_path):
-    result = gan_tui("--headless", "--dataset", str(tmp_path / "missing"), "--runs-dir", str(tmp_path))
-    assert result.returncode == 1
-    assert "does not exist" in result.stderr and "step 1/" not in result.stderr
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--dataset", "mnsit"], ["dataset: 'mnsit'", "did you mean mnist?", "mnist, fashion-mnist, kmnist, synthetic"]),
+        (["--dataset", "/nonexistent/digits"], ["that path does not exist"]),
+        (["--data-root", "/nonexistent/data"], ["data_root", "does not exist"]),
+    ],
+)
+def test_a_dataset_that_cannot_work_is_refused_before_anything_starts(tmp_path, args, needles):
+    result = gan_tui(*args, "--headless", "--runs-dir", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr
+    assert not any(tmp_path.iterdir())  # nothing was started or written
+
+
+def test_mistakes_are_answered_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from tui_gan.cli import main\n"
+        "assert main(['--dataset', 'mnsit']) == 2\n"
+        "assert main(['--lr-g', '-1']) == 2\n"
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def _fake_run(runs: Path, name: str, state: str, step: int, pid: int = 1) -> Path:
+    from engine.config import TrainConfig
+
+    folder = runs / name
+    folder.mkdir(parents=True)
+    TrainConfig(dataset="synthetic", steps=step).save(folder / "config.json")
+    (folder / "state.json").write_text(json.dumps({"state": state, "step": step, "pid": pid}))
+    return folder
+
+
+def test_resuming_a_finished_run_asks_for_more_steps(tmp_path):
+    run = _fake_run(tmp_path, "done", "finished", 500)
+    result = gan_tui("--headless", "--resume", str(run))
+    assert result.returncode == 2 and "pass --steps N (more than 500)" in result.stderr, result.stderr
+    result = gan_tui("--headless", "--resume", str(run), "--steps", "400")
+    assert result.returncode == 2 and "must be more than 500" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("how", [["--resume", "{run}"], ["--detach", "--run-name", "live"], ["--run-name", "live"],
+                                 ["--headless", "--run-name", "live"]])
+def test_a_second_trainer_on_a_live_run_is_refused_and_touches_nothing(tmp_path, how):
+    from engine.lock import RunLock
+
+    run = _fake_run(tmp_path, "live", "running", 70, pid=os.getpid())
+    (run / "control.sock").write_text("")  # stands for the live trainer's socket: it must survive
+    lock = RunLock.acquire(run)  # this test process plays the live trainer
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    try:
+        args = [a.format(run=run) for a in how]
+        result = gan_tui(*args, "--dataset", "synthetic", "--runs-dir", str(tmp_path), timeout=60)
+    finally:
+        lock.release()
+    assert result.returncode == 2, result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert f"process {os.getpid()}" in line and gan_tui_command("attach", run) in line
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 
 def test_headless_run_writes_the_run_folder(tmp_path, mnist_root):

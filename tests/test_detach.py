@@ -20,6 +20,7 @@ from engine.config import TrainConfig
 from engine.runs import RunDir
 from engine.server import SOCKET_NAME
 from tests.fakes import known_digits
+from tui_gan.formatting import gan_tui_command
 from tui_gan.runs_list import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def detach(tmp_path: Path, *extra: str) -> Path:
     )
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "d"
-    assert f"gan-tui attach {run}" in result.stdout
+    assert gan_tui_command("attach", run) in result.stdout  # a command that works from this shell
     return run
 
 
@@ -180,6 +181,18 @@ def test_kill_9_then_resume_loses_at_most_the_steps_since_the_last_checkpoint(tm
     lost = last_logged - last_ckpt
     assert 0 < lost < 100 and f"{lost} steps after the last checkpoint were lost" in result.stderr
     assert f"resuming at step {last_ckpt}" in result.stderr
+
+
+def test_detach_reports_a_trainer_that_dies_at_start_up_at_once(tmp_path):
+    empty = tmp_path / "no-images-here"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "tui_gan.cli", "--detach", "--dataset", str(empty), "--runs-dir", str(tmp_path / "runs"),
+         "--run-name", "bad"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "the training process ended at start-up" in result.stderr and str(empty) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_ls_reports_each_state(tmp_path):

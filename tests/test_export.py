@@ -77,3 +77,48 @@ def test_an_empty_run_says_what_is_missing(tmp_path):
     for export in (export_gif, export_grid, export_csv):
         with pytest.raises(ExportError, match="no (sample grids|metrics log)"):
             export(run)
+
+
+def test_grid_gif_and_csv_exports_never_import_torch(finished_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from tui_gan.cli import main\n"
+        "for what in ('grid', 'gif', 'csv'):\n"
+        "    assert main(['export', sys.argv[1], what, '--out', sys.argv[2] + '/x.' + what]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code, str(finished_run.path), str(tmp_path)], cwd=root, check=True, timeout=120)
+    with Image.open(tmp_path / "x.grid") as im:
+        assert im.size == (4 * 122, 4 * 122)
+
+
+def test_gif_frames_are_labelled_with_their_step(finished_run):
+    path, frames = export_gif(finished_run, scale=2)
+    steps = [step for step, _ in finished_run.sample_grids()]
+    bands = []
+    with Image.open(path) as im:
+        for i in range(frames):
+            im.seek(i)
+            frame = np.asarray(im.convert("L"))
+            band, picture = frame[:14], frame[14:]
+            assert band.max() > 0  # the label is drawn, in its own band above the digits
+            bands.append(band.tobytes())
+            assert picture.shape == (2 * 122, 2 * 122)
+    assert len(set(bands)) == len(steps) == frames  # each frame says a different step
+
+
+def test_csv_columns_are_fixed_whatever_the_first_record(finished_run, tmp_path):
+    from engine.export import CSV_COLUMNS
+
+    log = finished_run.metrics_path
+    log.write_text('{"type": "warning", "step": 0, "kind": "dataset", "message": "x", "zeta": 1}\n' + log.read_text())
+    path, _ = export_csv(finished_run, tmp_path / "m.csv")
+    with path.open() as f:
+        header = next(csv.reader(f))
+    assert tuple(header[: len(CSV_COLUMNS)]) == CSV_COLUMNS and header[len(CSV_COLUMNS):] == ["zeta"]
+    assert header[:5] == ["type", "step", "epoch", "d_loss", "g_loss"]

@@ -1,51 +1,22 @@
-"""`gan-tui`: command line -> TrainConfig -> the dashboard or headless training.
+"""`gan-tui`: command line -> a training process, and the dashboard or a progress line on it.
 
-Parsing imports nothing heavy (no torch), so `--help` and a bad flag answer at once, and the
-dashboard can draw its first frame before torch has loaded.
+The training always runs in a process of its own (see tui_gan/detach.py): plain `gan-tui` starts it
+and opens the dashboard attached to it, so a closed terminal, a dropped SSH session or a crashed
+viewer never stops training. `--headless` trains in this process with a progress line;
+`--detach` starts the trainer and returns. Parsing imports nothing heavy (no torch), so `--help`
+and every mistake answer at once, and the dashboard draws its first frame while the trainer loads.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from engine.config import DEVICES, LOSSES, PRESETS, ConfigError, TrainConfig
+from engine.config import ConfigError
+from tui_gan.options import Options, build_parser, parse_options
 
-# flag dest -> TrainConfig field, for the flags that map one to one
-_CONFIG_FLAGS = {
-    "dataset": "dataset",
-    "data_root": "data_root",
-    "preset": "preset",
-    "loss": "loss",
-    "steps": "steps",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr_g": "lr_g",
-    "lr_d": "lr_d",
-    "seed": "seed",
-    "device": "device",
-    "amp": "amp",
-    "quality_every": "quality_every",
-    "tensorboard": "tensorboard",
-}
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the command line asked for, validated."""
-
-    config: TrainConfig
-    runs_dir: Path
-    run_name: str | None
-    resume: str | None
-    headless: bool
-    ascii: bool
-    refresh_hz: float
-    detach: bool = False
-    serve: bool = False
+_IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run, after its dashboard closed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,120 +31,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_subcommand(args[0], args[1:])
     try:
-        options = parse_options(args)
+        options = parse_options(args)  # no numpy, no torch: a mistake is answered at once
     except ConfigError as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)
         return 2
-    if options.detach:
-        from tui_gan.detach import launch_detached
+    from tui_gan.detach import Refused, plan_run_dir
 
-        return launch_detached(options, args)
+    try:
+        # A live run is never touched: refused here, before anything is spawned or written.
+        run_dir = plan_run_dir(options, name_new_run=not options.headless)
+    except Refused as exc:
+        print(f"gan-tui: {exc}", file=sys.stderr)
+        return 2
     if options.headless:
         from tui_gan.headless import run_headless
 
         return run_headless(options)
+    assert run_dir is not None
+    if options.detach:
+        from tui_gan.detach import launch_detached
+
+        return launch_detached(options, args, run_dir)
+    if options.in_process:
+        return _run_in_process(options, run_dir)
+    return _run_dashboard(options, args, run_dir)
+
+
+def _run_dashboard(options: Options, argv: Sequence[str], run_dir: Path) -> int:
+    from tui_gan.detach import spawn_trainer
+
+    # The trainer first: its torch import runs while this process loads Textual and draws.
+    process, log_path = spawn_trainer(options, argv, run_dir)
     from tui_gan.app import GanApp
+    from tui_gan.socket_link import SocketEngine
+    from tui_gan.viewer import run_viewer
 
-    app = GanApp(options)
-    app.run()
-    return app.return_code if app.return_code is not None else app.exit_status
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used by the README's option table)."""
-    p = _Parser(
-        prog="gan-tui",
-        description="Train a GAN on MNIST-style digits and watch it in the terminal.",
-        epilog="Flags override the --config file. Runs are written to RUNS_DIR/RUN_NAME/. "
-        "Also: `gan-tui attach [RUN_DIR|latest]` opens the dashboard on a detached run, "
-        "`gan-tui ls` lists the runs, `gan-tui export RUN grid|gif|csv|samples` exports from one.",
-    )
-    p.add_argument("--config", metavar="FILE", help="JSON config file (a run's config.json works)")
-    p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding datasets (default: ~/.cache/gan-tui/datasets)")
-    p.add_argument("--preset", choices=PRESETS, help="architecture (default dcgan-small)")
-    p.add_argument("--loss", choices=LOSSES, help="objective (default bce)")
-    p.add_argument("--steps", type=_int, metavar="N", help="training steps")
-    p.add_argument("--epochs", type=_float, metavar="X", help="length in epochs (overrides --steps)")
-    p.add_argument("--batch-size", type=_int, metavar="N")
-    p.add_argument("--lr-g", type=_float, metavar="X", help="generator learning rate")
-    p.add_argument("--lr-d", type=_float, metavar="X", help="discriminator learning rate")
-    p.add_argument("--seed", type=_int, metavar="N")
-    p.add_argument("--device", choices=DEVICES, help="auto picks CUDA when present")
-    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: bf16 on CUDA, off on CPU)")
-    p.add_argument("--quality-every", type=_int, metavar="N",
-                   help="steps between sample-quality measurements through the dataset's classifier (default 1000; 0: off)")
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
-                   help="do not write the run folder as a TensorBoard log dir")
-    p.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run folders go (default ./runs)")
-    p.add_argument("--run-name", metavar="NAME", help="run folder name (default: date-dataset-preset)")
-    p.add_argument("--resume", metavar="RUN_DIR|latest", help="continue a run from its last checkpoint")
-    p.add_argument("--headless", action="store_true", help="train with a progress line instead of the dashboard")
-    p.add_argument("--detach", action="store_true",
-                   help="train in a background process that outlives the terminal; see `gan-tui attach` and `gan-tui ls`")
-    p.add_argument("--serve", action="store_true", help="with --headless: serve viewers on the run's control socket")
-    p.add_argument("--ascii", action="store_true", help="draw digits with an ASCII ramp instead of half-blocks")
-    p.add_argument("--refresh", type=_float, metavar="HZ", default=10.0, help="dashboard redraws per second (default 10)")
-    return p
+    engine = SocketEngine(run_dir, process, log_path)
+    return run_viewer(GanApp(options, engine=engine), engine, run_dir, options.runs_dir)
 
 
-def parse_options(argv: Sequence[str]) -> Options:
-    """Parse and validate; ConfigError (one line) for any bad value, before anything starts."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    base = _base_config(args)
-    overrides = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items() if getattr(args, flag) is not None}
-    data: dict[str, Any] = {**base, **overrides}
-    config = TrainConfig.from_dict(data)
-    if not 0.5 <= args.refresh <= 60:
-        raise ConfigError("refresh", args.refresh, "must be from 0.5 to 60 redraws per second")
-    return Options(
-        config=config,
-        runs_dir=Path(args.runs_dir),
-        run_name=args.run_name,
-        resume=args.resume,
-        headless=args.headless,
-        ascii=args.ascii,
-        refresh_hz=args.refresh,
-        detach=args.detach,
-        serve=args.serve,
-    )
+def _run_in_process(options: Options, run_dir: Path) -> int:
+    """`--in-process` (tests, debugging): the Runner on a thread here. A signal stops the run with a
+    checkpoint; the process waits for that checkpoint before it ends."""
+    from engine import events as ev
+    from tui_gan.app import GanApp
+    from tui_gan.engine_link import LocalEngine
+    from tui_gan.viewer import exit_app, exit_status, on_signals, print_leave_note
 
+    engine = LocalEngine(options.config, options.runs_dir, run_dir.name if not options.resume else None,
+                         str(run_dir) if options.resume else None)
+    app = GanApp(options, engine=engine)
 
-def _base_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The config file, else the resumed run's own config, else the defaults."""
-    if args.config:
-        return TrainConfig.load(args.config).to_dict()
-    if args.resume:
-        from engine.runs import RunError, resolve_run
+    def stop() -> None:
+        engine.send(ev.Stop(save=True))
+        exit_app(app)
 
-        try:
-            run = resolve_run(Path(args.runs_dir), args.resume)
-        except RunError as exc:
-            raise ConfigError("resume", args.resume, str(exc)) from None
-        return TrainConfig.load(run.config_path).to_dict()
-    return {}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (no usage block), exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def _int(text: str) -> int:
+    on_signals(stop)
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        app.run()
+    finally:
+        engine.send(ev.Stop(save=True))  # the run cannot outlive this process: end it with a checkpoint
+        engine.wait(_IN_PROCESS_SAVE_TIMEOUT_S)
+        print_leave_note(app, run_dir, options.runs_dir)
+    return exit_status(app)
 
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+__all__ = ["Options", "build_parser", "main", "parse_options"]
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from engine.runs import RunDir, RunError, resolve_run
-from engine.server import SOCKET_NAME
+from tui_gan.formatting import gan_tui_command
+from tui_gan.options import Parser
 
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
@@ -19,12 +21,13 @@ def run_subcommand(name: str, argv: Sequence[str]) -> int:
 def _export(argv: Sequence[str]) -> int:
     from engine import export
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="gan-tui export",
         description="Export from a run folder without opening the dashboard.",
         epilog="grid: the newest (or --step) sample grid as a PNG at --scale; gif: every saved grid as an "
-        "animated GIF; csv: metrics.jsonl as a CSV table; samples: --count single PNGs from a checkpoint "
-        "(--checkpoint latest, best or a step). Files go to RUN/exports/ unless --out is given.",
+        "animated GIF, each frame labelled with its step; csv: metrics.jsonl as a CSV table (fixed columns); "
+        "samples: --count single PNGs from a checkpoint (--checkpoint latest, best or a step). "
+        "Files go to RUN/exports/ unless --out is given.",
     )
     p.add_argument("run", metavar="RUN_DIR|latest")
     p.add_argument("what", choices=("grid", "gif", "csv", "samples"))
@@ -60,22 +63,29 @@ def _export(argv: Sequence[str]) -> int:
 def _ls(argv: Sequence[str]) -> int:
     from tui_gan.runs_list import format_table, list_runs
 
-    p = argparse.ArgumentParser(prog="gan-tui ls", description="List the runs in a runs folder.")
+    p = Parser(prog="gan-tui ls", description="List the runs in a runs folder, newest first.")
     p.add_argument("--runs-dir", default="runs", metavar="DIR")
     args = p.parse_args(argv)
     rows = list_runs(Path(args.runs_dir))
-    if not rows:
-        print(f"no runs in {args.runs_dir}")
-        return 0
-    print(format_table(rows))
+    # 100 columns when written to a file or a pipe; a terminal's own width when it is wider or narrower.
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+    text = format_table(rows, width) if rows else f"no runs in {args.runs_dir}"
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `gan-tui ls | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 def _attach(argv: Sequence[str]) -> int:
-    from tui_gan.cli import Options, parse_options
+    from engine.config import TrainConfig
+    from tui_gan.options import Options
     from tui_gan.runs_list import run_state
+    from tui_gan.socket_link import SocketEngine, socket_path
 
-    p = argparse.ArgumentParser(prog="gan-tui attach", description="Open the dashboard on a detached run.")
+    p = Parser(prog="gan-tui attach", description="Open the dashboard on a running run (it keeps training when you leave).")
     p.add_argument("run", nargs="?", default="latest", metavar="RUN_DIR|latest")
     p.add_argument("--runs-dir", default="runs", metavar="DIR")
     p.add_argument("--ascii", action="store_true")
@@ -84,21 +94,29 @@ def _attach(argv: Sequence[str]) -> int:
     try:
         run = _live_run(Path(args.runs_dir), args.run)
     except RunError as exc:
-        print(f"gan-tui: {exc}", file=sys.stderr)
-        return 2
-    state, _ = run_state(run)
-    if not (run.path / SOCKET_NAME).exists() or state == "interrupted":
-        print(f"gan-tui: {run.path} is {state}, not running; resume it with: gan-tui --resume {run.path}", file=sys.stderr)
+        starting = _starting(Path(args.runs_dir), args.run)
+        print(f"gan-tui: {starting or exc}", file=sys.stderr)
+        return 1 if starting else 2
+    state, pid = run_state(run)
+    if pid is not None and (state == "starting" or not socket_path(run.path).exists()):
+        print(f"gan-tui: {_starting_note(run.path, pid)}", file=sys.stderr)
+        return 1
+    if not socket_path(run.path).exists() or pid is None:
+        print(f"gan-tui: {run.path} is {state}, not running; resume it with: {gan_tui_command('--resume', run.path)}",
+              file=sys.stderr)
         return 1
     from tui_gan.app import GanApp
-    from tui_gan.socket_link import SocketEngine
+    from tui_gan.viewer import run_viewer
 
-    base = parse_options(["--config", str(run.config_path)])
-    options = Options(base.config, Path(args.runs_dir), run.path.name, str(run.path), headless=False,
+    try:
+        config = TrainConfig.load(run.config_path)
+    except (OSError, ValueError) as exc:
+        print(f"gan-tui: {run.config_path} is unreadable: {exc}", file=sys.stderr)
+        return 1
+    options = Options(config, Path(args.runs_dir), run.path.name, str(run.path), headless=False,
                       ascii=args.ascii, refresh_hz=args.refresh)
-    app = GanApp(options, engine=SocketEngine(run.path))
-    app.run()
-    return app.exit_status
+    engine = SocketEngine(run.path)
+    return run_viewer(GanApp(options, engine=engine), engine, run.path, Path(args.runs_dir))
 
 
 def _live_run(runs_dir: Path, spec: str) -> RunDir:
@@ -107,7 +125,29 @@ def _live_run(runs_dir: Path, spec: str) -> RunDir:
         return resolve_run(runs_dir, spec)
     from tui_gan.runs_list import run_state
 
-    live = [p for p in runs_dir.glob("*") if (p / SOCKET_NAME).exists() and run_state(RunDir(p))[1]] if runs_dir.is_dir() else []
+    live = []
+    if runs_dir.is_dir():
+        for path in runs_dir.iterdir():
+            if (path / "config.json").is_file() and run_state(RunDir(path))[1]:
+                live.append(path)
     if not live:
-        raise RunError(f"no live runs in {runs_dir}; `gan-tui ls` lists them, `gan-tui --detach` starts one")
+        raise RunError(f"no live runs in {runs_dir}; `{gan_tui_command('ls')}` lists them, "
+                       f"`{gan_tui_command('--detach')}` starts one")
     return RunDir.open(max(live, key=lambda p: p.stat().st_mtime))
+
+
+def _starting(runs_dir: Path, spec: str) -> str:
+    """A note when `spec` names a run whose trainer is still starting (no config.json yet), else ""."""
+    from tui_gan.runs_list import run_state
+
+    path = Path(spec).expanduser()
+    path = path if path.is_dir() else runs_dir / spec
+    if spec == "latest" or not (path / "train.log").is_file():
+        return ""
+    state, pid = run_state(RunDir(path))
+    return _starting_note(path, pid) if state == "starting" and pid else ""
+
+
+def _starting_note(run_dir: Path, pid: int) -> str:
+    return (f"run {run_dir} is starting (pid {pid}): it serves viewers once torch and its data have loaded; "
+            "try again in a few seconds")

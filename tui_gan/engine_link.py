@@ -1,8 +1,10 @@
 """How the dashboard reaches an engine: one small interface, so tests can swap in a fake.
 
-`LocalEngine` runs the engine's Runner in this process. The app calls `start` from a thread
-worker (importing torch takes seconds and must not hold up the first frame) and `send` from the UI
-thread; neither ever waits on training.
+The dashboard normally talks to a training process of its own over the run's control socket
+(`tui_gan.socket_link.SocketEngine`). `LocalEngine` runs the engine's Runner in this process instead
+(`--in-process`: tests and debugging); leaving such a dashboard stops the run. The app calls `start`
+from a thread worker (importing torch takes seconds and must not hold up the first frame) and `send`
+from the UI thread; neither ever waits on training.
 """
 
 from __future__ import annotations
@@ -27,9 +29,21 @@ class EngineLink(Protocol):
     def gpu_memory(self) -> str:
         """GPU memory in use, for the status bar ("" on the CPU)."""
 
+    # Optional, read with getattr by the app (a fake may leave them out):
+    #   owns_run: bool   this dashboard started the run, so quitting asks whether to stop it
+    #   attached: bool   a viewer opened with `gan-tui attach` (q detaches, X stops)
+    #   can_detach: bool the run can be left training when this dashboard quits (LocalEngine: no,
+    #                    it has no detach(); its run ends with a checkpoint when the process ends)
+    #   detach() -> None leave the run training and let go of it (SocketEngine)
+
 
 class LocalEngine:
-    """The engine in this process, on its own worker thread."""
+    """The engine in this process, on its own worker thread. It cannot outlive the dashboard."""
+
+    owns_run = True
+    attached = False
+    can_detach = False
+    remote = False
 
     def __init__(self, config: object, runs_dir: object, run_name: str | None, resume: str | None) -> None:
         self._args = (config, runs_dir, run_name, resume)
@@ -53,6 +67,11 @@ class LocalEngine:
             self._early.append(command)  # pressed before torch finished loading: applied first thing
         else:
             self._runner.submit(command)  # type: ignore[attr-defined]
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the run to end (its final checkpoint written); False on timeout or if never started."""
+        runner = self._runner
+        return bool(runner is not None and runner.join(timeout))  # type: ignore[attr-defined]
 
     def gpu_memory(self) -> str:
         trainer = getattr(self._runner, "trainer", None)

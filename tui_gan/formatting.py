@@ -16,3 +16,40 @@ def eta_seconds(step: int, total: int, elapsed_s: float) -> float | None:
     if step <= 0 or elapsed_s <= 0 or total <= step:
         return None
     return (total - step) * elapsed_s / step
+
+
+def format_age(seconds: float) -> str:
+    """How long ago, humanely: `now`, `45s`, `5m`, `2h`, `3d`."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s" if seconds >= 1 else "now"
+
+
+def gan_tui_command(*args: object) -> str:
+    """A `gan-tui ...` command line the user can paste: `uv run gan-tui ...` when gan-tui is not on
+    their PATH (launched through `uv run`, which puts the project's .venv/bin on PATH only for its
+    child), `python -m tui_gan.cli ...` when neither works."""
+    import shlex
+
+    return " ".join([*_gan_tui_prefix(), *(shlex.quote(str(a)) for a in args)])
+
+
+def _gan_tui_prefix() -> list[str]:
+    import os
+    import shutil
+    import sys
+
+    path = os.environ.get("PATH", "")
+    venv = os.environ.get("VIRTUAL_ENV")
+    under_uv = "UV_RUN_RECURSION_DEPTH" in os.environ
+    if under_uv and venv:
+        # uv run prepended the venv's bin folder; the user's own shell does not have it.
+        venv_bin = os.path.join(venv, "bin")
+        path = os.pathsep.join(p for p in path.split(os.pathsep) if os.path.abspath(p) != os.path.abspath(venv_bin))
+    if shutil.which("gan-tui", path=path):
+        return ["gan-tui"]
+    if under_uv:
+        return ["uv", "run", "gan-tui"]
+    return [sys.executable, "-m", "tui_gan.cli"]

@@ -1,13 +1,18 @@
-"""`gan-tui --headless`: the same run as the dashboard, shown as a progress line on stderr.
+"""`gan-tui --headless`: the training process. It shows the run as one live progress line on stderr
+(on a terminal: rewritten in place and never wider than the terminal; in a file or a pipe: a line
+every few seconds) and, with `--serve`, serves dashboards on the run's control socket (this is the
+process `gan-tui` and `gan-tui --detach` start).
 
 Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session) all ask the runner to stop, which saves a
-checkpoint first; a second Ctrl-C quits at once.
+checkpoint first; a second Ctrl-C quits at once. At the end it prints the run folder, the final
+figures and the commands to go on from there.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import sys
 import time
@@ -16,16 +21,36 @@ from typing import TYPE_CHECKING, TextIO
 
 from engine import events as ev
 from engine.server import SOCKET_NAME, ControlServer
-from tui_gan.formatting import eta_seconds, format_duration
+from tui_gan.formatting import eta_seconds, format_duration, gan_tui_command
+from tui_gan.options import Options
 
 if TYPE_CHECKING:
-    from tui_gan.cli import Options
+    from engine.runner import Runner
 
 _PLAIN_EVERY_S = 5.0  # without a terminal, one metrics line per this many seconds keeps logs readable
 
 
 def run_headless(options: Options) -> int:
     """Train until the run ends or a signal stops it. Exit status: 0 done or stopped, 1 failed."""
+    progress = ProgressLine(sys.stderr)
+    runners: list[Runner] = []
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not runners:  # still importing torch: nothing trained, nothing to save
+            progress.note(f"{signal.Signals(signum).name}: stopped before training started")
+            os._exit(0)
+        if stopping and signum == signal.SIGINT:
+            progress.note("second Ctrl-C: quitting without waiting for the checkpoint")
+            os._exit(130)
+        stopping.append(signum)
+        progress.note(f"{signal.Signals(signum).name}: saving a checkpoint and stopping...")
+        runners[0].submit(ev.Stop(save=True))
+
+    # Before the slow import: a Ctrl-C or a hang-up while torch loads ends quietly, not in a traceback.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    progress.note("importing torch...")  # also what a starting dashboard shows (it reads train.log)
     from engine.runner import QueueSink, Runner
 
     queue_sink = QueueSink()
@@ -40,19 +65,8 @@ def run_headless(options: Options) -> int:
         queue_sink(event)
 
     runner = Runner(options.config, sink, options.runs_dir, options.run_name, options.resume)
-    progress = ProgressLine(sys.stderr)
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if stopping and signum == signal.SIGINT:
-            progress.note("second Ctrl-C: quitting without waiting for the checkpoint")
-            os._exit(130)
-        stopping.append(signum)
-        progress.note(f"{signal.Signals(signum).name}: saving a checkpoint and stopping...")
-        runner.submit(ev.Stop(save=True))
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    runners.append(runner)
+    progress.note("loading the dataset and building the models...")
     runner.start()
     final: ev.RunFinished | None = None
     while final is None:
@@ -68,6 +82,7 @@ def run_headless(options: Options) -> int:
     runner.join()
     if server:
         server[0].close()
+    progress.summary(final)
     return 1 if final is None or final.state == ev.RunState.FAILED else 0
 
 
@@ -76,15 +91,22 @@ class ProgressLine:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        try:
+            self.tty = stream.isatty()
+        except (OSError, ValueError):
+            self.tty = False
         self.total = 0
         self.last_plain = 0.0
         self.line_open = False
+        self.run_dir = ""
+        self.last_metrics: ev.MetricsLogged | None = None
+        self.last_quality: ev.QualityMeasured | None = None
 
     def show(self, event: ev.Event) -> None:
         """Render one event."""
         if isinstance(event, ev.RunStarted):
             self.total = event.total_steps
+            self.run_dir = event.run_dir
             verb = f"resuming at step {event.step}" if event.resumed else "training"
             self.note(f"{verb} on {event.device_name} ({event.device}): {event.dataset}")
             self.note(f"run folder: {event.run_dir}")
@@ -100,6 +122,7 @@ class ProgressLine:
             self.note(f"quality judge: {event.accuracy:.1%} on {event.held_out:,} held-out images ({event.source}); "
                       f"Frechet floor {event.fd_floor:.2f} at n={event.n}")
         elif isinstance(event, ev.QualityMeasured):
+            self.last_quality = event
             self.note(f"quality at step {event.step}: FD {event.fd:.1f} (floor {event.fd_floor:.1f}), "
                       f"{event.classes_covered}/{len(event.class_hist)} classes, KL {event.kl_uniform:.3f}, "
                       f"confidence {event.confidence:.2f}, diversity {event.diversity:.2f}")
@@ -115,7 +138,32 @@ class ProgressLine:
             where = f" (traceback in {event.traceback_path})" if event.traceback_path else ""
             self.note(f"error at step {event.step}: {event.message}{where}")
         elif isinstance(event, ev.RunFinished):
-            self.note(f"{event.state.value} at step {event.step}; results in {event.run_dir}")
+            self.run_dir = event.run_dir or self.run_dir
+            self.note(f"{event.state.value} at step {event.step:,}")
+
+    def summary(self, final: ev.RunFinished | None) -> None:
+        """The closing lines: the run folder, its final figures, and the commands to go on."""
+        if not self.run_dir:
+            return
+        run_dir = self.run_dir
+        lines = [f"run folder: {run_dir}"]
+        m = self.last_metrics
+        if m is not None:
+            lines.append(f"  final: step {m.step:,}/{self.total:,}, D loss {m.d_loss:.3f}, G loss {m.g_loss:.3f}, "
+                         f"D(x) {m.d_real:.2f}, D(G(z)) {m.d_fake:.2f}, {format_duration(m.elapsed_s)} of training")
+        q = self.last_quality
+        if q is not None:
+            lines.append(f"  quality at step {q.step:,}: Frechet distance {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x its floor "
+                         f"{q.fd_floor:.1f}), {q.classes_covered}/{len(q.class_hist)} classes")
+        step = final.step if final is not None else (m.step if m else 0)
+        if final is not None and final.state == ev.RunState.FINISHED:
+            lines.append(f"  train further: {gan_tui_command('--resume', run_dir, '--steps', max(2 * step, step + 1))}")
+        else:
+            lines.append(f"  resume:  {gan_tui_command('--resume', run_dir)}")
+        lines.append(f"  export:  {gan_tui_command('export', run_dir, 'gif')}  (or grid, csv, samples)")
+        lines.append(f"  list:    {gan_tui_command('ls', '--runs-dir', Path(run_dir).parent)}")
+        for line in lines:
+            self.note(line)
 
     def note(self, text: str) -> None:
         """A line of its own, above the progress line."""
@@ -123,13 +171,20 @@ class ProgressLine:
         self.line_open = False
 
     def _metrics(self, m: ev.MetricsLogged) -> None:
-        line = format_metrics(m, self.total)
+        self.last_metrics = m
         if self.tty:
-            self._write("\r\x1b[2K" + line)
+            # One line that never wraps: a wrapped line cannot be rewritten with \r (each update would
+            # leave a copy behind). The width is read each time: the terminal may be resized.
+            width = shutil.get_terminal_size((80, 24)).columns
+            try:
+                width = os.get_terminal_size(self.stream.fileno()).columns
+            except (OSError, ValueError, AttributeError):
+                pass
+            self._write("\r\x1b[2K" + format_metrics(m, self.total, width - 1))
             self.line_open = True
         elif time.monotonic() - self.last_plain >= _PLAIN_EVERY_S or m.step >= self.total:
             self.last_plain = time.monotonic()
-            self._write(line + "\n")
+            self._write(format_metrics(m, self.total) + "\n")
 
     def _write(self, text: str) -> None:
         try:
@@ -139,14 +194,19 @@ class ProgressLine:
             pass  # the terminal went away (SIGHUP); training and saving go on regardless
 
 
-def format_metrics(m: ev.MetricsLogged, total: int, width: int = 20) -> str:
-    """`step 1200/10000 [####......] 12% | D 1.104 G 0.981 | D(x) 0.61 D(G(z)) 0.40 | 2,140 img/s | ETA 4:05`."""
+def format_metrics(m: ev.MetricsLogged, total: int, width: int | None = None) -> str:
+    """`step 1200/10000 [####......] 12% | D 1.104 G 0.981 | 2,140 img/s | ETA 4:05 | ...`, the most
+    useful figures first; with `width`, the bar shrinks and the tail is cut so the line fits."""
     frac = min(1.0, m.step / total) if total else 0.0
-    filled = int(frac * width)
-    bar = "#" * filled + "." * (width - filled)
     left = eta_seconds(m.step, total, m.elapsed_s) or 0.0
-    return (
-        f"step {m.step}/{total} [{bar}] {frac:4.0%} ep {m.epoch:.2f} | D {m.d_loss:.3f} G {m.g_loss:.3f} | "
-        f"D(x) {m.d_real:.2f} D(G(z)) {m.d_fake:.2f} | {m.images_per_s:,.0f} img/s | "
-        f"{format_duration(m.elapsed_s)} elapsed, ETA {format_duration(left)}"
-    )
+    head = f"step {m.step:,}/{total:,}"
+    tail = (f"{frac:4.0%} | D {m.d_loss:.3f} G {m.g_loss:.3f} | {m.images_per_s:,.0f} img/s | "
+            f"ETA {format_duration(left)} | ep {m.epoch:.2f} | D(x) {m.d_real:.2f} D(G(z)) {m.d_fake:.2f} | "
+            f"{format_duration(m.elapsed_s)} elapsed")
+    bar_width = 20
+    if width is not None and width < len(head) + len(tail) + bar_width + 4:
+        bar_width = max(0, min(20, (width - 60) // 2))  # a shorter bar, then the tail is cut
+    filled = int(frac * bar_width)
+    bar = f" [{'#' * filled}{'.' * (bar_width - filled)}]" if bar_width >= 5 else ""
+    line = f"{head}{bar} {tail}"
+    return line if width is None else line[: max(0, width)]

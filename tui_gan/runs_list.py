@@ -1,54 +1,87 @@
-"""`gan-tui ls`: the runs in a runs folder with their state, step, last losses, quality and age."""
+"""`gan-tui ls`: the runs in a runs folder with their state, step, quality, data, preset, lr and age.
+
+Reads only the run folders (no torch). A damaged file in one run never stops the listing: what
+cannot be read shows as `-`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from pathlib import Path
+from typing import Any
 
+from engine.config import NAMED_DATASETS
 from engine.runs import RunDir
-from tui_gan.formatting import format_duration
+from tui_gan.formatting import format_age
 
 _LIVE = ("starting", "running", "paused")
+_TAIL_BYTES = 16384  # the last losses and quality figures are at the end of a long log
+_HEAD_BYTES = 8192  # the dataset fallback note is among the first records
+_FALLBACK_NOTE = "embedded font digits"  # engine/data.py's fallback note says this
+_STARTING_RE = re.compile(r"^gan-tui: training process (\d+) starting at ", re.MULTILINE)
 
 
 def run_state(run: RunDir) -> tuple[str, int | None]:
-    """(state, pid): a live state whose process is gone reads as "interrupted"."""
+    """(state, pid): the pid only while a live process trains the run; a live state whose process is
+    gone reads as "interrupted"."""
+    from engine.lock import owner
+
     record = run.read_state()
     state = record.get("state", "unknown")
+    state = state if isinstance(state, str) else "unknown"
     pid = record.get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+    holder = owner(run.path)
+    if holder is not None:
+        # The folder's lock is exact. A state.json written by another process is a previous run's
+        # ("stopped" before a resume): the holder has not written its own yet.
+        if holder == pid:
+            return (state, holder) if state in _LIVE else (state, None)
+        return "starting", holder or None
+    launched = _starting_pid(run)
+    if launched is not None and launched != pid:
+        return "starting", launched
     if state in _LIVE:
-        if isinstance(pid, int) and _alive(pid):
+        if pid is not None and _alive(pid):
             return state, pid
         return "interrupted", None
     return state, None
 
 
-def list_runs(runs_dir: Path) -> list[dict[str, object]]:
+def starting_line(pid: int) -> str:
+    """The line a launcher writes to train.log when it starts a trainer (read back by `run_state`)."""
+    return f"gan-tui: training process {pid} starting at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+
+
+def last_step(run: RunDir) -> int:
+    """The newest step the run is known to have reached: its log's last record or its state.json."""
+    steps = [r.get("step") for r in _tail_records(run)]
+    steps.append(run.read_state().get("step"))
+    return max((s for s in steps if isinstance(s, int) and not isinstance(s, bool)), default=0)
+
+
+def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     """One row per run folder, newest first."""
     rows = []
-    folders = [p for p in runs_dir.iterdir() if (p / "config.json").is_file()] if runs_dir.is_dir() else []
+    try:
+        # A run just launched has only its train.log until its trainer has loaded torch.
+        folders = [p for p in runs_dir.iterdir() if (p / "config.json").is_file() or (p / "train.log").is_file()]
+    except OSError:
+        folders = []
     for folder in folders:
-        run = RunDir(folder)
-        state, pid = run_state(run)
-        records = _tail_records(run)
-        metrics = [r for r in records if r.get("type") == "metrics"]
-        last = metrics[-1] if metrics else {}
-        measured = [r for r in records if r.get("type") == "quality"]
-        mtime = max((p.stat().st_mtime for p in (run.metrics_path, run.config_path) if p.exists()), default=0.0)
-        rows.append({
-            "name": folder.name,
-            "state": f"{state} (pid {pid})" if pid else state,
-            "step": last.get("step", 0),
-            "d_loss": last.get("d_loss"),
-            "g_loss": last.get("g_loss"),
-            "quality": quality_summary(measured[-1]) if measured else "-",
-            "age_s": time.time() - mtime,
-        })
-    return sorted(rows, key=lambda r: r["age_s"])  # type: ignore[arg-type,return-value]
+        try:
+            rows.append(_row(RunDir(folder)))
+        except OSError as exc:  # unreadable folder: listed, with the reason
+            rows.append({"name": folder.name, "state": f"unreadable ({exc.strerror})", "pid": None, "step": 0,
+                         "d_loss": None, "g_loss": None, "quality": "-", "dataset": "-", "preset": "-",
+                         "lr": "-", "age_s": float("inf")})
+    return sorted(rows, key=lambda r: r["age_s"])
 
 
-def quality_summary(record: dict[str, object]) -> str:
+def quality_summary(record: dict[str, Any]) -> str:
     """`7.3x 10/10`: the last Frechet distance over its floor, and classes covered."""
     fd, floor, covered, hist = (record.get(k) for k in ("fd", "fd_floor", "classes_covered", "class_hist"))
     if not isinstance(fd, (int, float)) or not isinstance(floor, (int, float)) or floor <= 0:
@@ -57,43 +90,166 @@ def quality_summary(record: dict[str, object]) -> str:
     return f"{fd / floor:.1f}x{classes}"
 
 
-def format_table(rows: list[dict[str, object]]) -> str:
-    """The rows as an aligned text table."""
-    header = f"{'NAME':40} {'STATE':22} {'STEP':>9} {'D LOSS':>8} {'G LOSS':>8} {'FD/FLOOR CLS':>12} {'AGE':>9}"
-    lines = [header]
-    for r in rows:
-        d, g = (_number(r[k]) for k in ("d_loss", "g_loss"))
-        lines.append(
-            f"{str(r['name'])[:40]:40} {str(r['state'])[:22]:22} {int(r['step'] or 0):>9,} "  # type: ignore[call-overload]
-            f"{d:>8} {g:>8} {str(r['quality']):>12} {format_duration(float(r['age_s'])):>9}"  # type: ignore[arg-type]
-        )
+# (header, key, right-aligned)
+_COLUMNS = (("NAME", "name", False), ("STATE", "state", False), ("STEP", "step", True),
+            ("D LOSS", "d_loss", True), ("G LOSS", "g_loss", True), ("FD/FLR CLS", "quality", True),
+            ("DATASET", "dataset", False), ("PRESET", "preset", False), ("LR G/D", "lr", True), ("AGE", "age", True))
+
+
+def format_table(rows: list[dict[str, Any]], width: int = 100) -> str:
+    """The rows as an aligned table at most `width` columns wide: losses and pids show when there is
+    room, and overlong names are cut last."""
+    cells = [_cells(r) for r in rows]
+    plans = ((True, True), (False, True), (False, False))
+    for losses, pids in plans:
+        columns = [c for c in _COLUMNS if losses or c[1] not in ("d_loss", "g_loss")]
+        table = [{k: (v if pids or k != "state" else v.split(" (pid")[0]) for k, v in row.items()} for row in cells]
+        widths = {key: max([len(head)] + [len(row[key]) for row in table]) for head, key, _ in columns}
+        total = sum(widths.values()) + len(columns) - 1
+        if total <= width:
+            break
+    name_room = widths["name"] - max(0, total - width)
+    widths["name"] = max(len("NAME"), name_room)
+    lines = []
+    for row in [{key: head for head, key, _ in columns}, *table]:
+        parts = []
+        for _, key, right in columns:
+            text = row[key]
+            if len(text) > widths[key]:
+                text = text[: widths[key] - 1] + "~"
+            parts.append(text.rjust(widths[key]) if right else text.ljust(widths[key]))
+        lines.append(" ".join(parts).rstrip())
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ helpers
+def _row(run: RunDir) -> dict[str, Any]:
+    state, pid = run_state(run)
+    records = _tail_records(run)
+    metrics = [r for r in records if r.get("type") == "metrics"]
+    last = metrics[-1] if metrics else {}
+    measured = [r for r in records if r.get("type") == "quality"]
+    config = _read_json(run.config_path)
+    mtimes = []
+    for path in (run.metrics_path, run.config_path, run.state_path, run.path / "train.log"):
+        try:
+            mtimes.append(path.stat().st_mtime)
+        except OSError:
+            continue
+    if state == "unknown" and not run.config_path.is_file():
+        state = "start failed"  # its launcher's train.log says why
+    lr_g, lr_d = (last.get(k, config.get(k)) for k in ("lr_g", "lr_d"))
+    return {
+        "name": run.path.name,
+        "state": f"{state} (pid {pid})" if pid else state,
+        "pid": pid,
+        "step": last_step(run),
+        "d_loss": last.get("d_loss"),
+        "g_loss": last.get("g_loss"),
+        "quality": quality_summary(measured[-1]) if measured else "-",
+        "dataset": _dataset(run, config),
+        "preset": str(config.get("preset", "-")),
+        "lr": _lr(lr_g) if lr_g == lr_d else f"{_lr(lr_g)}/{_lr(lr_d)}",
+        "age_s": time.time() - max(mtimes, default=0.0),
+    }
+
+
+def _cells(row: dict[str, Any]) -> dict[str, str]:
+    step = row.get("step")
+    return {
+        "name": str(row["name"]),
+        "state": str(row["state"]),
+        "step": f"{step:,}" if isinstance(step, int) else "-",
+        "d_loss": _number(row.get("d_loss")),
+        "g_loss": _number(row.get("g_loss")),
+        "quality": str(row.get("quality", "-")),
+        "dataset": str(row.get("dataset", "-")),
+        "preset": str(row.get("preset", "-")),
+        "lr": str(row.get("lr", "-")),
+        "age": format_age(float(row["age_s"])) if row.get("age_s") != float("inf") else "-",
+    }
+
+
+def _dataset(run: RunDir, config: dict[str, Any]) -> str:
+    """The data the run really trains on: `synthetic` when a named dataset fell back to the font digits."""
+    name = config.get("dataset")
+    if not isinstance(name, str) or not name:
+        return "-"
+    if name not in NAMED_DATASETS:
+        return Path(name).name or name
+    if name != "synthetic" and any(r.get("type") == "warning" and r.get("kind") == "dataset"
+                                   and _FALLBACK_NOTE in str(r.get("message", "")) for r in _head_records(run)):
+        return "synthetic"
+    return name
+
+
+def _lr(value: object) -> str:
+    """`1e-3`, `2e-4`, `0.00015`: the shortest exact spelling."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    short = f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return short if float(short) == value and len(short) < len(f"{value:g}") else f"{value:g}"
+
+
 def _number(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
-def _tail_records(run: RunDir) -> list[dict[str, object]]:
-    # Only the end of a long log is needed for the last losses.
-    import json
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
-    if not run.metrics_path.is_file():
+
+def _tail_records(run: RunDir) -> list[dict[str, Any]]:
+    return _records(run.metrics_path, tail=True)
+
+
+def _head_records(run: RunDir) -> list[dict[str, Any]]:
+    return _records(run.metrics_path, tail=False)
+
+
+def _records(path: Path, tail: bool) -> list[dict[str, Any]]:
+    """The JSON objects among the first or last few KiB of a log; damaged lines are skipped."""
+    try:
+        with path.open("rb") as f:
+            if tail:
+                f.seek(0, os.SEEK_END)
+                start = max(0, f.tell() - _TAIL_BYTES)
+                f.seek(start)
+                lines = f.read().decode(errors="replace").splitlines()
+                lines = lines[1:] if start > 0 else lines  # the first line read from mid-file is partial
+            else:
+                lines = f.read(_HEAD_BYTES).decode(errors="replace").splitlines()
+    except OSError:
         return []
-    with run.metrics_path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        start = max(0, f.tell() - 16384)
-        f.seek(start)
-        lines = f.read().decode(errors="replace").splitlines()
-    if start > 0:
-        lines = lines[1:]  # the first line read from mid-file is partial
     out = []
     for line in lines:
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(record, dict):
+            out.append(record)
     return out
+
+
+def _starting_pid(run: RunDir) -> int | None:
+    """The pid of a trainer a launcher started that is alive but has not taken the folder's lock yet."""
+    try:
+        with (run.path / "train.log").open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _TAIL_BYTES))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = _STARTING_RE.findall(text)
+    if not found:
+        return None
+    pid = int(found[-1])
+    return pid if _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:
@@ -103,6 +259,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except OverflowError:
+        return False
     # A killed trainer whose parent has not reaped it yet is a zombie: dead for our purposes.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

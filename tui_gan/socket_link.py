@@ -1,14 +1,28 @@
-"""The dashboard's link to a training process in another process: its run folder's control socket."""
+"""The dashboard's link to a training process: its run folder's control socket.
+
+Every dashboard talks to its trainer this way, the one that launched it (`owns_run`) and any
+`gan-tui attach` viewer alike; only the quit question differs. The trainer lives in its own session,
+so nothing that happens to the viewer (a closed terminal, a crash, a signal) reaches it.
+"""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 from engine import events as ev
 from engine.protocol import ProtocolError, decode_event, encode_command, parse_line
-from engine.server import SOCKET_NAME
+from engine.server import socket_path
 from tui_gan.engine_link import Emit, Progress
+from tui_gan.formatting import gan_tui_command
+
+_CONNECT_POLL_S = 0.2
+_ATTACH_TIMEOUT_S = 10.0  # a run that has a socket file but does not answer (not a starting trainer)
 
 
 class AttachError(RuntimeError):
@@ -16,27 +30,61 @@ class AttachError(RuntimeError):
 
 
 class SocketEngine:
-    """Receives a detached run's events and sends it commands over its Unix socket."""
+    """Receives a training process's events and sends it commands over its Unix socket.
 
-    attached = True  # q detaches; the run's history comes from its folder
+    `process` is the trainer this dashboard just launched (it may still be importing torch): the link
+    then waits for its socket as long as the process lives, and reports the end of its log if it dies.
+    """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, process: subprocess.Popen[bytes] | None = None,
+                 log_path: Path | None = None) -> None:
         self.run_dir = run_dir
+        self.process = process
+        self.log_path = log_path
         self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._early: deque[ev.Command] = deque()
+        self._detached = False
         self._step = 0
+        self.finished = False
+        """True once the trainer said the run is over (RunFinished)."""
+
+    @property
+    def owns_run(self) -> bool:
+        """True when this dashboard launched the trainer (quitting asks: stop it, or leave it training)."""
+        return self.process is not None
+
+    @property
+    def attached(self) -> bool:
+        """True for a viewer opened with `gan-tui attach`: q detaches, X stops the run."""
+        return not self.owns_run
+
+    can_detach = True  # the trainer is its own process: leaving it training is always possible
+    remote = True  # the run's history is in its folder, not in this process: load it on RunStarted
 
     def start(self, emit: Emit, progress: Progress) -> None:
-        """Connect, then deliver events until the trainer closes the connection (runs on a worker)."""
-        progress(f"connecting to {self.run_dir / SOCKET_NAME}...")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        """Connect (waiting while a launched trainer starts) and deliver its events, on a thread of
+        the link's own: this returns at once, so a dashboard that quits never waits on the socket."""
+        threading.Thread(target=self._serve, args=(emit, progress), name="gan-tui-link", daemon=True).start()
+
+    def _serve(self, emit: Emit, progress: Progress) -> None:
         try:
-            sock.connect(str(self.run_dir / SOCKET_NAME))
-        except OSError as exc:
-            sock.close()
-            raise AttachError(f"no training process is serving {self.run_dir} ({exc.strerror}); "
-                              f"resume it with: gan-tui --resume {self.run_dir}") from None
-        self._sock = sock
-        finished = False
+            sock = self._connect(progress)
+        except AttachError as exc:
+            if not self._detached:
+                emit(ev.ErrorRaised(0, str(exc), ""))
+                state = ev.RunState.FAILED if self.process is not None else ev.RunState.INTERRUPTED
+                emit(ev.StateChanged(state, 0, str(exc)))
+                emit(ev.RunFinished(0, state, str(self.run_dir)))
+            return
+        with self._lock:
+            if self._detached:
+                sock.close()
+                return
+            self._sock = sock
+            early, self._early = list(self._early), deque()
+        for command in early:
+            self.send(command)
         buffer = b""
         while True:
             try:
@@ -50,35 +98,82 @@ class SocketEngine:
                 line, buffer = buffer.split(b"\n", 1)
                 event = self._event(line)
                 if event is not None:
-                    finished = finished or isinstance(event, ev.RunFinished)
+                    self.finished = self.finished or isinstance(event, ev.RunFinished)
                     emit(event)
-        if not finished:
+        if not self.finished and not self._detached:
+            resume = gan_tui_command("--resume", self.run_dir)
             emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; "
-                                  f"resume with: gan-tui --resume {self.run_dir}", "attach"))
+                                  f"resume with: {resume}", "attach"))
             emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
             emit(ev.RunFinished(self._step, ev.RunState.INTERRUPTED, str(self.run_dir)))
 
     def send(self, command: ev.Command) -> None:
-        """Send one command line (small, local: does not wait on training)."""
-        if self._sock is None:
-            return
+        """Send one command line (small, local: does not wait on training). Before the connection is
+        up it is queued, except a Stop to a trainer still starting: that one is a SIGTERM (which the
+        trainer answers by saving and stopping, or, still importing torch, by simply ending)."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                if isinstance(command, ev.Stop) and self.process is not None and self.process.poll() is None:
+                    self.process.send_signal(signal.SIGTERM)
+                else:
+                    self._early.append(command)
+                return
         try:
-            self._sock.sendall(encode_command(command))
+            sock.sendall(encode_command(command))
         except OSError:
             pass  # the reader sees the connection drop and says so
 
     def detach(self) -> None:
         """Close the connection; the run goes on."""
-        if self._sock is not None:
+        with self._lock:
+            self._detached = True
+            sock, self._sock = self._sock, None
+        if sock is not None:
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            self._sock.close()
-            self._sock = None
+            sock.close()
 
     def gpu_memory(self) -> str:
         return ""
+
+    # ---------------------------------------------------------------- helpers
+    def _connect(self, progress: Progress) -> socket.socket:
+        path = socket_path(self.run_dir)
+        started = time.monotonic()
+        last_note = ""
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+            if self._detached:
+                raise AttachError("left before the trainer was up")
+            if self.process is None:
+                if time.monotonic() - started > _ATTACH_TIMEOUT_S or not path.exists():
+                    raise AttachError(f"no training process is serving {self.run_dir} ({error.strerror}); "
+                                      f"resume it with: {gan_tui_command('--resume', self.run_dir)}")
+            elif self.process.poll() is not None:
+                said = [line for line in log_tail(self.log_path, 6) if not line.endswith("...")][-2:]
+                raise AttachError(f"the training process ended at start-up (exit {self.process.returncode}): "
+                                  f"{'; '.join(said) or 'no output'}")
+            note = self._starting_note(time.monotonic() - started)
+            if note != last_note:
+                progress(note)
+                last_note = note
+            time.sleep(_CONNECT_POLL_S)
+
+    def _starting_note(self, waited_s: float) -> str:
+        if self.process is None:
+            return f"connecting to {socket_path(self.run_dir)}..."
+        tail = log_tail(self.log_path, 1)
+        doing = tail[0] if tail else "importing torch"
+        return f"starting the training process (pid {self.process.pid}, {waited_s:.0f} s): {doing[:120]}"
 
     def _event(self, line: bytes) -> ev.Event | None:
         try:
@@ -92,3 +187,18 @@ class SocketEngine:
         if message.get("reply") == "error":
             return ev.WarningRaised(self._step, f"command refused: {message.get('message')}", "command")
         return None
+
+
+def log_tail(log_path: Path | None, lines: int = 3) -> list[str]:
+    """The last non-empty lines of a trainer's log (a progress line rewritten with \\r counts once)."""
+    if log_path is None:
+        return []
+    try:
+        with log_path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    out = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
+    return [line for line in out if line][-lines:]
