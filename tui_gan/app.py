@@ -28,7 +28,7 @@ from tui_gan.state import DashboardState
 from tui_gan.widgets.quality_panel import ALARM_TITLES
 
 if TYPE_CHECKING:
-    from tui_gan.cli import Options
+    from tui_gan.options import Options
 
 __all__ = ["EngineEvent", "GanApp"]
 
