@@ -7,6 +7,11 @@ runner's command queue, so a paused runner wakes for it). While a measurement is
 newer snapshot replaces an older waiting one; snapshots marked `keep` (a checkpoint's) are never
 dropped. The first task, training the judge when no cached one fits the data, takes a minute on a
 2-core CPU and a few seconds on a GPU; snapshots wait meanwhile.
+
+The worker is held to a share of the wall time (`share` for measurements, `judge_share` for
+training the judge) by resting in proportion to its own measured work (engine/schedule.py's
+DutyCycle): on a CPU the cores it leaves idle go to training. `accepting` tells the runner when a
+new snapshot would be measured soon, so it does not copy the generator for nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from engine import events as ev
 from engine.data import ImageData
 from engine.judge import JudgeCancelled, JudgeError, load_or_train
 from engine.quality import QualityReference
+from engine.schedule import DutyCycle
 
 Deliver = Callable[[ev.Event], None]
 
@@ -49,6 +55,8 @@ class QualityWorker:
         seed: int,
         deliver: Deliver,
         cache_dir: Path | None = None,
+        share: float = 1.0,
+        judge_share: float = 1.0,
     ) -> None:
         self._data = data
         self._device = device
@@ -66,6 +74,9 @@ class QualityWorker:
         self.generation = 0  # bumped by a rollback: results from before it are dropped
         self.reference: QualityReference | None = None
         self.failed = ""
+        self._wake = threading.Event()  # cuts a rest short (closing, or the run's last figures are awaited)
+        self._cycle = DutyCycle(share, sleep=self._wake.wait)
+        self._judge_cycle = DutyCycle(judge_share, sleep=self._wake.wait)
         self._thread = threading.Thread(target=self._run, name="gan-tui-quality", daemon=True)
 
     # ------------------------------------------------------------------ API
@@ -77,6 +88,12 @@ class QualityWorker:
     def ready(self) -> bool:
         """The judge and its reference are there: measurements are being taken."""
         return self.reference is not None
+
+    @property
+    def accepting(self) -> bool:
+        """Nothing queued, measured or rested on now: a snapshot submitted now is measured without waiting."""
+        with self._cond:
+            return not (self.failed or self._closed or self._jobs or self._busy)
 
     def submit(self, step: int, generator: nn.Module, keep: bool = False) -> None:
         """Queue a measurement of a copy of `generator` as it is now (the copy is made here).
@@ -105,7 +122,10 @@ class QualityWorker:
             self._jobs.clear()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until every queued measurement is delivered (or the judge failed); True if so."""
+        """Block until every queued measurement is delivered (or the judge failed); True if so. No more resting."""
+        self._cycle.hurry()
+        self._judge_cycle.hurry()
+        self._wake.set()
         with self._cond:
             return self._cond.wait_for(lambda: self.failed or (self.ready and not self._jobs and not self._busy), timeout)
 
@@ -115,13 +135,14 @@ class QualityWorker:
             self._closed = True
             self._jobs.clear()
             self._cond.notify_all()
+        self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     # ------------------------------------------------------------- the thread
     def _run(self) -> None:
         try:
-            judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=lambda: self._closed)
+            judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=self._judge_pace)
             reference = QualityReference.build(judge, self._data, self._samples)
         except JudgeCancelled:
             return
@@ -145,6 +166,7 @@ class QualityWorker:
                     return
                 job = self._jobs.popleft()
                 self._busy, self._busy_step = True, job.step
+            self._cycle.start()
             try:
                 result = self._measure(job)
             except Exception as exc:  # noqa: BLE001 - one failed measurement is reported, the next may work
@@ -153,9 +175,15 @@ class QualityWorker:
                 current = job.generation == self.generation
             if current:
                 self._deliver(result)
+            self._cycle.rest()  # still busy while resting: `accepting` stays false, so no snapshot is copied for nothing
             with self._cond:
                 self._busy, self._busy_step = False, -1
                 self._cond.notify_all()
+
+    def _judge_pace(self) -> bool:
+        """Called by the judge's training loop between batches: rest for the share, then say if closed."""
+        self._judge_cycle.rest()
+        return self._closed
 
     @torch.no_grad()
     def _measure(self, job: _Job) -> ev.QualityMeasured:

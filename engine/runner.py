@@ -33,14 +33,17 @@ from engine import events as ev
 from engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
+from engine.devices import configure_determinism, describe_failure, device_name, is_sticky_device_error, memory_reading
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
 from engine.runs import RunDir, RunError, resolve_run, write_grid_png
+from engine.schedule import Cadence
 from engine.trainer import Trainer, resolve_device
 
 Sink = Callable[[ev.Event], None]
 _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError)
 _QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
+_DEVICE_STATS_EVERY_S = 5.0  # GPU memory readings travel with metrics records at most this often
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Runner:
         self._last_fixed_grid: Any = None
         self._saved_step = -1
         self._done = False
+        # Side work by wall time with step bounds (engine/schedule.py); set up in setup() from the config.
+        self._cadence = _cadences(cfg)
 
     # ------------------------------------------------------------------ API
     def start(self) -> threading.Thread:
@@ -158,6 +163,7 @@ class Runner:
     def setup(self) -> None:
         """Load data, build or restore the trainer, open the run folder, post RunStarted."""
         device = resolve_device(self.cfg.device)
+        configure_determinism(self.cfg.deterministic)
         resumed_payload = None
         if self._resume:
             self.run = resolve_run(self._runs_dir, self._resume)
@@ -169,8 +175,9 @@ class Runner:
             check_compatible(saved_cfg, self.cfg, self.run.path)
         data = self._data or load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.seed)
         self.trainer = Trainer(self.cfg, data, device)
+        notes: list[str] = []
         if resumed_payload is not None and self.run is not None:
-            self.trainer.load_state_dict(resumed_payload["trainer"])
+            notes = self.trainer.load_state_dict(resumed_payload["trainer"])
             self.hparam_history = list(resumed_payload["hparam_history"])
             self._train_s = float(resumed_payload.get("train_s", 0.0))
             last = self.run.truncate_log(self.trainer.step)
@@ -187,7 +194,7 @@ class Runner:
                 run_dir=str(self.run.path),
                 config=self.cfg.to_dict(),
                 device=str(device),
-                device_name=_device_name(device),
+                device_name=device_name(device),
                 dataset=info.describe(),
                 dataset_note=info.note,
                 step=self.trainer.step,
@@ -197,11 +204,16 @@ class Runner:
         )
         if info.note:
             self._warn(info.note, "dataset")
+        for note in notes:
+            self._warn(note, "rng")
         self._set_state(ev.RunState.RUNNING)
+        self._cadence = _cadences(self.cfg, self.trainer.step)  # clocks start with training, not with loading
         self._post_fixed_samples()
+        self._post_device_stats(force=True)
         if self.cfg.quality_every:
             self.quality = QualityWorker(self.trainer.data, device, self.cfg.quality_samples, self.cfg.latent_dim,
-                                         self.cfg.seed, lambda e: self._commands.put(_Delivered(e)), self._judge_cache)
+                                         self.cfg.seed, lambda e: self._commands.put(_Delivered(e)), self._judge_cache,
+                                         share=self.cfg.quality_share, judge_share=self.cfg.judge_share)
             self.quality.start()
 
     def tick(self, block: bool = False) -> bool:
@@ -296,15 +308,18 @@ class Runner:
         self._interval_images += self.cfg.batch_size * self.cfg.d_steps
         if self._pending_steps > 0:
             self._pending_steps -= 1
-        step, cfg = trainer.step, self.cfg
+        step, due = trainer.step, self._cadence
         paused_for_nan = False
-        if step % cfg.log_every == 0 or self._pending_steps == 0 and self.state == ev.RunState.PAUSED:
+        if due["log"].due(step) or self._pending_steps == 0 and self.state == ev.RunState.PAUSED:
             paused_for_nan = not self._log_metrics()
-        if not paused_for_nan and step % cfg.sample_every == 0:
+        if not paused_for_nan and due["grid"].due(step):
             self._post_fixed_samples()
-        if not paused_for_nan and self.quality is not None and step % cfg.quality_every == 0:
+        if not paused_for_nan and self.quality is not None and due["quality"].due(step) and (
+            self.cfg.quality_share >= 1 or self.quality.accepting  # a busy or resting worker would drop the copy
+        ):
             self.quality.submit(step, trainer.sampler)
-        if not paused_for_nan and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            due["quality"].mark(step)
+        if not paused_for_nan and due["checkpoint"].due(step):
             if self._log_metrics():  # never checkpoint weights that went non-finite
                 self._save("periodic")
 
@@ -320,6 +335,7 @@ class Runner:
         self._train_s += interval
         rate = self._interval_images / interval if interval > 0 else 0.0
         self._start_interval()
+        self._cadence["log"].mark(trainer.step)
         metrics = ev.MetricsLogged(
             step=trainer.step,
             epoch=trainer.epoch,
@@ -333,9 +349,11 @@ class Runner:
             lr_d=self.cfg.lr_d,
             images_per_s=rate,
             elapsed_s=self._train_s,
+            amp_skipped=stats.skipped,
         )
         self.run.append_log({"type": "metrics", **dataclasses.asdict(metrics)})
         self._emit(metrics)
+        self._post_device_stats(force=False)
         self._alarms(self.health.on_metrics(metrics))
         if not stats.finite:
             self._pause(f"non-finite loss or gradient before step {trainer.step}")
@@ -348,6 +366,7 @@ class Runner:
         images = trainer.sample()
         path = self.run.save_grid(trainer.step, images)
         self._last_fixed_step, self._last_fixed_grid = trainer.step, images
+        self._cadence["grid"].mark(trainer.step)
         self._emit(ev.SamplesGenerated(trainer.step, images, fixed=True, path=str(path)))
 
     # ------------------------------------------------------- saving/exports
@@ -372,6 +391,7 @@ class Runner:
             self._warn(f"checkpoint at step {trainer.step} NOT saved: {exc.strerror or exc} ({path.parent})", "checkpoint")
             return False
         self._saved_step = trainer.step
+        self._cadence["checkpoint"].mark(trainer.step)
         self._remember_quality(trainer.step)
         self.run.prune_checkpoints(self.cfg.keep_checkpoints)
         self._emit(ev.CheckpointSaved(trainer.step, str(path), reason))
@@ -452,7 +472,15 @@ class Runner:
             return
         was_nonfinite = "nonfinite" in self.health.active
         from_step = trainer.step
-        trainer.load_state_dict(payload["trainer"])  # keeps the current live hyperparameters
+        try:
+            notes = trainer.load_state_dict(payload["trainer"])  # keeps the current live hyperparameters
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # the trainer put itself back as it was
+            self._warn(f"not rolled back: {path.name} could not be restored ({type(exc).__name__}: {exc})", "rollback")
+            return
+        for note in notes:
+            self._warn(note, "rng")
+        for cadence in self._cadence.values():
+            cadence.mark(trainer.step)
         self.hparam_history = list(payload["hparam_history"])
         self._train_s = float(payload.get("train_s", 0.0))
         self._pending_steps = 0
@@ -515,6 +543,15 @@ class Runner:
             self._log_metrics()
 
     def _fail(self, exc: BaseException, save: bool) -> None:
+        # A poisoned CUDA context raises again on any device call: no save, no finiteness check.
+        save = save and not is_sticky_device_error(exc)
+        explained = describe_failure(exc, self.cfg.batch_size)
+        saved = ""
+        if explained and save and self.trainer is not None:
+            # Out of memory: the weights are fine, so the checkpoint comes first and the message says where.
+            saved = self._save_after_failure()
+            save = False
+            explained += f" (checkpoint at step {self.trainer.step} saved)" if saved else " (no checkpoint could be saved)"
         text = "".join(traceback.format_exception(exc))
         where = ""
         if self.run is not None:
@@ -527,13 +564,34 @@ class Runner:
         step = self.trainer.step if self.trainer else 0
         # Errors the user can fix (a wrong path, a damaged checkpoint) read best without a type name.
         message = str(exc) if isinstance(exc, _USER_ERRORS) else f"{type(exc).__name__}: {exc}"
-        self._emit(ev.ErrorRaised(step, message, text, where))
-        if save and self.trainer is not None and _weights_finite(self.trainer):
-            self._save("error")
+        self._emit(ev.ErrorRaised(step, explained or message, text, where))
+        if save and self.trainer is not None:
+            self._save_after_failure()
         self._close_quality(wait=False)
         self._set_state(ev.RunState.FAILED, str(exc))
         self._done = True
         self._emit(ev.RunFinished(step, ev.RunState.FAILED, str(self.run.path) if self.run else ""))
+
+    def _save_after_failure(self) -> str:
+        """The 'error' checkpoint if the weights are finite; never raises (the final events must follow)."""
+        try:
+            if self.trainer is not None and _weights_finite(self.trainer) and self._save("error"):
+                return str(self.run.checkpoint_path(self.trainer.step)) if self.run else ""
+        except Exception as exc:  # noqa: BLE001 - a second failure while failing is reported, not raised
+            self._warn(f"no checkpoint after the error: {type(exc).__name__}: {exc}", "checkpoint")
+        return ""
+
+    def _post_device_stats(self, force: bool) -> None:
+        """GPU name and memory, so every viewer (attached ones too) can show them; nothing on the CPU."""
+        assert self.trainer is not None
+        if not (force or self._cadence["device"].due(self.trainer.step)):
+            return
+        reading = memory_reading(self.trainer.device)
+        if reading is None:
+            return
+        self._cadence["device"].mark(self.trainer.step)
+        self._emit(ev.DeviceStats(self.trainer.step, str(self.trainer.device), device_name(self.trainer.device),
+                                  reading.allocated_mb, reading.reserved_mb, reading.total_mb, reading.peak_mb))
 
     def _set_state(self, state: ev.RunState, reason: str = "") -> None:
         self.state = state
@@ -576,10 +634,19 @@ def _quality_record(q: ev.QualityMeasured) -> dict[str, Any]:
     return fields
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "CPU"
+def _cadences(cfg: TrainConfig, step: int = 0) -> dict[str, Cadence]:
+    """Each kind of side work's timetable: wall time with step bounds, or plain step counts (seconds 0)."""
+    cadences = {
+        "log": Cadence(cfg.log_every, cfg.log_every_s),
+        "grid": Cadence(cfg.sample_every, cfg.sample_every_s),
+        "checkpoint": Cadence(cfg.checkpoint_every, cfg.checkpoint_every_s),
+        # The step bound only: quality's time rule is the worker's share of the machine (see `accepting`).
+        "quality": Cadence(cfg.quality_every, 0.0 if cfg.quality_share >= 1 else 1e-9),
+        "device": Cadence(1, _DEVICE_STATS_EVERY_S),
+    }
+    for cadence in cadences.values():
+        cadence.mark(step)
+    return cadences
 
 
 def _weights_finite(trainer: Trainer) -> bool:
