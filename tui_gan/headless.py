@@ -149,4 +149,5 @@ def format_metrics(m: ev.MetricsLogged, total: int, width: int = 20) -> str:
         f"step {m.step}/{total} [{bar}] {frac:4.0%} ep {m.epoch:.2f} | D {m.d_loss:.3f} G {m.g_loss:.3f} | "
         f"D(x) {m.d_real:.2f} D(G(z)) {m.d_fake:.2f} | {m.images_per_s:,.0f} img/s | "
         f"{format_duration(m.elapsed_s)} elapsed, ETA {format_duration(left)}"
+        + (f" | {m.amp_skipped} fp16 steps skipped" if m.amp_skipped else "")  # the scaler finding its scale
     )
