@@ -17,6 +17,7 @@ new snapshot would be measured soon, so it does not copy the generator for nothi
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class QualityWorker:
         self.generation = 0  # bumped by a rollback: results from before it are dropped
         self.reference: QualityReference | None = None
         self.failed = ""
+        self._pace_judge_forward = False
         self._wake = threading.Event()  # cuts a rest short (closing, or the run's last figures are awaited)
         self._cycle = DutyCycle(share, sleep=self._wake.wait)
         self._judge_cycle = DutyCycle(judge_share, sleep=self._wake.wait)
@@ -141,9 +143,15 @@ class QualityWorker:
 
     # ------------------------------------------------------------- the thread
     def _run(self) -> None:
+        _lower_thread_priority()
         try:
             judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=self._judge_pace)
+            # Between the judge's chunks of images: stop promptly when closed (a daemon thread still inside
+            # torch when the process exits aborts it), and rest while readying, as while training it.
+            self._pace_judge_forward = True
+            judge.model.body.register_forward_pre_hook(self._between_chunks)
             reference = QualityReference.build(judge, self._data, self._samples)
+            self._pace_judge_forward = False
         except JudgeCancelled:
             return
         except JudgeError as exc:
@@ -159,6 +167,7 @@ class QualityWorker:
             self._cond.notify_all()
         self._deliver(ev.JudgeReady(judge.accuracy, len(judge.split.held_out), judge.source, judge.train_s,
                                     reference.n, reference.fd_floor))
+        self._judge_cycle.rest()  # loading the judge and the reference's features were work too
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or bool(self._jobs))
@@ -169,6 +178,8 @@ class QualityWorker:
             self._cycle.start()
             try:
                 result = self._measure(job)
+            except JudgeCancelled:
+                return
             except Exception as exc:  # noqa: BLE001 - one failed measurement is reported, the next may work
                 result = ev.WarningRaised(job.step, f"quality measurement at step {job.step} failed: {type(exc).__name__}: {exc}", "quality")
             with self._cond:
@@ -179,6 +190,12 @@ class QualityWorker:
             with self._cond:
                 self._busy, self._busy_step = False, -1
                 self._cond.notify_all()
+
+    def _between_chunks(self, _module: nn.Module, _inputs: object) -> None:
+        if self._closed:
+            raise JudgeCancelled("the run ended during a quality measurement")
+        if self._pace_judge_forward:
+            self._judge_cycle.rest()
 
     def _judge_pace(self) -> bool:
         """Called by the judge's training loop between batches: rest for the share, then say if closed."""
@@ -196,6 +213,15 @@ class QualityWorker:
             self.failed = message
             self._cond.notify_all()
         self._deliver(ev.WarningRaised(0, message, "quality"))
+
+
+def _lower_thread_priority(niceness: int = 10) -> None:
+    """Nice this thread (Linux schedules threads as tasks, so only it is affected): training wins any
+    contested core, while idle cores still serve quality work at full speed. Elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
 
 
 def _snapshot(generator: nn.Module) -> nn.Module:
