@@ -33,12 +33,19 @@ from engine import events as ev
 from engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
-from engine.devices import configure_determinism, describe_failure, device_name, is_sticky_device_error, memory_reading
+from engine.devices import (
+    configure_determinism,
+    describe_failure,
+    device_name,
+    is_sticky_device_error,
+    memory_reading,
+    resolve_device,
+)
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
 from engine.runs import RunDir, RunError, resolve_run, write_grid_png
 from engine.schedule import Cadence
-from engine.trainer import Trainer, resolve_device
+from engine.trainer import Trainer
 
 Sink = Callable[[ev.Event], None]
 _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError)

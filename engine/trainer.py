@@ -15,7 +15,7 @@ from torch import nn
 
 from engine.config import ConfigError, TrainConfig
 from engine.data import ImageData
-from engine.devices import amp_dtype_for, capability, resolve_device  # noqa: F401 - resolve_device re-exported
+from engine.devices import amp_dtype_for, capability
 from engine.losses import d_loss, d_probability, g_loss, gradient_penalty
 from engine.models import build_models
 
