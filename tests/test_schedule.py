@@ -119,3 +119,21 @@ def test_a_run_with_zero_budgets_keeps_exact_step_counts(make_runner):
     assert [e.step for e in events if isinstance(e, ev.MetricsLogged)] == [5, 10, 15, 20, 25, 30]
     saved = [(e.step, e.reason) for e in events if isinstance(e, ev.CheckpointSaved)]
     assert saved == [(15, "periodic"), (30, "periodic"), (30, "final")]
+
+
+def test_the_quality_worker_is_cancellable_between_chunks_and_accepts_only_when_idle(synthetic_data):
+    import torch
+    from torch import nn
+
+    from engine.evaluator import QualityWorker
+    from engine.judge import JudgeCancelled
+
+    worker = QualityWorker(synthetic_data, torch.device("cpu"), 100, 8, 0, lambda e: None, share=0.05)
+    assert worker.accepting
+    worker.submit(10, nn.Linear(8, 784))  # not started: the snapshot waits in the queue
+    assert not worker.accepting
+    worker._between_chunks(nn.Identity(), ())  # open: returns (and rests only while readying)
+    worker.close()
+    assert not worker.accepting
+    with pytest.raises(JudgeCancelled):
+        worker._between_chunks(nn.Identity(), ())  # a run that ended stops the judge at its next chunk
