@@ -133,7 +133,7 @@ def is_sticky_device_error(exc: BaseException) -> bool:
 def describe_failure(exc: BaseException, batch_size: int) -> str | None:
     """A one-line explanation for device failures a user can act on, or None for other errors."""
     if is_out_of_memory(exc):
-        return (f"the GPU ran out of memory at batch size {batch_size}; try --batch-size {max(1, batch_size // 2)} "
+        return (f"training ran out of memory at batch size {batch_size}; try --batch-size {max(1, batch_size // 2)} "
                 "(or a smaller preset), then --resume to continue this run")
     if is_sticky_device_error(exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
