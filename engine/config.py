@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 PRESETS = ("dcgan-small", "mlp-small", "mlp", "mlp-dropout", "dcgan")
 LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
 NAMED_DATASETS = ("mnist", "fashion-mnist", "kmnist", "synthetic")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+#: auto, cpu, cuda, or cuda:N for the N-th GPU (whether it exists is checked when the run starts).
+DEVICE_FORMAT = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,3})$")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 #: Hyperparameters that may change while a run goes on (the dashboard's form, SetHyperparams).
@@ -81,17 +84,28 @@ class TrainConfig:
     seed: int = 0
     """Seed for weights, batches and the fixed noise."""
     device: str = "auto"
-    """auto (CUDA when present), cpu or cuda."""
+    """auto (CUDA when present), cpu, cuda, or cuda:N for the N-th GPU."""
     amp: str = "auto"
-    """Mixed precision: auto (bf16 on CUDA, off on CPU), off, bf16, fp16 (CUDA only)."""
+    """Mixed precision: auto (bf16 on GPUs of compute capability 8.0+, fp16 on 7.x, else off; off on
+    the CPU), off, bf16, fp16 (CUDA only)."""
+    deterministic: bool = False
+    """Bitwise-reproducible GPU kernels (cuDNN and cuBLAS in fixed order); slower, so opt-in. The CPU
+    is reproducible without it."""
 
-    # --- cadence ---
+    # --- cadence: side work by wall time, bounded by steps (see engine/schedule.py) ---
     log_every: int = 20
-    """Steps between metrics records (the only host syncs of the hot loop)."""
-    sample_every: int = 200
-    """Steps between sample grids from the fixed noise."""
+    """Fewest steps between metrics records (the only host syncs of the hot loop)."""
+    log_every_s: float = 0.1
+    """Seconds between metrics records (0: a record exactly every log_every steps)."""
+    sample_every: int = 50
+    """Fewest steps between sample grids from the fixed noise."""
+    sample_every_s: float = 2.0
+    """Seconds between sample grids (0: a grid exactly every sample_every steps)."""
     checkpoint_every: int = 1000
-    """Steps between checkpoints (0: only on stop and on request)."""
+    """Fewest steps between periodic checkpoints (0: only on stop and on request)."""
+    checkpoint_every_s: float = 60.0
+    """Seconds between periodic checkpoints (0: exactly every checkpoint_every steps). A minute keeps
+    rollback targets inside a default CPU run and costs well under 1% of it."""
     keep_checkpoints: int = 3
     """How many periodic checkpoints to keep on disk."""
     num_samples: int = 64
@@ -101,8 +115,12 @@ class TrainConfig:
 
     # --- quality and health ---
     quality_every: int = 1000
-    """Steps between quality measurements through the dataset's classifier (0: off). One measurement of
-    1,000 samples costs 0.7 s of CPU (about 3% at the default preset's 25 ms steps), milliseconds on a GPU."""
+    """Fewest steps between quality measurements through the dataset's classifier (0: off). One
+    measurement of 1,000 samples costs 0.7 s of CPU, milliseconds on a GPU."""
+    quality_share: float = 0.05
+    """Most of the wall time the quality measurements may take (the worker rests in between; 1: no limit)."""
+    judge_share: float = 0.5
+    """Most of the wall time training the judge may take the first time a dataset is used (1: no limit)."""
     quality_samples: int = 1000
     """Generated (and real) images per quality measurement; capped at half the judge's held-out images."""
     alarm_window: int = 200
@@ -129,7 +147,10 @@ class TrainConfig:
         """Raise ConfigError for the first invalid field."""
         _choice("preset", self.preset, PRESETS)
         _choice("loss", self.loss, LOSSES)
-        _choice("device", self.device, DEVICES)
+        if not isinstance(self.device, str) or not DEVICE_FORMAT.match(self.device):
+            raise ConfigError("device", self.device, "use auto, cpu, cuda or cuda:N (N a GPU index)")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError("deterministic", self.deterministic, "must be true or false")
         _choice("amp", self.amp, AMP_MODES)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError("dataset", self.dataset, f"use one of {', '.join(NAMED_DATASETS)} or a path")
@@ -153,6 +174,10 @@ class TrainConfig:
         _int_range("log_every", self.log_every, 1, 10**9)
         _int_range("sample_every", self.sample_every, 1, 10**9)
         _int_range("checkpoint_every", self.checkpoint_every, 0, 10**9)
+        for name in ("log_every_s", "sample_every_s", "checkpoint_every_s"):
+            _number(name, getattr(self, name), 0.0, 1e6, "must be from 0 (count steps only) to 1e6 seconds")
+        _number("quality_share", self.quality_share, 0.001, 1.0, "must be above 0 and at most 1")
+        _number("judge_share", self.judge_share, 0.001, 1.0, "must be above 0 and at most 1")
         _int_range("keep_checkpoints", self.keep_checkpoints, 1, 1000)
         _int_range("num_samples", self.num_samples, 1, 1024)
         if not isinstance(self.tensorboard, bool):
@@ -165,7 +190,7 @@ class TrainConfig:
         _int_range("alarm_coverage_drop", self.alarm_coverage_drop, 1, 1000)
         _number("alarm_diversity_drop", self.alarm_diversity_drop, 0.0, 1.0, "must be from 0 to 1")
         _number("rollback_lr_scale", self.rollback_lr_scale, 1e-6, 1.0, "must be above 0 and at most 1")
-        if self.amp == "fp16" and self.device == "cpu":
+        if self.amp == "fp16" and self.device == "cpu":  # auto may still land on the CPU: the trainer refuses then
             raise ConfigError("amp", self.amp, "fp16 needs CUDA; use off or bf16 on the CPU")
 
     def with_hyperparams(self, **changes: Any) -> TrainConfig:

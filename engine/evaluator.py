@@ -7,11 +7,17 @@ runner's command queue, so a paused runner wakes for it). While a measurement is
 newer snapshot replaces an older waiting one; snapshots marked `keep` (a checkpoint's) are never
 dropped. The first task, training the judge when no cached one fits the data, takes a minute on a
 2-core CPU and a few seconds on a GPU; snapshots wait meanwhile.
+
+The worker is held to a share of the wall time (`share` for measurements, `judge_share` for
+training the judge) by resting in proportion to its own measured work (engine/schedule.py's
+DutyCycle): on a CPU the cores it leaves idle go to training. `accepting` tells the runner when a
+new snapshot would be measured soon, so it does not copy the generator for nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from engine import events as ev
 from engine.data import ImageData
 from engine.judge import JudgeCancelled, JudgeError, load_or_train
 from engine.quality import QualityReference
+from engine.schedule import DutyCycle
 
 Deliver = Callable[[ev.Event], None]
 
@@ -49,6 +56,8 @@ class QualityWorker:
         seed: int,
         deliver: Deliver,
         cache_dir: Path | None = None,
+        share: float = 1.0,
+        judge_share: float = 1.0,
     ) -> None:
         self._data = data
         self._device = device
@@ -66,6 +75,10 @@ class QualityWorker:
         self.generation = 0  # bumped by a rollback: results from before it are dropped
         self.reference: QualityReference | None = None
         self.failed = ""
+        self._pace_judge_forward = False
+        self._wake = threading.Event()  # cuts a rest short (closing, or the run's last figures are awaited)
+        self._cycle = DutyCycle(share, sleep=self._wake.wait)
+        self._judge_cycle = DutyCycle(judge_share, sleep=self._wake.wait)
         self._thread = threading.Thread(target=self._run, name="gan-tui-quality", daemon=True)
 
     # ------------------------------------------------------------------ API
@@ -77,6 +90,12 @@ class QualityWorker:
     def ready(self) -> bool:
         """The judge and its reference are there: measurements are being taken."""
         return self.reference is not None
+
+    @property
+    def accepting(self) -> bool:
+        """Nothing queued, measured or rested on now: a snapshot submitted now is measured without waiting."""
+        with self._cond:
+            return not (self.failed or self._closed or self._jobs or self._busy)
 
     def submit(self, step: int, generator: nn.Module, keep: bool = False) -> None:
         """Queue a measurement of a copy of `generator` as it is now (the copy is made here).
@@ -105,7 +124,10 @@ class QualityWorker:
             self._jobs.clear()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until every queued measurement is delivered (or the judge failed); True if so."""
+        """Block until every queued measurement is delivered (or the judge failed); True if so. No more resting."""
+        self._cycle.hurry()
+        self._judge_cycle.hurry()
+        self._wake.set()
         with self._cond:
             return self._cond.wait_for(lambda: self.failed or (self.ready and not self._jobs and not self._busy), timeout)
 
@@ -115,15 +137,22 @@ class QualityWorker:
             self._closed = True
             self._jobs.clear()
             self._cond.notify_all()
+        self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     # ------------------------------------------------------------- the thread
     def _run(self) -> None:
+        _lower_thread_priority()
         try:
-            judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=lambda: self._closed,
+            judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=self._judge_pace,
                                   progress=lambda k, n: self._deliver(ev.JudgeProgress(k, n)))
+            # Between the judge's chunks of images: stop promptly when closed (a daemon thread still inside
+            # torch when the process exits aborts it), and rest while readying, as while training it.
+            self._pace_judge_forward = True
+            judge.model.body.register_forward_pre_hook(self._between_chunks)
             reference = QualityReference.build(judge, self._data, self._samples)
+            self._pace_judge_forward = False
         except JudgeCancelled:
             return
         except JudgeError as exc:
@@ -139,6 +168,7 @@ class QualityWorker:
             self._cond.notify_all()
         self._deliver(ev.JudgeReady(judge.accuracy, len(judge.split.held_out), judge.source, judge.train_s,
                                     reference.n, reference.fd_floor))
+        self._judge_cycle.rest()  # loading the judge and the reference's features were work too
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or bool(self._jobs))
@@ -146,17 +176,32 @@ class QualityWorker:
                     return
                 job = self._jobs.popleft()
                 self._busy, self._busy_step = True, job.step
+            self._cycle.start()
             try:
                 result = self._measure(job)
+            except JudgeCancelled:
+                return
             except Exception as exc:  # noqa: BLE001 - one failed measurement is reported, the next may work
                 result = ev.WarningRaised(job.step, f"quality measurement at step {job.step} failed: {type(exc).__name__}: {exc}", "quality")
             with self._cond:
                 current = job.generation == self.generation
             if current:
                 self._deliver(result)
+            self._cycle.rest()  # still busy while resting: `accepting` stays false, so no snapshot is copied for nothing
             with self._cond:
                 self._busy, self._busy_step = False, -1
                 self._cond.notify_all()
+
+    def _between_chunks(self, _module: nn.Module, _inputs: object) -> None:
+        if self._closed:
+            raise JudgeCancelled("the run ended during a quality measurement")
+        if self._pace_judge_forward:
+            self._judge_cycle.rest()
+
+    def _judge_pace(self) -> bool:
+        """Called by the judge's training loop between batches: rest for the share, then say if closed."""
+        self._judge_cycle.rest()
+        return self._closed
 
     @torch.no_grad()
     def _measure(self, job: _Job) -> ev.QualityMeasured:
@@ -169,6 +214,15 @@ class QualityWorker:
             self.failed = message
             self._cond.notify_all()
         self._deliver(ev.WarningRaised(0, message, "quality"))
+
+
+def _lower_thread_priority(niceness: int = 10) -> None:
+    """Nice this thread (Linux schedules threads as tasks, so only it is affected): training wins any
+    contested core, while idle cores still serve quality work at full speed. Elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
 
 
 def _snapshot(generator: nn.Module) -> nn.Module:

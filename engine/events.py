@@ -58,6 +58,20 @@ class MetricsLogged:
     lr_d: float
     images_per_s: float
     elapsed_s: float
+    amp_skipped: int = 0  # steps whose update the fp16 GradScaler skipped (overflow: normal while it finds its scale)
+
+
+@dataclass(frozen=True)
+class DeviceStats:
+    """The GPU a run trains on and its memory in MiB; posted with metrics records, at most every few seconds."""
+
+    step: int
+    device: str  # "cuda:0"
+    name: str  # "NVIDIA H100 80GB HBM3"
+    memory_allocated_mb: float  # held by tensors now
+    memory_reserved_mb: float  # held by torch's caching allocator (what nvidia-smi shows, less the context)
+    memory_total_mb: float
+    memory_peak_mb: float  # the most tensors held at once since the run started
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,6 +231,7 @@ Event = Union[
     AlarmRaised,
     AlarmCleared,
     RolledBack,
+    DeviceStats,
 ]
 
 

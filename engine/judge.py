@@ -108,11 +108,12 @@ def new_classifier(num_classes: int, device: torch.device, generator: torch.Gene
     """A classifier initialised from `generator` (or left uninitialised for a state dict to fill).
 
     It is made on the meta device first so that nothing touches the process-wide RNG, which the
-    training thread owns: the judge is built on another thread while training runs.
+    training thread owns: the judge is built on another thread while training runs. The weights are
+    drawn on the generator's own device (a CPU generator cannot fill CUDA tensors), then moved.
     """
     with torch.device("meta"):
         model = Classifier(num_classes)
-    model = model.to_empty(device=device)
+    model = model.to_empty(device=generator.device if generator is not None else device)
     if generator is not None:
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -123,7 +124,7 @@ def new_classifier(num_classes: int, device: torch.device, generator: torch.Gene
                     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
             elif isinstance(module, nn.BatchNorm2d):
                 module.reset_parameters()  # ones and zeros: no RNG
-    return model
+    return model.to(device)
 
 
 def split_for(data: ImageData) -> JudgeSplit:

@@ -41,19 +41,29 @@ from engine import events as ev
 from engine.checkpoint import CheckpointError, check_compatible, encode_checkpoint, load_training_checkpoint
 from engine.config import ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
+from engine.devices import (
+    configure_determinism,
+    describe_failure,
+    device_name,
+    is_sticky_device_error,
+    memory_reading,
+    resolve_device,
+)
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
 from engine.journal import Journal, WriteNote, append_text, describe_error
 from engine.lock import RunLock, RunLocked
 from engine.runs import RunDir, RunError, export_target, log_line, resolve_run, write_grid_png
+from engine.schedule import Cadence
 from engine.tensorboard import TensorBoardLogger, open_tensorboard
-from engine.trainer import Trainer, resolve_device
+from engine.trainer import Trainer
 
 Sink = Callable[[ev.Event], None]
 _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError, RunLocked)
 _SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 0..2**64-1; the config's own limit is stricter
 _QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
 _END_FLUSH_S = 30.0  # at the end of a run, how long to wait for the disk to take the queued writes
+_DEVICE_STATS_EVERY_S = 5.0  # GPU memory readings travel with metrics records at most this often
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,8 @@ class Runner:
         self._saving_step = -1  # a checkpoint of this step is queued for the disk
         self._hp_generation = 0  # bumped by every hyperparameter change (a queued checkpoint may predate it)
         self._done = False
+        # Side work by wall time with step bounds (engine/schedule.py); set up in setup() from the config.
+        self._cadence = _cadences(cfg)
 
     # ------------------------------------------------------------------ API
     def start(self) -> threading.Thread:
@@ -209,6 +221,7 @@ class Runner:
     def setup(self) -> None:
         """Load data, build or restore the trainer, open the run folder, post RunStarted."""
         device = resolve_device(self.cfg.device)
+        configure_determinism(self.cfg.deterministic)
         resumed_payload = None
         skipped: list[str] = []
         # The folder's lock comes first: a second trainer on a live run must touch nothing of it.
@@ -223,8 +236,9 @@ class Runner:
             self._lock = RunLock.acquire(path)
         data = self._data or load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.seed)
         self.trainer = Trainer(self.cfg, data, device)
+        notes: list[str] = []
         if resumed_payload is not None and self.run is not None:
-            self.trainer.load_state_dict(resumed_payload["trainer"])
+            notes = self.trainer.load_state_dict(resumed_payload["trainer"])
             self.hparam_history = list(resumed_payload["hparam_history"])
             self._train_s = float(resumed_payload.get("train_s", 0.0))
             self._open_journal()
@@ -254,7 +268,7 @@ class Runner:
                 run_dir=str(self.run.path),
                 config=self.cfg.to_dict(),
                 device=str(device),
-                device_name=_device_name(device),
+                device_name=device_name(device),
                 dataset=info.describe(),
                 dataset_note=info.note,
                 step=self.trainer.step,
@@ -268,11 +282,16 @@ class Runner:
             self._warn(f"{problem}; resumed from an older checkpoint instead", "resume")
         if resumed_payload is not None and last > self.trainer.step:
             self._warn(f"resumed at step {self.trainer.step}: {last - self.trainer.step} steps after the last checkpoint were lost", "resume")
+        for note in notes:
+            self._warn(note, "rng")
         self._set_state(ev.RunState.RUNNING)
+        self._cadence = _cadences(self.cfg, self.trainer.step)  # clocks start with training, not with loading
         self._post_fixed_samples()
+        self._post_device_stats(force=True)
         if self.cfg.quality_every:
             self.quality = QualityWorker(self.trainer.data, device, self.cfg.quality_samples, self.cfg.latent_dim,
-                                         self.cfg.seed, lambda e: self._commands.put(_Delivered(e)), self._judge_cache)
+                                         self.cfg.seed, lambda e: self._commands.put(_Delivered(e)), self._judge_cache,
+                                         share=self.cfg.quality_share, judge_share=self.cfg.judge_share)
             self.quality.start()
 
     def tick(self, block: bool = False) -> bool:
@@ -382,15 +401,18 @@ class Runner:
         self._interval_images += self.cfg.batch_size * self.cfg.d_steps
         if self._pending_steps > 0:
             self._pending_steps -= 1
-        step, cfg = trainer.step, self.cfg
+        step, due = trainer.step, self._cadence
         paused_for_nan = False
-        if step % cfg.log_every == 0 or self._pending_steps == 0 and self.state == ev.RunState.PAUSED:
+        if due["log"].due(step) or self._pending_steps == 0 and self.state == ev.RunState.PAUSED:
             paused_for_nan = not self._log_metrics()
-        if not paused_for_nan and step % cfg.sample_every == 0:
+        if not paused_for_nan and due["grid"].due(step):
             self._post_fixed_samples()
-        if not paused_for_nan and self.quality is not None and step % cfg.quality_every == 0:
+        if not paused_for_nan and self.quality is not None and due["quality"].due(step) and (
+            self.cfg.quality_share >= 1 or self.quality.accepting  # a busy or resting worker would drop the copy
+        ):
             self.quality.submit(step, trainer.sampler)
-        if not paused_for_nan and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            due["quality"].mark(step)
+        if not paused_for_nan and due["checkpoint"].due(step):
             if self._log_metrics():  # never checkpoint weights that went non-finite
                 self._save("periodic")
 
@@ -406,6 +428,7 @@ class Runner:
         self._train_s += interval
         rate = self._interval_images / interval if interval > 0 else 0.0
         self._start_interval()
+        self._cadence["log"].mark(trainer.step)
         metrics = ev.MetricsLogged(
             step=trainer.step,
             epoch=trainer.epoch,
@@ -419,9 +442,11 @@ class Runner:
             lr_d=self.cfg.lr_d,
             images_per_s=rate,
             elapsed_s=self._train_s,
+            amp_skipped=stats.skipped,
         )
         self._append({"type": "metrics", **dataclasses.asdict(metrics)})
         self._emit(metrics)
+        self._post_device_stats(force=False)
         self._alarms(self.health.on_metrics(metrics))
         if not stats.finite:
             self._pause(f"non-finite loss or gradient before step {trainer.step}")
@@ -435,6 +460,7 @@ class Runner:
         step, path = trainer.step, self.run.grid_path(trainer.step)
         self._write("samples", lambda: write_grid_png(path, images), f"sample grid at step {step}")
         self._last_fixed_step, self._last_fixed_grid = trainer.step, images
+        self._cadence["grid"].mark(trainer.step)
         self._emit(ev.SamplesGenerated(trainer.step, images, fixed=True, path=str(path)))
 
     # ------------------------------------------------------- saving/exports
@@ -468,6 +494,7 @@ class Runner:
         generation = self._hp_generation
         self.journal.write(path, data, "checkpoint", what,
                            done=self._later(lambda ok, _e: self._checkpoint_written(step, path, reason, generation, ok)))
+        self._cadence["checkpoint"].mark(step)
         return True
 
     def _checkpoint_written(self, step: int, path: Path, reason: str, generation: int, ok: bool) -> None:
@@ -565,7 +592,7 @@ class Runner:
         live_cfg = self.cfg
         try:
             trainer.set_hyperparams(restored_cfg)
-            trainer.load_state_dict(payload["trainer"])
+            notes = trainer.load_state_dict(payload["trainer"])
         except Exception as exc:  # noqa: BLE001 - a checkpoint that loads but does not fit: undo, go on unchanged
             trainer.set_hyperparams(live_cfg)
             trainer.load_state_dict(backup)
@@ -577,6 +604,10 @@ class Runner:
         self.cfg = restored_cfg
         self.hparam_history = history
         self._train_s = train_s
+        for note in notes:
+            self._warn(note, "rng")
+        for cadence in self._cadence.values():
+            cadence.mark(trainer.step)
         self._pending_steps = 0
         if self.quality is not None:
             self.quality.invalidate()
@@ -669,6 +700,18 @@ class Runner:
         """Report a failure and end the run. Never raises: each part that fails again (a full disk, a
         broken device) becomes a warning and the rest still happens."""
         step = self._step()
+        # A poisoned CUDA context raises again on any device call: no save, no finiteness check.
+        save = save and not is_sticky_device_error(exc)
+        explained = ""
+        try:
+            explained = describe_failure(exc, self.cfg.batch_size) or ""
+        except Exception:  # noqa: BLE001 - the plain message below still says what happened
+            pass
+        if explained and save and self.trainer is not None:
+            # Out of memory: the weights are fine, so the checkpoint comes first and the message says where.
+            saved = self._save_after_failure()
+            save = False
+            explained += f" (checkpoint at step {step} saved)" if saved else " (no checkpoint could be saved)"
         text = "".join(traceback.format_exception(exc))
         where = ""
         if self.run is not None and self._lock is not None:  # never write into a folder this runner does not own
@@ -679,7 +722,7 @@ class Runner:
                 pass
         # Errors the user can fix (a wrong path, a damaged checkpoint) read best without a type name.
         message = str(exc) if isinstance(exc, _USER_ERRORS) else f"{type(exc).__name__}: {exc}"
-        self._emit(ev.ErrorRaised(step, message, text, where))
+        self._emit(ev.ErrorRaised(step, explained or message, text, where))
         if save and self.trainer is not None:
             self._quietly("saving a checkpoint after the error", lambda: _weights_finite(self.trainer) and self._save("error"))
         self._quietly("writing the run folder", self.settle)
@@ -692,6 +735,27 @@ class Runner:
             action()
         except Exception as exc:  # noqa: BLE001 - the failure path goes on whatever fails inside it
             self._emit(ev.WarningRaised(self._step(), f"{what} failed too: {describe_error(exc)}", "error"))
+
+    def _save_after_failure(self) -> str:
+        """The 'error' checkpoint if the weights are finite; never raises (the final events must follow)."""
+        try:
+            if self.trainer is not None and _weights_finite(self.trainer) and self._save("error"):
+                return str(self.run.checkpoint_path(self.trainer.step)) if self.run else ""
+        except Exception as exc:  # noqa: BLE001 - a second failure while failing is reported, not raised
+            self._warn(f"no checkpoint after the error: {type(exc).__name__}: {exc}", "checkpoint")
+        return ""
+
+    def _post_device_stats(self, force: bool) -> None:
+        """GPU name and memory, so every viewer (attached ones too) can show them; nothing on the CPU."""
+        assert self.trainer is not None
+        if not (force or self._cadence["device"].due(self.trainer.step)):
+            return
+        reading = memory_reading(self.trainer.device)
+        if reading is None:
+            return
+        self._cadence["device"].mark(self.trainer.step)
+        self._emit(ev.DeviceStats(self.trainer.step, str(self.trainer.device), device_name(self.trainer.device),
+                                  reading.allocated_mb, reading.reserved_mb, reading.total_mb, reading.peak_mb))
 
     def _set_state(self, state: ev.RunState, reason: str = "") -> None:
         self.state = state
@@ -795,10 +859,19 @@ def _quality_record(q: ev.QualityMeasured) -> dict[str, Any]:
     return fields
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "CPU"
+def _cadences(cfg: TrainConfig, step: int = 0) -> dict[str, Cadence]:
+    """Each kind of side work's timetable: wall time with step bounds, or plain step counts (seconds 0)."""
+    cadences = {
+        "log": Cadence(cfg.log_every, cfg.log_every_s),
+        "grid": Cadence(cfg.sample_every, cfg.sample_every_s),
+        "checkpoint": Cadence(cfg.checkpoint_every, cfg.checkpoint_every_s),
+        # The step bound only: quality's time rule is the worker's share of the machine (see `accepting`).
+        "quality": Cadence(cfg.quality_every, 0.0 if cfg.quality_share >= 1 else 1e-9),
+        "device": Cadence(1, _DEVICE_STATS_EVERY_S),
+    }
+    for cadence in cadences.values():
+        cadence.mark(step)
+    return cadences
 
 
 def _weights_finite(trainer: Trainer) -> bool:

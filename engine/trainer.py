@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,12 +15,16 @@ from torch import nn
 
 from engine.config import ConfigError, TrainConfig
 from engine.data import ImageData
+from engine.devices import amp_dtype_for, capability
 from engine.losses import d_loss, d_probability, g_loss, gradient_penalty
 from engine.models import build_models
 
 _EMA_EVERY = 4  # steps between updates of the generator's weight average
 # Order of the on-device running sums in Trainer._sums.
 _STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
+# With the fp16 GradScaler: steps whose D and G norms were finite (and so count in the means), skipped steps.
+_AMP_STAT_NAMES = ("norm_d_steps", "norm_g_steps", "skipped")
+_CPU_RNG_BYTES = 5056  # size of a CPU torch.Generator state (a CUDA one is 16 bytes)
 
 
 @dataclass(frozen=True)
@@ -34,26 +39,15 @@ class StepStats:
     grad_norm_g: float
     steps: int
     finite: bool
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", name, "torch sees no CUDA GPU here; use cpu or auto")
-    return torch.device(name)
+    skipped: int = 0
+    """Steps in which the fp16 GradScaler skipped an update (overflowed gradients; left out of the norms)."""
 
 
 def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision. 'auto' is bf16 on CUDA GPUs that have it, off on CPU."""
-    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    if cfg.amp == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+    """The autocast dtype for this run, or None for full precision (see devices.amp_dtype_for)."""
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp", cfg.amp, f"fp16 needs CUDA and this run trains on {device.type}; use off or bf16")
+    return amp_dtype_for(cfg.amp, device.type, capability(device))
 
 
 class Trainer:
@@ -89,6 +83,7 @@ class Trainer:
         # Real and fake must not share batch statistics, so a D with BatchNorm sees them apart.
         self._d_has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
         self._sums = torch.zeros(len(_STAT_NAMES), device=device)
+        self._amp_sums = torch.zeros(len(_AMP_STAT_NAMES), device=device)
         self._count = 0
 
     # ------------------------------------------------------------------ API
@@ -120,6 +115,8 @@ class Trainer:
             _skip_if_nonfinite(self.opt_d, grad_d, self.scaler)
             self.scaler.step(self.opt_d)
             self.scaler.update()
+            if self.scaler.is_enabled():
+                d_ok = torch.isfinite(grad_d) if i == 0 else d_ok & torch.isfinite(grad_d)
         self.images_seen += batch * cfg.d_steps
 
         self.D.requires_grad_(False)  # G's update needs D's input gradients only
@@ -136,6 +133,10 @@ class Trainer:
         self._update_ema()
 
         with torch.no_grad():
+            if self.scaler.is_enabled():
+                # A step the fp16 scaler skipped has inf gradients by design (that is how it finds its
+                # scale): it is counted and kept out of the norms, so it never reads as a divergence.
+                grad_d, grad_g = _count_skips(self._amp_sums, grad_d, grad_g, d_ok)
             self._sums += torch.stack(
                 [
                     loss_d.detach(),
@@ -163,15 +164,23 @@ class Trainer:
         """Means since the last call (one host sync), or None if no step ran since."""
         if self._count == 0:
             return None
-        values = (self._sums / self._count).tolist()  # the only sync of the hot loop
-        stats = StepStats(*values, steps=self._count, finite=all(np.isfinite(values)))
-        self._sums.zero_()
-        self._count = 0
+        skipped = 0
+        if self.scaler.is_enabled():
+            sums = torch.cat([self._sums, self._amp_sums]).tolist()  # the only sync of the hot loop
+            values, (norm_d_n, norm_g_n, skipped_f) = [v / self._count for v in sums[:4]], sums[6:]
+            # Norms average over the steps that were not skipped; none at all (the scale collapsed) is NaN.
+            values += [sums[4] / norm_d_n if norm_d_n else math.nan, sums[5] / norm_g_n if norm_g_n else math.nan]
+            skipped = int(round(skipped_f))
+        else:
+            values = (self._sums / self._count).tolist()  # the only sync of the hot loop
+        stats = StepStats(*values, steps=self._count, finite=all(np.isfinite(values)), skipped=skipped)
+        self.discard_stats()
         return stats
 
     def discard_stats(self) -> None:
         """Forget the running sums (after a rollback they describe weights that are gone)."""
         self._sums.zero_()
+        self._amp_sums.zero_()
         self._count = 0
 
     @torch.no_grad()
@@ -202,7 +211,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly; tensors and plain data only (weights_only loadable)."""
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batches": self.rng.get_state()}
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batches": self.rng.get_state(),
+                               "batches_device": self.device.type}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -218,8 +228,37 @@ class Trainer:
             "rng": rng,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from state_dict(); the config must already match (checked by the caller)."""
+    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+        """Restore from state_dict(); the config must already match (checked by the caller).
+
+        All or nothing: if any part fails to load, everything is put back as it was and the error
+        is raised. Returns notes for the user (a checkpoint from another device type, whose batch
+        RNG cannot be restored here, continues with batches reseeded deterministically).
+        """
+        batch_rng, notes = self._batch_rng_for(state)
+        before = copy.deepcopy(self.state_dict())
+        try:
+            self._restore(state, batch_rng)
+        except Exception:
+            self._restore(before, before["rng"]["batches"])
+            raise
+        return notes
+
+    def _batch_rng_for(self, state: dict[str, Any]) -> tuple[torch.Tensor | int, list[str]]:
+        """The saved batch-RNG state if this device's generator can take it, else a seed and a note."""
+        saved = state["rng"]["batches"]
+        saved_type = state["rng"].get("batches_device") or ("cpu" if saved.numel() == _CPU_RNG_BYTES else "cuda")
+        if saved_type == self.device.type and saved.numel() == self.rng.get_state().numel():
+            return saved, []
+        step = int(state["step"])
+        # Derived from the run's seed and the step only: resuming the same checkpoint twice draws the same batches.
+        seed = (self.cfg.seed * 1_000_003 + step) % 2**63
+        note = (f"the checkpoint at step {step} was written on {saved_type} and this run trains on {self.device.type}: "
+                f"its batch random-number state does not carry over, so batches were reseeded (seed {seed}) and "
+                "differ from the original run's from here on")
+        return seed, [note]
+
+    def _restore(self, state: dict[str, Any], batch_rng: torch.Tensor | int) -> None:
         self.G.load_state_dict(state["generator"])
         if self.G_ema is not None:
             self.G_ema.load_state_dict(state.get("generator_ema") or state["generator"])
@@ -233,9 +272,15 @@ class Trainer:
         self.images_seen = int(state["images_seen"])
         self.fixed_noise = state["fixed_noise"].to(self.device)
         torch.set_rng_state(state["rng"]["torch"])
-        self.rng.set_state(state["rng"]["batches"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        if isinstance(batch_rng, int):
+            self.rng.manual_seed(batch_rng)
+        else:
+            self.rng.set_state(batch_rng)
+        if self.device.type == "cuda":
+            if "cuda" in state["rng"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            else:  # saved on the CPU: dropout masks on this GPU start from the run's seed
+                torch.cuda.manual_seed(self.cfg.seed)
         self.discard_stats()
 
     # -------------------------------------------------------------- helpers
@@ -284,6 +329,15 @@ def _skip_if_nonfinite(opt: torch.optim.Optimizer, grad_norm: torch.Tensor, scal
     """
     if not scaler.is_enabled():
         opt.found_inf = (~torch.isfinite(grad_norm)).float()  # type: ignore[attr-defined]
+
+
+def _count_skips(
+    amp_sums: torch.Tensor, grad_d: torch.Tensor, grad_g: torch.Tensor, d_ok: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add a step's skip bookkeeping to `amp_sums` (on the device); the norms with skipped ones zeroed."""
+    g_ok = torch.isfinite(grad_g)
+    amp_sums += torch.stack([d_ok.float(), g_ok.float(), (~(d_ok & g_ok)).float()])
+    return torch.where(d_ok, grad_d, 0.0), torch.where(g_ok, grad_g, 0.0)
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor:

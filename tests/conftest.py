@@ -29,6 +29,12 @@ def tiny_config(**changes):
         num_samples=16,
         device="cpu",
         quality_every=0,  # the judge is tested on its own; tiny runs need no classifier
+        # Plain step counts (no wall-time budgets) and no throttling: tests see side work at known steps.
+        log_every_s=0.0,
+        sample_every_s=0.0,
+        checkpoint_every_s=0.0,
+        quality_share=1.0,
+        judge_share=1.0,
     )
     base.update(changes)
     return TrainConfig(**base)

@@ -23,6 +23,13 @@ from engine.config import LIVE_HYPERPARAMS, ConfigError, TrainConfig
         ("preset", "resnet"),
         ("loss", "kl"),
         ("device", "tpu"),
+        ("device", "cuda:"),
+        ("device", "cuda:a"),
+        ("deterministic", "yes"),
+        ("sample_every_s", -2.0),
+        ("checkpoint_every_s", math.inf),
+        ("quality_share", 0.0),
+        ("judge_share", 2.0),
         ("amp", "fp8"),
         ("steps", 0),
         ("latent_dim", True),
@@ -44,6 +51,14 @@ def test_invalid_values_are_refused_with_field_value_and_rule(field, value):
 def test_fp16_on_cpu_is_refused():
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         TrainConfig(device="cpu", amp="fp16")
+
+
+def test_cuda_n_and_deterministic_are_config_values():
+    cfg = TrainConfig(device="cuda:1", deterministic=True)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    # A run folder written before these fields existed still loads, with the defaults.
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("deterministic", "sample_every_s", "quality_share")}
+    assert TrainConfig.from_dict(old).deterministic is False
 
 
 def test_defaults_are_valid_and_round_trip_through_a_file(tmp_path):

@@ -58,7 +58,8 @@ def detach(tmp_path: Path, *extra: str) -> Path:
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"dataset": "synthetic", "preset": "mlp-small", "g_hidden": [32], "d_hidden": [32],
                                   "latent_dim": 8, "batch_size": 16, "steps": 10**8, "log_every": 10,
-                                  "sample_every": 50, "checkpoint_every": 100, "device": "cpu"}))
+                                  "sample_every": 50, "checkpoint_every": 100, "device": "cpu",
+                                  "log_every_s": 0, "sample_every_s": 0, "checkpoint_every_s": 0}))
     result = subprocess.run(
         [sys.executable, "-m", "tui_gan.cli", "--detach", "--config", str(config), "--runs-dir", str(tmp_path / "runs"),
          "--run-name", "d", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300,

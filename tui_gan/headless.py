@@ -202,7 +202,8 @@ def format_metrics(m: ev.MetricsLogged, total: int, width: int | None = None) ->
     head = f"step {m.step:,}/{total:,}"
     tail = (f"{frac:4.0%} | D {m.d_loss:.3f} G {m.g_loss:.3f} | {m.images_per_s:,.0f} img/s | "
             f"ETA {format_duration(left)} | ep {m.epoch:.2f} | D(x) {m.d_real:.2f} D(G(z)) {m.d_fake:.2f} | "
-            f"{format_duration(m.elapsed_s)} elapsed")
+            f"{format_duration(m.elapsed_s)} elapsed"
+            + (f" | {m.amp_skipped} fp16 steps skipped" if m.amp_skipped else ""))  # the scaler finding its scale
     bar_width = 20
     if width is not None and width < len(head) + len(tail) + bar_width + 4:
         bar_width = max(0, min(20, (width - 60) // 2))  # a shorter bar, then the tail is cut

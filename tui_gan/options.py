@@ -30,6 +30,7 @@ _CONFIG_FLAGS = {
     "seed": "seed",
     "device": "device",
     "amp": "amp",
+    "deterministic": "deterministic",
     "quality_every": "quality_every",
     "tensorboard": "tensorboard",
 }
@@ -73,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-g", type=_float, metavar="X", help="generator learning rate")
     p.add_argument("--lr-d", type=_float, metavar="X", help="discriminator learning rate")
     p.add_argument("--seed", type=_int, metavar="N")
-    p.add_argument("--device", choices=DEVICES, help="auto picks CUDA when present")
-    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: bf16 on CUDA, off on CPU)")
+    p.add_argument("--device", metavar="auto|cpu|cuda|cuda:N", help="auto picks CUDA when present; cuda:N the N-th GPU")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="bitwise-reproducible GPU kernels (slower; the CPU is reproducible without it)")
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
+                   help="mixed precision (auto: bf16 on GPUs of compute capability 8.0+, fp16 on 7.x, off on the CPU)")
     p.add_argument("--quality-every", type=_int, metavar="N",
                    help="steps between sample-quality measurements through the dataset's classifier (default 1000; 0: off)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,

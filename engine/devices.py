@@ -1,0 +1,142 @@
+"""The training device: which one, what precision it does well, what it holds, and what its errors mean.
+
+Pure decisions (`amp_dtype_for`, `parse_device`) take plain values so they can be tested on any
+machine; the functions that ask torch about a real GPU are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from engine.config import DEVICE_FORMAT, ConfigError
+
+# Compute capabilities: bf16 tensor cores arrived with Ampere (8.0); fp16 ones with Volta (7.0).
+# Older cards emulate bf16 slowly and have slow fp16, so there full precision is the faster choice.
+_BF16_FROM = (8, 0)
+_FP16_FROM = (7, 0)
+# Phrases of CUDA errors after which the context is unusable: every later CUDA call fails too.
+_STICKY = ("illegal memory access", "device-side assert", "illegal instruction", "unspecified launch failure",
+           "misaligned address", "an illegal", "CUDA error: unknown error", "uncorrectable ECC")
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """GPU memory in MiB: what tensors hold, what the caching allocator reserved, the card's total."""
+
+    allocated_mb: float
+    reserved_mb: float
+    total_mb: float
+    peak_mb: float
+
+
+# ------------------------------------------------------------------ choice
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config value: 'auto' picks CUDA when present; a missing GPU is a ConfigError."""
+    if not DEVICE_FORMAT.match(name):
+        raise ConfigError("device", name, "use auto, cpu, cuda or cuda:N (N a GPU index)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError("device", name, "torch sees no CUDA GPU here; use cpu or auto")
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= count:
+        seen = ", ".join(f"cuda:{i}" for i in range(count))
+        raise ConfigError("device", name, f"torch sees {count} CUDA GPU{'s' if count > 1 else ''} here ({seen})")
+    return torch.device("cuda", index)
+
+
+def amp_dtype_for(amp: str, device_type: str, capability: tuple[int, int] | None) -> torch.dtype | None:
+    """The autocast dtype for an amp setting on a device (None: full precision). Pure.
+
+    auto: bf16 on CUDA GPUs of compute capability 8.0 and up, fp16 on 7.x, off on older ones and on
+    the CPU. An explicit bf16 or fp16 is honoured as asked.
+    """
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device_type != "cuda" or capability is None:
+        return None
+    if capability >= _BF16_FROM:
+        return torch.bfloat16
+    if capability >= _FP16_FROM:
+        return torch.float16
+    return None
+
+
+def capability(device: torch.device) -> tuple[int, int] | None:
+    """The chosen GPU's compute capability (not the current device's); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return (major, minor)
+
+
+def device_name(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3', or 'CPU'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "CPU"
+
+
+def configure_determinism(enabled: bool) -> None:
+    """Bitwise-reproducible kernels (opt-in: some are slower, and ops without one raise at once)."""
+    if not enabled:
+        return
+    # cuBLAS needs a fixed workspace to reduce in a fixed order; it reads this when it starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+# ---------------------------------------------------------------- readings
+def memory_reading(device: torch.device) -> MemoryReading | None:
+    """The GPU's memory now, or None off CUDA (no host sync: these are the allocator's counters)."""
+    if device.type != "cuda":
+        return None
+    mib = 1024.0 * 1024.0
+    total = torch.cuda.get_device_properties(device).total_memory
+    return MemoryReading(
+        allocated_mb=torch.cuda.memory_allocated(device) / mib,
+        reserved_mb=torch.cuda.memory_reserved(device) / mib,
+        total_mb=total / mib,
+        peak_mb=torch.cuda.max_memory_allocated(device) / mib,
+    )
+
+
+# ------------------------------------------------------------------ errors
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA (or other accelerator) allocation failure."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def is_sticky_device_error(exc: BaseException) -> bool:
+    """A CUDA error that poisons the context: saving or sampling afterwards would raise again."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("CUDA error" in text or ("CUDA" in text and any(p in text for p in _STICKY)))
+
+
+def describe_failure(exc: BaseException, batch_size: int) -> str | None:
+    """A one-line explanation for device failures a user can act on, or None for other errors."""
+    if is_out_of_memory(exc):
+        return (f"training ran out of memory at batch size {batch_size}; try --batch-size {max(1, batch_size // 2)} "
+                "(or a smaller preset), then --resume to continue this run")
+    if is_sticky_device_error(exc):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (f"the GPU reported an unrecoverable error ({first[:160]}); this process cannot use it any more. "
+                "Resume from the last checkpoint in a new process (--resume)")
+    return None

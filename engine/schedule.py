@@ -1,0 +1,100 @@
+"""When side work runs: by wall time with step bounds, and at most a share of the machine.
+
+A step takes 25 ms on a 2-core CPU and well under 1 ms on a GPU, so side work counted in steps
+alone (a grid every 200 steps) is either too rare on one or many times a second on the other.
+Here every kind of side work has one rule:
+
+    due when at least `steps` steps AND at least `seconds` seconds have passed since the last one
+
+("a grid every 2 s, but no more often than every 50 steps"). With `seconds` 0 the rule is the
+plain step count of old, aligned to multiples of `steps` (tests and reproducible runs use it).
+
+`DutyCycle` holds a background worker to a share of the wall time: after each piece of work it
+rests (work time) x (1 - share) / share. Resting is measured, not guessed, so it adapts to the
+machine; and it costs the training thread nothing (no `torch.set_num_threads`, which is
+process-wide).
+
+Both take an injectable clock (and sleep) so they are tested with a fake one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+Clock = Callable[[], float]
+
+
+class Cadence:
+    """One kind of side work's timetable: `due(step)` asks, `mark(step)` records that it ran."""
+
+    def __init__(self, steps: int, seconds: float, clock: Clock = time.monotonic) -> None:
+        self.steps = steps
+        self.seconds = seconds
+        self._clock = clock
+        self._last_step = 0
+        self._last_time = clock()
+
+    def due(self, step: int) -> bool:
+        """Whether the work should run after `step` (a pure read: nothing changes until mark)."""
+        if self.steps <= 0:
+            return False  # off (checkpoint_every 0)
+        if self.seconds <= 0:
+            return step % self.steps == 0
+        if step - self._last_step < self.steps:
+            return False
+        return self._clock() - self._last_time >= self.seconds
+
+    def mark(self, step: int) -> None:
+        """The work ran at `step` (also after a run-time jump: resume, rollback, a request)."""
+        self._last_step = step
+        self._last_time = self._clock()
+
+    def seconds_since(self) -> float:
+        """Wall time since the work last ran."""
+        return self._clock() - self._last_time
+
+
+class DutyCycle:
+    """Keeps one thread's work to `share` of the wall time by resting after each piece of it.
+
+        cycle = DutyCycle(0.05)
+        while work:
+            do_one_piece()
+            cycle.rest()          # sleeps 19x the time do_one_piece took
+
+    `rest` measures the work since the end of the last rest; `hurry()` makes rests return at once
+    (at the end of a run, when the last figures should land quickly).
+    """
+
+    def __init__(self, share: float, clock: Clock = time.perf_counter, sleep: Callable[[float], object] = time.sleep,
+                 max_rest_s: float = 60.0) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be above 0 and at most 1, got {share}")
+        self.share = share
+        self._clock = clock
+        self._sleep = sleep
+        self._max_rest_s = max_rest_s
+        self._hurry = False
+        self._since = clock()
+        self.busy_s = 0.0  # total work measured
+        self.rested_s = 0.0  # total rest asked for
+
+    def start(self) -> None:
+        """Work starts now (time before this, waiting for a job, is not work)."""
+        self._since = self._clock()
+
+    def rest(self) -> float:
+        """Sleep in proportion to the work since start() or the last rest; returns the seconds asked."""
+        busy = max(0.0, self._clock() - self._since)
+        self.busy_s += busy
+        wait = 0.0 if self._hurry else min(self._max_rest_s, busy * (1.0 - self.share) / self.share)
+        if wait > 0:
+            self.rested_s += wait
+            self._sleep(wait)
+        self._since = self._clock()
+        return wait
+
+    def hurry(self) -> None:
+        """No more resting (the run is ending)."""
+        self._hurry = True
