@@ -472,11 +472,13 @@ class Runner:
             return False
         step = trainer.step
         path = self.run.checkpoint_path(step)
+        if self._saving_step == step:
+            if reason not in ("final", "stop", "error"):
+                return True  # already on its way to the disk; its CheckpointSaved will come
+            self.settle()  # the run is ending: let the queued one land, then it serves as this save too
         if self._saved_step == step and path.is_file():
             self._emit(ev.CheckpointSaved(step, str(path), reason))  # nothing changed since
             return True
-        if self._saving_step == step:
-            return True  # already on its way to the disk; its CheckpointSaved will come
         payload = {
             "config": self.cfg.to_dict(),
             "trainer": trainer.state_dict(),
@@ -709,7 +711,9 @@ class Runner:
             pass
         if explained and save and self.trainer is not None:
             # Out of memory: the weights are fine, so the checkpoint comes first and the message says where.
-            saved = self._save_after_failure()
+            self._save_after_failure()
+            self._quietly("writing the checkpoint", self.settle)  # on disk before the message says so
+            saved = self.run is not None and self.run.checkpoint_path(step).is_file()
             save = False
             explained += f" (checkpoint at step {step} saved)" if saved else " (no checkpoint could be saved)"
         text = "".join(traceback.format_exception(exc))
@@ -724,7 +728,7 @@ class Runner:
         message = str(exc) if isinstance(exc, _USER_ERRORS) else f"{type(exc).__name__}: {exc}"
         self._emit(ev.ErrorRaised(step, explained or message, text, where))
         if save and self.trainer is not None:
-            self._quietly("saving a checkpoint after the error", lambda: _weights_finite(self.trainer) and self._save("error"))
+            self._save_after_failure()
         self._quietly("writing the run folder", self.settle)
         self._quietly("stopping the quality worker", lambda: self._close_quality(wait=False))
         self._quietly("recording the failure", lambda: self._set_state(ev.RunState.FAILED, str(exc)))

@@ -35,6 +35,7 @@ def tiny_config(**changes):
         checkpoint_every_s=0.0,
         quality_share=1.0,
         judge_share=1.0,
+        tensorboard=False,  # its own tests turn it on; elsewhere its writer thread only costs time
     )
     base.update(changes)
     return TrainConfig(**base)

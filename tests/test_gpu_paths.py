@@ -151,6 +151,7 @@ def test_a_checkpoint_from_a_gpu_resumes_on_the_cpu_with_a_note_and_reseeded_bat
 def test_rollback_to_a_gpu_checkpoint_works_and_a_broken_one_never_half_restores(make_runner):
     runner, sink = make_runner(steps=10**6, checkpoint_every=10)
     run_to(runner, 10)
+    runner.settle()  # checkpoints reach the disk on the journal's writer thread
     _as_if_saved_on_cuda(runner.run.checkpoint_path(10))
     run_to(runner, 25)
     runner.submit(ev.RollBack("10"))
@@ -161,6 +162,7 @@ def test_rollback_to_a_gpu_checkpoint_works_and_a_broken_one_never_half_restores
 
     # A checkpoint whose discriminator does not load: refused, and nothing of it is left behind.
     run_to(runner, 30)
+    runner.settle()
     payload = load_checkpoint(runner.run.checkpoint_path(30))
     payload.pop("format")
     key = list(payload["trainer"]["discriminator"])[-1]

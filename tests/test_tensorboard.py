@@ -47,7 +47,7 @@ def finish(runner) -> None:
 
 
 def test_a_short_run_logs_loss_scalars_images_config_and_hparams(make_runner):
-    runner, _ = make_runner(steps=30, log_every=5, sample_every=10)
+    runner, _ = make_runner(steps=30, log_every=5, sample_every=10, tensorboard=True)
     while runner.tick():
         pass
     runner.tensorboard.close()
@@ -92,10 +92,10 @@ def test_quality_scalars_and_alarms_reach_the_log(tmp_path):
 
 
 def test_after_resume_and_rollback_no_step_appears_twice(make_runner):
-    runner, _ = make_runner(steps=10**6, checkpoint_every=20, log_every=5, sample_every=10)
+    runner, _ = make_runner(steps=10**6, checkpoint_every=20, log_every=5, sample_every=10, tensorboard=True)
     run_to(runner, 30)
     finish(runner)  # stopped at 30 with a checkpoint at 30; the records to 30 stay
-    runner, _ = make_runner(resume=str(runner.run.path), steps=10**6, checkpoint_every=20, log_every=5, sample_every=10)
+    runner, _ = make_runner(resume=str(runner.run.path), steps=10**6, checkpoint_every=20, log_every=5, sample_every=10, tensorboard=True)
     run_to(runner, 47)
     runner.submit(ev.RollBack("40"))
     runner.tick()
@@ -134,7 +134,7 @@ def test_a_failing_writer_is_one_warning_and_training_goes_on(make_runner, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tb, "SummaryWriter", broken)
-    runner, sink = make_runner(steps=10**6)
+    runner, sink = make_runner(steps=10**6, tensorboard=True)
     events: list = []
     for _ in range(100_000):  # the warning comes from the logger's thread, a few ticks later
         runner.tick()
@@ -172,7 +172,7 @@ def test_quality_scalars_names_every_number():
 def test_export_only_reads_the_run_and_writes_no_event_file(make_runner):
     from engine import export
 
-    runner, _ = make_runner(steps=20)
+    runner, _ = make_runner(steps=20, tensorboard=True)
     while runner.tick():
         pass
     runner.tensorboard.close()
