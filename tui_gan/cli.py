@@ -50,6 +50,10 @@ class Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gan-tui` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "sweep":
+        from tui_gan.sweep_cmd import main as sweep_main
+
+        return sweep_main(args[1:])
     if args and args[0] in ("attach", "ls", "export"):
         from tui_gan.commands import run_subcommand
 
