@@ -29,6 +29,9 @@ _QUIET_ENV = {
     "TUNE_DISABLE_SIGINT_HANDLER": "1",  # our own handlers turn signals into a saving stop
     "RAY_DEDUP_LOGS": "0",
     "RAY_USAGE_STATS_ENABLED": "0",  # no phoning home from a training box
+    # Under `uv run`, Ray would otherwise ship this folder to every worker and start each through
+    # `uv run` again (slow, and it resolves packages): workers use this Python as they are.
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
 }
 # Trials get this long to end cleanly when PBT swaps their weights (Ray's default is 2 s).
 _TRIAL_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "30", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -54,8 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_sweep(spec: SweepSpec) -> SweepStatus:
     """Run the whole sweep (blocking); the final status is also in sweep.json."""
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
     status = SweepStatus(state="starting", pid=os.getpid())
     status.save(spec.path)
     try:
@@ -149,7 +150,7 @@ def _fit(spec: SweepSpec, status: SweepStatus) -> Any:
     if spec.gpus_per_trial > total_gpus:
         raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g} but Ray sees {total_gpus:g} GPUs")
     parallel = spec.parallel or _default_parallel(spec, total_cpus, total_gpus)
-    cpus = spec.cpus_per_trial or max(0.1, round(total_cpus / parallel, 2))
+    cpus = spec.cpus_per_trial or max(0.01, math.floor(total_cpus / parallel * 100) / 100)  # down: K of them must fit
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, sweep_dir=str(spec.path)), {"cpu": cpus, "gpu": spec.gpus_per_trial}
     )
@@ -171,9 +172,9 @@ def _fit(spec: SweepSpec, status: SweepStatus) -> Any:
             storage_path=str(spec.path / RAY_DIR_NAME),
             verbose=0,
             callbacks=[_StatusCallback(spec, status)],
-            # PBT copies any member's latest checkpoint, and Ray's pruning under PBT can trip over its own
-            # files; the other searches only need the newest one (a restarted trial resumes from it).
-            checkpoint_config=CheckpointConfig(num_to_keep=None if spec.search == "pbt" else 1),
+            # Only PBT reports checkpoints (a member's latest may be copied at any time; Ray's pruning
+            # under PBT trips over its own files). Other trials resume from their own run folders.
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=0),
         ),
     )
@@ -207,6 +208,9 @@ def _warm_judge(spec: SweepSpec, status: SweepStatus) -> None:
         raise SweepError(f"a sweep ranks trials by sample quality, but {exc}") from None
     status.message = ""
 
+
+for _key, _value in _QUIET_ENV.items():  # before Ray is imported: some are read at import time
+    os.environ.setdefault(_key, _value)
 
 try:  # the callback's base class is Ray's; this module is only imported where Ray is installed
     from ray.tune import Callback as _TuneCallback

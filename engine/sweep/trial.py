@@ -48,7 +48,7 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            restore_into(spec.path, name, Path(folder), cfg)
+            restore_into(spec.path, name, Path(folder), cfg, origin=str(checkpoint.path))
         resume = str(run_path)
     elif (run_path / "config.json").is_file() and RunDir(run_path).latest_checkpoint() is not None:
         resume = str(run_path)  # Ray restarted this trial (a failure, a resumed sweep): go on from its folder
@@ -65,10 +65,11 @@ def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
-def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig) -> Path:
+def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, origin: str = "") -> Path:
     """Make the Tune checkpoint in `source` the newest checkpoint of trial `name` with `cfg`'s
     hyperparameters, logging an exploit (another member's weights) and an explore (changed
-    hyperparameters) as `hparams` records with source "pbt". Returns the checkpoint written."""
+    hyperparameters) as `hparams` records with source "pbt"; `origin` names the Tune checkpoint
+    copied (in the exploit record). Returns the checkpoint written."""
     meta = json.loads((source / META_FILE).read_text())
     payload = load_checkpoint(source / CKPT_FILE)
     payload.pop("format", None)
@@ -82,7 +83,8 @@ def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig) -> 
     history = list(payload["hparam_history"])
     records = []
     if member and member != name:
-        records.append(_pbt_record("exploit", step, own, copied, member=member, member_step=step))
+        records.append(_pbt_record("exploit", step, own, copied, member=member, member_step=step,
+                                   checkpoint=origin))
         history.append({"step": step, "old": own, "new": copied, "source": "pbt", "member": member})
         if not (run.path / "fixed_noise.pt").is_file() and (sweep_dir / member / "fixed_noise.pt").is_file():
             shutil.copy2(sweep_dir / member / "fixed_noise.pt", run.path / "fixed_noise.pt")
@@ -196,6 +198,10 @@ class TrialLoop:
         cfg = self.runner.cfg
         metrics = {METRIC: ratio, "fd": q.fd, "step": step, "classes_covered": q.classes_covered,
                    "lr_g": cfg.lr_g, "lr_d": cfg.lr_d, "d_steps": cfg.d_steps, "batch_size": cfg.batch_size}
+        if self.spec.search != "pbt":  # the run folder holds the checkpoints; Tune needs none to rank
+            tune.report(metrics)
+            self.quality = {s: v for s, v in self.quality.items() if s > step}
+            return
         staging = Path(tempfile.mkdtemp(prefix="gan-tui-trial-"))
         try:
             shutil.copy2(self.saved[step], staging / CKPT_FILE)

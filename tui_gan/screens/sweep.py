@@ -15,7 +15,7 @@ from typing import Sequence
 from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Static
 
 from engine.sweep.rows import SORT_KEYS, describe_best, read_trials, sort_rows
 from engine.sweep.spec import SweepSpec, SweepStatus, request_stop
@@ -74,6 +74,11 @@ class SweepScreen(Screen[None]):
             + f"  sorted by {self.sort_key}\n{describe_best(status)}"
         )
         head.set_class(status.state == "failed", "-failed")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # The table takes enter itself (select the row); that selection opens the trial.
+        event.stop()
+        self.action_open_trial()
 
     # ------------------------------------------------------------- actions
     def action_cycle_sort(self) -> None:
