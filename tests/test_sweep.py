@@ -65,12 +65,12 @@ def ray_address(sweep_cache):
 
 @pytest.fixture(scope="module")
 def pbt_sweep(ray_address, sweep_cache, tmp_path_factory):
-    """A finished PBT sweep of 4 short trials (a quality report every 10 steps, a perturbation at each)."""
+    """A finished PBT sweep of 4 short trials (4 quality reports each, a perturbation possible at every one)."""
     from engine.sweep.driver import run_sweep
 
     sweep_dir = tmp_path_factory.mktemp("runs") / "pbt"
     sweep_dir.mkdir()
-    cfg = tiny_config(steps=60, quality_every=10, quality_samples=100, checkpoint_every=0, keep_checkpoints=100)
+    cfg = tiny_config(steps=40, quality_every=10, quality_samples=100, checkpoint_every=0, keep_checkpoints=100)
     spec = SweepSpec(name="pbt", sweep_dir=str(sweep_dir), config=cfg.to_dict(), trials=4, search="pbt",
                      lr_g=(1e-4, 2e-3), lr_d=(1e-4, 2e-3), parallel=4, judge_cache=str(sweep_cache))
     spec.validate()
