@@ -90,6 +90,8 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     }
     if sizes:
         space["batch_size"] = sizes[0] if len(sizes) == 1 else tune.choice(sizes)
+    if spec.search == "pbt":
+        space["d_steps"] = spec.base_config().d_steps  # PBT would otherwise draw a first value itself
     return space
 
 
