@@ -136,6 +136,8 @@ class SweepApp(App[None]):
     CSS = """
     #sweep-head { height: 2; background: $panel; }
     #sweep-head.-failed { background: $error 30%; }
+    ConfirmScreen { align: center middle; }
+    #confirm-box { width: 60; height: auto; border: round $warning; background: $surface; padding: 1 2; }
     """
 
     def __init__(self, sweep_dir: Path) -> None:
