@@ -57,20 +57,23 @@ def ray_address(sweep_cache):
 
     # pytest under `uv run` would make Ray ship the checkout to each worker and start it with uv.
     constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+    # Ray nices its workers to 15; on a busy shared test machine that starves the trials.
+    os.environ["RAY_worker_niceness"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "30", "OMP_NUM_THREADS": "1"}})
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    os.environ.pop("RAY_worker_niceness", None)
 
 
 @pytest.fixture(scope="module")
 def pbt_sweep(ray_address, sweep_cache, tmp_path_factory):
-    """A finished PBT sweep of 4 short trials (4 quality reports each, a perturbation possible at every one)."""
+    """A finished PBT sweep of 4 short trials (8 quality reports each, a perturbation possible at every one)."""
     from engine.sweep.driver import run_sweep
 
     sweep_dir = tmp_path_factory.mktemp("runs") / "pbt"
     sweep_dir.mkdir()
-    cfg = tiny_config(steps=40, quality_every=10, quality_samples=100, checkpoint_every=0, keep_checkpoints=100)
+    cfg = tiny_config(steps=80, quality_every=10, quality_samples=100, checkpoint_every=0, keep_checkpoints=100)
     spec = SweepSpec(name="pbt", sweep_dir=str(sweep_dir), config=cfg.to_dict(), trials=4, search="pbt",
                      lr_g=(1e-4, 2e-3), lr_d=(1e-4, 2e-3), parallel=4, judge_cache=str(sweep_cache))
     spec.validate()
