@@ -95,3 +95,47 @@ def test_watch_headless_prints_the_table_and_the_best_when_the_sweep_is_over(tmp
     assert sweep_cmd.watch_headless(tmp_path, out) == 0
     text = out.getvalue()
     assert "TRIAL" in text and "sweep stopped" in text and "best: trial-002 FD/floor 2.50x" in text
+
+
+def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_hand_change(make_runner, tmp_path):
+    """The PBT restore without Ray: the member's weights become the trial's newest checkpoint; a learning
+    rate the member's owner changed by hand is perturbed by PBT's factor, not replaced."""
+    import json
+    import shutil
+
+    from engine import events as ev
+    from engine.checkpoint import load_checkpoint
+    from engine.sweep.trial import CKPT_FILE, META_FILE, restore_into
+
+    member, _ = make_runner(run_name="trial-001", lr_g=1e-3, lr_d=1e-3)
+    member.submit(ev.SetHyperparams({"lr_g": 4e-4}))  # by hand, through its dashboard
+    while member.trainer.step < 20:
+        member.tick()
+    member.submit(ev.SaveCheckpoint())
+    member.tick()
+    own, _ = make_runner(run_name="trial-000", lr_g=2e-4, lr_d=2e-4)
+    for _ in range(30):
+        own.tick()
+    own.submit(ev.SaveCheckpoint())
+    own.tick()
+    sweep_dir = Path(member.run.path).parent
+    tune_ckpt = tmp_path / "tune-ckpt"
+    tune_ckpt.mkdir()
+    shutil.copy2(member.run.checkpoint_path(20), tune_ckpt / CKPT_FILE)
+    (tune_ckpt / META_FILE).write_text(json.dumps({"trial": "trial-001", "step": 20,
+                                                  "tune_config": {"lr_g": 1e-3, "lr_d": 1e-3}}))
+    # PBT perturbed Ray's view of the member (lr_g 1e-3, lr_d 1e-3) by 1.2 and 0.8.
+    cfg = restore_into(sweep_dir, "trial-000", tune_ckpt, tiny_config(lr_g=1.2e-3, lr_d=0.8e-3), origin="X")
+    assert cfg.lr_g == pytest.approx(4e-4 * 1.2) and cfg.lr_d == pytest.approx(0.8e-3)
+    records = [json.loads(line) for line in (sweep_dir / "trial-000" / "metrics.jsonl").read_text().splitlines()]
+    pbt = [r for r in records if r.get("source") == "pbt"]
+    assert [r["action"] for r in pbt] == ["exploit", "explore"]
+    assert pbt[0]["member"] == "trial-001" and pbt[0]["step"] == 20 and pbt[0]["checkpoint"] == "X"
+    assert pbt[0]["old"]["lr_g"] == 2e-4 and pbt[0]["new"]["lr_g"] == 4e-4 and pbt[1]["new"]["lr_g"] == cfg.lr_g
+    restored = load_checkpoint(sweep_dir / "trial-000" / "checkpoints" / "step_00000020.pt")
+    copied = load_checkpoint(member.run.checkpoint_path(20))
+    for key, value in copied["trainer"]["generator"].items():
+        assert (restored["trainer"]["generator"][key] == value).all()
+    assert restored["config"]["lr_g"] == cfg.lr_g
+    assert not (sweep_dir / "trial-000" / "checkpoints" / "step_00000030.pt").exists()  # set aside, not lost
+    assert (sweep_dir / "trial-000" / "checkpoints" / "abandoned" / "step_00000030.pt").exists()

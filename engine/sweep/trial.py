@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -48,14 +49,14 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            restore_into(spec.path, name, Path(folder), cfg, origin=str(checkpoint.path))
+            cfg = restore_into(spec.path, name, Path(folder), cfg, origin=str(checkpoint.path))
         resume = str(run_path)
     elif (run_path / "config.json").is_file() and RunDir(run_path).latest_checkpoint() is not None:
         resume = str(run_path)  # Ray restarted this trial (a failure, a resumed sweep): go on from its folder
     elif run_path.exists():
         # Started before but died before its first checkpoint: keep what it wrote, begin afresh.
         run_path.rename(run_path.with_name(f"{name}.failed-{int(time.time())}"))
-    TrialLoop(spec, name, cfg, resume).run(tune)
+    TrialLoop(spec, name, cfg, resume, tuned=config).run(tune)
 
 
 def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
@@ -65,11 +66,11 @@ def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
-def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, origin: str = "") -> Path:
+def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, origin: str = "") -> TrainConfig:
     """Make the Tune checkpoint in `source` the newest checkpoint of trial `name` with `cfg`'s
     hyperparameters, logging an exploit (another member's weights) and an explore (changed
     hyperparameters) as `hparams` records with source "pbt"; `origin` names the Tune checkpoint
-    copied (in the exploit record). Returns the checkpoint written."""
+    copied (in the exploit record). Returns the config the trial goes on with."""
     meta = json.loads((source / META_FILE).read_text())
     payload = load_checkpoint(source / CKPT_FILE)
     payload.pop("format", None)
@@ -79,6 +80,13 @@ def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, ori
     run = RunDir.open(run_path) if (run_path / "config.json").is_file() else RunDir.create(sweep_dir, name, cfg)
     own = TrainConfig.load(run.config_path).hyperparams()
     copied = TrainConfig.from_dict(payload["config"]).hyperparams()
+    # A member whose learning rates were changed by hand (through its dashboard) is copied with
+    # those rates, and PBT's perturbation applies to them as a factor: the hand change is the new start.
+    tuned_then = meta.get("tune_config", {})
+    for key in ("lr_g", "lr_d"):
+        then = tuned_then.get(key)
+        if isinstance(then, (int, float)) and then > 0 and not math.isclose(then, copied[key], rel_tol=1e-9):
+            cfg = dataclasses.replace(cfg, **{key: min(1.0, copied[key] * getattr(cfg, key) / then)})
     new = cfg.hyperparams()
     history = list(payload["hparam_history"])
     records = []
@@ -103,13 +111,14 @@ def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, ori
     cfg.save(run.config_path)
     for record in records:
         run.append_log(record)
-    return target
+    return cfg
 
 
 class TrialLoop:
     """Drives one Runner step by step on this thread, reporting each quality interval to Tune."""
 
-    def __init__(self, spec: SweepSpec, name: str, cfg: TrainConfig, resume: str | None) -> None:
+    def __init__(self, spec: SweepSpec, name: str, cfg: TrainConfig, resume: str | None,
+                 tuned: dict[str, Any] | None = None) -> None:
         from engine.runner import Runner
 
         self.spec = spec
@@ -119,6 +128,7 @@ class TrialLoop:
         self.quality: dict[int, ev.QualityMeasured] = {}
         self.saved: dict[int, str] = {}
         self.error = ""
+        self.tuned = {k: v for k, v in trial_config(cfg, tuned or {}).hyperparams().items()}  # what Ray believes
         judge_cache = Path(spec.judge_cache) if spec.judge_cache else None
         self.runner = Runner(cfg, self._sink, runs_dir=spec.path, run_name=None if resume else name,
                              resume=resume, data=_dataset(cfg), judge_cache=judge_cache)
@@ -205,7 +215,7 @@ class TrialLoop:
         staging = Path(tempfile.mkdtemp(prefix="gan-tui-trial-"))
         try:
             shutil.copy2(self.saved[step], staging / CKPT_FILE)
-            meta = {"trial": self.name, "step": step, "run_dir": str(self.spec.path / self.name),
+            meta = {"trial": self.name, "step": step, "run_dir": str(self.spec.path / self.name), "tune_config": self.tuned,
                     "quality": {**quality, "class_hist": list(q.class_hist)}}
             (staging / META_FILE).write_text(json.dumps(meta))
             tune.report(metrics, checkpoint=Checkpoint.from_directory(str(staging)))
