@@ -34,7 +34,7 @@ class SweepScreen(Screen[None]):
     """The trials table with the sweep's state and best trial above it."""
 
     BINDINGS = [
-        Binding("enter", "open_trial", "Open trial"),
+        Binding("enter", "open_trial", "Open trial", priority=True),  # before the table takes it
         Binding("o", "cycle_sort", "Sort"),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare marked"),
