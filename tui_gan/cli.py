@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tui_gan.compare_cmd import run_compare
 
         return run_compare(args[1:])
+    if args and args[0] == "sweep":
+        from tui_gan.sweep_cmd import main as sweep_main
+
+        return sweep_main(args[1:])
     if args and args[0] in ("attach", "ls", "export"):
         from tui_gan.commands import run_subcommand
 

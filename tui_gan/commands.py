@@ -91,6 +91,12 @@ def _attach(argv: Sequence[str]) -> int:
     p.add_argument("--ascii", action="store_true")
     p.add_argument("--refresh", type=float, default=10.0, metavar="HZ")
     args = p.parse_args(argv)
+    from engine.sweep.spec import is_sweep  # a sweep folder opens the sweep view
+
+    if is_sweep(Path(args.run)):
+        from tui_gan.screens.sweep import SweepApp
+
+        return SweepApp(Path(args.run)).run() or 0
     try:
         run = _live_run(Path(args.runs_dir), args.run)
     except RunError as exc:

@@ -1,0 +1,274 @@
+"""The sweep's Ray driver: builds the search, runs Ray Tune, keeps sweep.json current.
+
+    python -m engine.sweep.driver SWEEP_DIR      # what `gan-tui sweep` starts, detached
+
+A local Ray by default (this box's CPUs and GPUs, shared by the trials in fractions), or the
+cluster at `spec.address`. SIGTERM, SIGINT and SIGHUP ask for a stop (every trial saves and
+ends); the driver then waits for the trials and writes the final sweep.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.sweep.spec import (METRIC, RAY_DIR_NAME, Range, SweepError, SweepSpec, SweepStatus, request_stop,
+                               stop_requested, trial_folder_name)
+
+_STATUS_EVERY_S = 1.0
+_QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # the old reporter, which verbose=0 silences completely
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # our own handlers turn signals into a saving stop
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",  # no phoning home from a training box
+    # Under `uv run`, Ray would otherwise ship this folder to every worker and start each through
+    # `uv run` again (slow, and it resolves packages): workers use this Python as they are.
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+}
+# Trials get this long to end cleanly when PBT swaps their weights (Ray's default is 2 s).
+_TRIAL_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "30", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the detached driver process."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m engine.sweep.driver SWEEP_DIR", file=sys.stderr)
+        return 2
+    sweep_dir = Path(args[0]).resolve()
+    try:
+        spec = SweepSpec.load(sweep_dir)
+    except SweepError as exc:
+        print(f"gan-tui sweep: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: request_stop(sweep_dir))
+    status = run_sweep(spec)
+    return 0 if status.state in ("finished", "stopped") else 1
+
+
+def run_sweep(spec: SweepSpec) -> SweepStatus:
+    """Run the whole sweep (blocking); the final status is also in sweep.json."""
+    status = SweepStatus(state="starting", pid=os.getpid())
+    status.save(spec.path)
+    try:
+        _warm_judge(spec, status)
+        results = _fit(spec, status)
+    except Exception as exc:  # noqa: BLE001 - a failed sweep says why in sweep.json and driver.log
+        traceback.print_exc()
+        status.state, status.message = "failed", f"{type(exc).__name__}: {exc}"
+        status.save(spec.path)
+        return status
+    errors = [r.error for r in results if r.error is not None]
+    status.state = "stopped" if stop_requested(spec.path) else ("failed" if errors and len(errors) == len(results) else "finished")
+    if errors:
+        status.message = f"{len(errors)} of {len(results)} trials failed: {str(errors[0]).strip().splitlines()[-1]}"
+    status.save(spec.path)
+    return status
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """The Tune search space: lr_g and lr_d log-uniform in their ranges, batch sizes as a choice;
+    for `grid`, exactly `trials` points spread over the grid of ranges x batch sizes."""
+    from ray import tune
+
+    lr_g, lr_d = Range(*spec.lr_g), Range(*spec.lr_d)
+    sizes = list(spec.batch_sizes)
+    if spec.search == "grid":
+        return {"point": tune.grid_search(grid_points(spec))}
+    space: dict[str, Any] = {
+        "lr_g": lr_g.lo if lr_g.fixed else tune.loguniform(lr_g.lo, lr_g.hi),
+        "lr_d": lr_d.lo if lr_d.fixed else tune.loguniform(lr_d.lo, lr_d.hi),
+    }
+    if sizes:
+        space["batch_size"] = sizes[0] if len(sizes) == 1 else tune.choice(sizes)
+    if spec.search == "pbt":
+        space["d_steps"] = spec.base_config().d_steps  # PBT would otherwise draw a first value itself
+    return space
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """`trials` grid points: each open range gets the fewest log-spaced values whose full grid has at
+    least `trials` points, and the points taken are spread evenly over that grid."""
+    ranges = [(name, Range(*getattr(spec, name))) for name in ("lr_g", "lr_d")]
+    sizes = list(spec.batch_sizes) or [spec.base_config().batch_size]
+    open_ranges = sum(not r.fixed for _, r in ranges)
+    k = 1
+    while open_ranges and k ** open_ranges * len(sizes) < spec.trials:
+        k += 1
+    axes = [[(name, v) for v in r.points(k)] for name, r in ranges] + [[("batch_size", s) for s in sizes]]
+    full = [dict(combo) for combo in itertools.product(*axes)]
+    if len(full) <= spec.trials:
+        return full
+    stride = len(full) / spec.trials
+    return [full[int(i * stride)] for i in range(spec.trials)]
+
+
+def pbt_scheduler(spec: SweepSpec) -> Any:
+    """PopulationBasedTraining over lr_g, lr_d and d_steps, perturbing every `perturbation_interval` reports."""
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    mutations: dict[str, Any] = {"d_steps": [1, 2, 3]}
+    for name in ("lr_g", "lr_d"):
+        r = Range(*getattr(spec, name))
+        if not r.fixed:
+            mutations[name] = tune.loguniform(r.lo, r.hi)
+    return PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=spec.perturbation_interval,
+        hyperparam_mutations=mutations,
+        quantile_fraction=0.25,
+        resample_probability=0.25,
+    )
+
+
+# ---------------------------------------------------------------- internals
+def _fit(spec: SweepSpec, status: SweepStatus) -> Any:
+    import ray
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from engine.sweep.trial import train_trial
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "runtime_env": {"env_vars": _TRIAL_ENV}}
+        if spec.address:
+            ray.init(address=spec.address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    total_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if spec.gpus_per_trial > total_gpus:
+        raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g} but Ray sees {total_gpus:g} GPUs")
+    parallel = spec.parallel or _default_parallel(spec, total_cpus, total_gpus)
+    cpus = spec.cpus_per_trial or max(0.01, math.floor(total_cpus / parallel * 100) / 100)  # down: K of them must fit
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, sweep_dir=str(spec.path)), {"cpu": cpus, "gpu": spec.gpus_per_trial}
+    )
+    scheduler = pbt_scheduler(spec) if spec.search == "pbt" else None
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=TuneConfig(
+            metric=METRIC, mode="min",
+            num_samples=1 if spec.search == "grid" else spec.trials,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=spec.seed, max_concurrent=parallel),
+            reuse_actors=True,
+            trial_name_creator=lambda t: trial_folder_name(t.trial_id),
+            trial_dirname_creator=lambda t: trial_folder_name(t.trial_id),
+        ),
+        run_config=RunConfig(
+            name="tune",
+            storage_path=str(spec.path / RAY_DIR_NAME),
+            verbose=0,
+            callbacks=[_StatusCallback(spec, status)],
+            # Only PBT reports checkpoints (a member's latest may be copied at any time; Ray's pruning
+            # under PBT trips over its own files). Other trials resume from their own run folders.
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    status.state = "running"
+    status.save(spec.path)
+    return tuner.fit()
+
+
+def _default_parallel(spec: SweepSpec, cpus: float, gpus: float) -> int:
+    if spec.gpus_per_trial > 0:
+        return max(1, min(spec.trials, int(gpus / spec.gpus_per_trial + 1e-9)))
+    if spec.search == "pbt":
+        return spec.trials  # a population trains side by side, sharing the CPUs
+    return max(1, min(spec.trials, int(cpus)))
+
+
+def _warm_judge(spec: SweepSpec, status: SweepStatus) -> None:
+    """Train (or load) the dataset's judge once here, so the trials load it instead of each training it."""
+    import torch
+
+    from engine.data import load_dataset
+    from engine.judge import JudgeError, load_or_train
+
+    cfg = spec.base_config()
+    status.message = "readying the quality judge (trained once per dataset, then cached)"
+    status.save(spec.path)
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    try:
+        load_or_train(data, torch.device("cpu"), Path(spec.judge_cache) if spec.judge_cache else None)
+    except JudgeError as exc:
+        raise SweepError(f"a sweep ranks trials by sample quality, but {exc}") from None
+    status.message = ""
+
+
+for _key, _value in _QUIET_ENV.items():  # before Ray is imported: some are read at import time
+    os.environ.setdefault(_key, _value)
+
+try:  # the callback's base class is Ray's; this module is only imported where Ray is installed
+    from ray.tune import Callback as _TuneCallback
+except ImportError:  # pragma: no cover - sweep_cmd checks for Ray before anything imports this
+    _TuneCallback = object  # type: ignore[assignment,misc]
+
+
+class _StatusCallback(_TuneCallback):  # type: ignore[misc,valid-type]
+    """Mirrors Ray's view of the trials into sweep.json (at most once a second, and at every change)."""
+
+    def __init__(self, spec: SweepSpec, status: SweepStatus) -> None:
+        self.spec = spec
+        self.status = status
+        self._written = 0.0
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        changed = False
+        for trial in trials:
+            entry = self.status.trials.setdefault(trial_folder_name(trial.trial_id), {})
+            config = {k: v for k, v in _flat(trial.config).items()}
+            if entry.get("status") != trial.status or entry.get("config") != config:
+                entry.update(status=trial.status, config=config)
+                changed = True
+        if stop_requested(self.spec.path) and self.status.state == "running":
+            self.status.state, changed = "stopping", True
+        if changed or time.monotonic() - self._written > _STATUS_EVERY_S:
+            self._write()
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        name = trial_folder_name(trial.trial_id)
+        entry = self.status.trials.setdefault(name, {})
+        ratio = result.get(METRIC)
+        entry.update(fd_ratio=ratio, step=result.get("step"), reports=result.get("training_iteration"))
+        if isinstance(ratio, (int, float)) and math.isfinite(ratio):
+            best = self.status.best
+            if not best or ratio < best.get(METRIC, math.inf):
+                self.status.best = {"trial": name, METRIC: ratio, "step": result.get("step"),
+                                    "config": {k: result.get(k) for k in ("lr_g", "lr_d", "d_steps", "batch_size")}}
+        self._write()
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        entry = self.status.trials.setdefault(trial_folder_name(trial.trial_id), {})
+        entry.update(status="ERROR", error=str(getattr(trial, "error_msg", "") or "")[-500:])
+        self._write()
+
+    def _write(self) -> None:
+        self._written = time.monotonic()
+        try:
+            self.status.save(self.spec.path)
+        except OSError:
+            pass  # a full disk must not end the sweep; the trials' own folders still say everything
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config.get("point", {}), **{k: v for k, v in config.items() if k != "point"}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""One sweep trial: an ordinary gan-tui run (Runner + control socket) inside a Ray Tune function trainable.
+
+Each report to Tune is one quality interval: the runner trains to the next multiple of
+`quality_every`, waits for the judge's measurement of that step (milliseconds on a GPU), saves a
+checkpoint there and reports its FD/floor to Tune with a copy of that checkpoint. When PBT exploits, Tune restarts this
+function with the chosen member's checkpoint and perturbed hyperparameters; `restore_into` turns
+that into the trial's own newest checkpoint plus two `hparams` records with `source: "pbt"` (the
+exploit, naming the member copied, and the explore), and the runner resumes from it as from any
+checkpoint. A `stop` file in the sweep folder makes the runner save a checkpoint and end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import events as ev
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.config import TrainConfig
+from engine.data import ImageData, load_dataset
+from engine.runs import RunDir
+from engine.server import SOCKET_NAME, ControlServer
+from engine.sweep.spec import METRIC, SweepSpec, stop_requested, trial_folder_name
+
+TUNED = ("lr_g", "lr_d", "batch_size", "d_steps")
+CKPT_FILE = "gan.pt"
+META_FILE = "meta.json"
+_PAUSED_POLL_S = 0.05  # a trial paused by hand still notices a sweep stop this often
+_DATA: dict[tuple[Any, ...], ImageData] = {}  # a reused Ray actor loads its dataset once
+
+
+def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
+    """The Ray Tune function trainable (bound to its sweep with `tune.with_parameters`)."""
+    from ray import tune
+
+    spec = SweepSpec.load(Path(sweep_dir))
+    if stop_requested(spec.path):
+        return  # the sweep is stopping: a trial that had not started stays unstarted
+    name = trial_folder_name(tune.get_context().get_trial_id())
+    cfg = trial_config(spec.base_config(), config)
+    run_path = spec.path / name
+    resume: str | None = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            cfg = restore_into(spec.path, name, Path(folder), cfg, origin=str(checkpoint.path))
+        resume = str(run_path)
+    elif (run_path / "config.json").is_file() and RunDir(run_path).latest_checkpoint() is not None:
+        resume = str(run_path)  # Ray restarted this trial (a failure, a resumed sweep): go on from its folder
+    elif run_path.exists():
+        # Started before but died before its first checkpoint: keep what it wrote, begin afresh.
+        run_path.rename(run_path.with_name(f"{name}.failed-{int(time.time())}"))
+    TrialLoop(spec, name, cfg, resume, tuned=config).run(tune)
+
+
+def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """The base config with the trial's tuned values (a grid point arrives nested under "point")."""
+    flat = {**values.get("point", {}), **{k: v for k, v in values.items() if k != "point"}}
+    changes = {k: (int(flat[k]) if k in ("batch_size", "d_steps") else float(flat[k])) for k in TUNED if k in flat}
+    return dataclasses.replace(base, **changes)
+
+
+def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, origin: str = "") -> TrainConfig:
+    """Make the Tune checkpoint in `source` the newest checkpoint of trial `name` with `cfg`'s
+    hyperparameters, logging an exploit (another member's weights) and an explore (changed
+    hyperparameters) as `hparams` records with source "pbt"; `origin` names the Tune checkpoint
+    copied (in the exploit record). Returns the config the trial goes on with."""
+    meta = json.loads((source / META_FILE).read_text())
+    payload = load_checkpoint(source / CKPT_FILE)
+    payload.pop("format", None)
+    step = int(payload["trainer"]["step"])
+    member = str(meta.get("trial", ""))
+    run_path = sweep_dir / name
+    run = RunDir.open(run_path) if (run_path / "config.json").is_file() else RunDir.create(sweep_dir, name, cfg)
+    own = TrainConfig.load(run.config_path).hyperparams()
+    copied = TrainConfig.from_dict(payload["config"]).hyperparams()
+    # A member whose learning rates were changed by hand (through its dashboard) is copied with
+    # those rates, and PBT's perturbation applies to them as a factor: the hand change is the new start.
+    tuned_then = meta.get("tune_config", {})
+    for key in ("lr_g", "lr_d"):
+        then = tuned_then.get(key)
+        if isinstance(then, (int, float)) and then > 0 and not math.isclose(then, copied[key], rel_tol=1e-9):
+            cfg = dataclasses.replace(cfg, **{key: min(1.0, copied[key] * getattr(cfg, key) / then)})
+    new = cfg.hyperparams()
+    history = list(payload["hparam_history"])
+    records = []
+    if member and member != name:
+        records.append(_pbt_record("exploit", step, own, copied, member=member, member_step=step,
+                                   checkpoint=origin))
+        history.append({"step": step, "old": own, "new": copied, "source": "pbt", "member": member})
+        if not (run.path / "fixed_noise.pt").is_file() and (sweep_dir / member / "fixed_noise.pt").is_file():
+            shutil.copy2(sweep_dir / member / "fixed_noise.pt", run.path / "fixed_noise.pt")
+    if new != copied:
+        records.append(_pbt_record("explore", step, copied, new, member=member if member != name else ""))
+        history.append({"step": step, "old": copied, "new": new, "source": "pbt"})
+    run.abandon_checkpoints_after(step)
+    target = run.checkpoint_path(step)
+    if target.is_file():  # the trial's own checkpoint at this step gives way to the copied one, kept aside
+        aside = run.checkpoints_dir / "abandoned" / f"{target.stem}.own-{int(time.time() * 1000)}.pt"
+        aside.parent.mkdir(exist_ok=True)
+        target.replace(aside)
+    save_checkpoint(target, {**payload, "config": cfg.to_dict(), "hparam_history": history})
+    if isinstance(meta.get("quality"), dict):
+        run.record_checkpoint_quality(step, meta["quality"])
+    cfg.save(run.config_path)
+    for record in records:
+        run.append_log(record)
+    return cfg
+
+
+class TrialLoop:
+    """Drives one Runner step by step on this thread, reporting each quality interval to Tune."""
+
+    def __init__(self, spec: SweepSpec, name: str, cfg: TrainConfig, resume: str | None,
+                 tuned: dict[str, Any] | None = None) -> None:
+        from engine.runner import Runner
+
+        self.spec = spec
+        self.name = name
+        self.cfg = cfg
+        self.server: ControlServer | None = None
+        self.quality: dict[int, ev.QualityMeasured] = {}
+        self.saved: dict[int, str] = {}
+        self.error = ""
+        self.tuned = {k: v for k, v in trial_config(cfg, tuned or {}).hyperparams().items()}  # what Ray believes
+        judge_cache = Path(spec.judge_cache) if spec.judge_cache else None
+        self.runner = Runner(cfg, self._sink, runs_dir=spec.path, run_name=None if resume else name,
+                             resume=resume, data=_dataset(cfg), judge_cache=judge_cache)
+
+    def run(self, tune: Any) -> None:
+        """Train to the end, a sweep stop, or Tune's own stop (an exploit: SystemExit out of report)."""
+        runner = self.runner
+        runner.setup()
+        every = self.cfg.quality_every
+        assert runner.trainer is not None
+        pending = self._next_boundary(runner.trainer.step, every)
+        try:
+            while True:
+                if stop_requested(self.spec.path) and runner.state != ev.RunState.STOPPED:
+                    runner.submit(ev.Stop(save=True))
+                alive = runner.tick(block=False)
+                if runner.state == ev.RunState.PAUSED:
+                    time.sleep(_PAUSED_POLL_S)
+                step = runner.trainer.step
+                if step > pending and pending not in self.saved:
+                    pending = self._next_boundary(step, every)  # a rollback or a failed save skipped it
+                if alive and step == pending and pending not in self.saved:
+                    # The measurement of `pending` lands before the save and the next step, so the
+                    # checkpoint reported holds exactly the weights that were measured.
+                    self._wait_for_quality()
+                    runner.submit(ev.SaveCheckpoint())
+                if runner.quality is not None and runner.quality.failed:
+                    raise RuntimeError(runner.quality.failed)
+                if pending in self.quality and pending in self.saved:
+                    self._report(tune, pending)
+                    pending = self._next_boundary(max(step, pending), every)
+                if not alive:
+                    done = [s for s in self.quality if s in self.saved and s >= pending]
+                    if done:
+                        self._report(tune, max(done))
+                    if runner.state == ev.RunState.FAILED:
+                        raise RuntimeError(f"trial {self.name} failed: {self.error}")
+                    return
+        except SystemExit:
+            # Tune ends this incarnation (PBT pauses or exploits it): end the runner cleanly, quickly.
+            runner.submit(ev.Stop(save=False))
+            while runner.tick(block=False):
+                pass
+            raise
+        finally:
+            if self.server is not None:
+                self.server.close()
+
+    # ------------------------------------------------------------ helpers
+    def _wait_for_quality(self) -> None:
+        worker = self.runner.quality
+        while worker is not None and not worker.wait_idle(_PAUSED_POLL_S * 10):
+            if stop_requested(self.spec.path):
+                return
+
+    def _sink(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RunStarted) and self.server is None:
+            self.server = ControlServer(Path(event.run_dir) / SOCKET_NAME, self.runner.submit)
+            self.server.start()
+        if self.server is not None:
+            self.server.publish(event)
+        if isinstance(event, ev.QualityMeasured):
+            self.quality[event.step] = event
+        elif isinstance(event, ev.CheckpointSaved):
+            self.saved[event.step] = event.path
+        elif isinstance(event, ev.ErrorRaised):
+            self.error = event.message
+        elif isinstance(event, ev.RolledBack):
+            self.quality = {s: q for s, q in self.quality.items() if s <= event.step}
+
+    def _report(self, tune: Any, step: int) -> None:
+        from ray.tune import Checkpoint
+
+        q = self.quality[step]
+        ratio = q.fd / q.fd_floor if q.fd_floor > 0 else q.fd
+        quality = {k: v for k, v in dataclasses.asdict(q).items() if k != "step"}
+        cfg = self.runner.cfg
+        metrics = {METRIC: ratio, "fd": q.fd, "step": step, "classes_covered": q.classes_covered,
+                   "lr_g": cfg.lr_g, "lr_d": cfg.lr_d, "d_steps": cfg.d_steps, "batch_size": cfg.batch_size}
+        if self.spec.search != "pbt":  # the run folder holds the checkpoints; Tune needs none to rank
+            tune.report(metrics)
+            self.quality = {s: v for s, v in self.quality.items() if s > step}
+            return
+        staging = Path(tempfile.mkdtemp(prefix="gan-tui-trial-"))
+        try:
+            shutil.copy2(self.saved[step], staging / CKPT_FILE)
+            meta = {"trial": self.name, "step": step, "run_dir": str(self.spec.path / self.name), "tune_config": self.tuned,
+                    "quality": {**quality, "class_hist": list(q.class_hist)}}
+            (staging / META_FILE).write_text(json.dumps(meta))
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(str(staging)))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.quality = {s: v for s, v in self.quality.items() if s > step}
+
+    @staticmethod
+    def _next_boundary(step: int, every: int) -> int:
+        return (step // every + 1) * every
+
+
+def _dataset(cfg: TrainConfig) -> ImageData:
+    key = (cfg.dataset, cfg.data_root, cfg.seed)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
+    return _DATA[key]
+
+
+def _pbt_record(action: str, step: int, old: dict[str, Any], new: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    # Shaped like the runner's own hparams records (the metrics keys included) so every reader takes them.
+    return {"type": "hparams", "step": step, "d_loss": None, "g_loss": None, "images_per_s": None,
+            "old": old, "new": new, "source": "pbt", "action": action, **fields}

@@ -1,0 +1,210 @@
+"""`gan-tui sweep`: parse, check Ray is there, start the Ray driver detached, then watch it.
+
+    gan-tui sweep [training options] --trials N [--search random|grid|pbt] [--lr-g LO:HI]
+                  [--lr-d LO:HI] [--batch-size A,B,...] [--parallel K] [--gpus-per-trial F]
+                  [--address RAY_ADDRESS] [--sweep-name NAME] [--headless]
+
+The driver runs in its own session (like `gan-tui --detach`), so the sweep outlives the terminal;
+the view or the headless table only read the sweep folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from engine.config import NAMED_DATASETS, ConfigError
+from engine.sweep.spec import (LOG_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus, parse_batch_sizes,
+                               request_stop)
+
+INSTALL_HINT = "gan-tui sweep needs Ray Tune: pip install 'gan-tui[sweep]' (or, in a clone: uv sync --extra sweep)"
+_TRAINING_ONLY = ("--resume", "--detach", "--serve", "--run-name")
+_DONE = ("finished", "stopped", "failed")
+_START_TIMEOUT_S = 60.0
+_TTY_REFRESH_S = 2.0
+_PLAIN_REFRESH_S = 15.0  # without a terminal, a table every this many seconds keeps logs readable
+
+
+def main(argv: Sequence[str]) -> int:
+    """`gan-tui sweep ...`; the exit status (2 for a usage mistake or a missing Ray)."""
+    try:
+        spec, headless = parse_sweep(argv)
+    except (SweepError, ConfigError) as exc:
+        print(f"gan-tui sweep: {exc}", file=sys.stderr)
+        return 2
+    if not ray_installed():
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    try:
+        launch_driver(spec)
+    except SweepError as exc:
+        print(f"gan-tui sweep: {exc}", file=sys.stderr)
+        return 1
+    if headless:
+        return watch_headless(spec.path, sys.stdout)
+    from tui_gan.screens.sweep import SweepApp
+
+    SweepApp(spec.path).run()
+    print(f"the sweep goes on in the background; watch it again with: gan-tui attach {spec.path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The sweep's own flags; every other flag is a training option of plain `gan-tui`."""
+    p = _Parser(
+        prog="gan-tui sweep",
+        description="Train a population of GANs on Ray Tune and watch them side by side. "
+        "Any training option of gan-tui (--dataset, --steps, --quality-every, ...) applies to every trial.",
+        epilog="Trials are run folders RUNS_DIR/SWEEP_NAME/trial-NNN/ (gan-tui attach, ls --runs-dir, export "
+        "work on them). Trials are ranked by their Frechet distance over its floor, measured every "
+        "--quality-every steps (lower is better).",
+    )
+    p.add_argument("--trials", type=int, required=True, metavar="N", help="trials (the population, for pbt)")
+    p.add_argument("--search", choices=SEARCHES, default="random", help="random (default), grid, or pbt")
+    p.add_argument("--lr-g", default="1e-4:2e-3", metavar="LO:HI", help="generator learning rates (log scale), or one value")
+    p.add_argument("--lr-d", default="1e-4:2e-3", metavar="LO:HI", help="discriminator learning rates, or one value")
+    p.add_argument("--batch-size", metavar="A,B,...", help="batch sizes to try (default: the training option's)")
+    p.add_argument("--parallel", type=int, default=0, metavar="K", help="trials at once (default: as many as fit)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="F", help="GPU share per trial (0.25: four per GPU)")
+    p.add_argument("--cpus-per-trial", type=float, default=0.0, metavar="F", help="CPU share per trial (default: CPUs / parallel)")
+    p.add_argument("--address", metavar="RAY_ADDRESS", help="an existing Ray cluster (e.g. HEAD_IP:6379) instead of a local Ray")
+    p.add_argument("--sweep-name", metavar="NAME", help="sweep folder name under RUNS_DIR (default: sweep-DATE-SEARCH)")
+    p.add_argument("--perturbation-interval", type=int, default=1, metavar="N", help="pbt: quality reports between perturbations")
+    p.add_argument("--headless", action="store_true", help="print a refreshing table instead of the sweep view")
+    return p
+
+
+def parse_sweep(argv: Sequence[str]) -> tuple[SweepSpec, bool]:
+    """(the validated spec, headless); SweepError or ConfigError (one line) for bad input."""
+    try:  # the training options' parser (moving to tui_gan/options.py)
+        from tui_gan.options import parse_options  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from tui_gan.cli import parse_options
+
+    args, rest = build_parser().parse_known_args(list(argv))
+    for flag in rest:
+        if flag.split("=", 1)[0] in _TRAINING_ONLY:
+            raise SweepError(f"{flag.split('=', 1)[0]} does not apply to a sweep (each trial is its own run folder)")
+    lr_g, lr_d = Range.parse("--lr-g", args.lr_g), Range.parse("--lr-d", args.lr_d)
+    sizes = parse_batch_sizes(args.batch_size) if args.batch_size else ()
+    training = list(rest) + ["--lr-g", str(lr_g.lo), "--lr-d", str(lr_d.lo)]
+    if sizes:
+        training += ["--batch-size", str(sizes[0])]
+    options = parse_options(training)  # a bad flag: argparse's one line and exit 2
+    config = options.config.to_dict()
+    # Trials run with Ray's working folder, not ours: every path they read must be absolute.
+    if config.get("data_root"):
+        config["data_root"] = os.path.abspath(os.path.expanduser(config["data_root"]))
+    if config["dataset"] not in NAMED_DATASETS:
+        config["dataset"] = os.path.abspath(os.path.expanduser(config["dataset"]))
+    name = args.sweep_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{args.search}"
+    if "/" in name or name in ("", ".", ".."):
+        raise SweepError(f"--sweep-name {name!r} must be a plain folder name")
+    sweep_dir = (options.runs_dir / name).resolve()
+    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+        raise SweepError(f"{sweep_dir} already exists; pick another --sweep-name (watch that one with gan-tui attach {sweep_dir})")
+    spec = SweepSpec(
+        name=name, sweep_dir=str(sweep_dir), config=config, trials=args.trials, search=args.search,
+        lr_g=(lr_g.lo, lr_g.hi), lr_d=(lr_d.lo, lr_d.hi), batch_sizes=sizes, parallel=args.parallel,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, address=args.address,
+        perturbation_interval=args.perturbation_interval, seed=int(config["seed"]),
+    )
+    spec.validate()
+    return spec, args.headless
+
+
+def ray_installed() -> bool:
+    """Ray Tune can be imported (checked without importing it: that takes seconds)."""
+    try:
+        return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.tune") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def launch_driver(spec: SweepSpec) -> int:
+    """Write the spec and start `python -m engine.sweep.driver` in its own session; its pid."""
+    spec.path.mkdir(parents=True, exist_ok=True)
+    spec.save()
+    log_path = spec.path / LOG_NAME
+    with log_path.open("ab") as log:
+        # A new session: no controlling terminal, so a closed SSH session sends it no SIGHUP.
+        proc = subprocess.Popen([sys.executable, "-m", "engine.sweep.driver", str(spec.path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while SweepStatus.load(spec.path).pid != proc.pid:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise SweepError(f"the sweep driver ended at start-up: {tail[0]} (see {log_path})")
+        if time.monotonic() > deadline:
+            raise SweepError(f"the sweep driver did not start within {_START_TIMEOUT_S:.0f} s; see {log_path}")
+        time.sleep(0.1)
+    print(f"sweep {spec.name}: driver pid {proc.pid}, folder {spec.path}")
+    return proc.pid
+
+
+def watch_headless(sweep_dir: Path, out: TextIO) -> int:
+    """Print the trials table until the sweep ends, then the best trial and its config.
+    Ctrl-C asks for a stop (every trial saves a checkpoint); a second Ctrl-C leaves it running."""
+    from engine.sweep.rows import describe_best, format_table, read_trials, sort_rows
+
+    interrupted: list[int] = []
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(1)
+        request_stop(sweep_dir)
+        print("stopping the sweep: every trial saves a checkpoint (Ctrl-C again to stop watching)", file=out, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    tty = out.isatty()
+    last = 0.0
+    try:
+        while True:
+            status = SweepStatus.load(sweep_dir)
+            finished = status.state in _DONE or (status.pid and not _alive(status.pid))
+            if finished or time.monotonic() - last >= (_TTY_REFRESH_S if tty else _PLAIN_REFRESH_S):
+                table = format_table(sort_rows(read_trials(sweep_dir, status), "fd"), status)
+                out.write(("\x1b[H\x1b[J" if tty else "") + table + "\n")
+                out.flush()
+                last = time.monotonic()
+            if finished:
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print(f"\nno longer watching; the sweep goes on: gan-tui attach {sweep_dir}", file=out)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(describe_best(status), file=out)
+    if status.state == "failed":
+        print(f"gan-tui sweep: the sweep failed: {status.message} (see {sweep_dir / LOG_NAME})", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a driver that ended but was not reaped yet is a zombie: over, for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
