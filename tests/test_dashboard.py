@@ -261,3 +261,26 @@ async def test_v_swaps_the_large_panel_on_a_tall_terminal(tmp_path):
         await pilot.press("v")
         await pilot.pause(0.1)
         assert loss.display and quality.display and quality.size.height > loss.size.height
+
+
+async def test_c_opens_compare_over_the_runs_folder_and_q_comes_back(tmp_path):
+    from tests.conftest import tiny_config
+    from engine.runner import QueueSink, Runner
+
+    runs = tmp_path / "runs"
+    for name, lr in (("slow", 1e-4), ("fast", 1e-3)):
+        runner = Runner(tiny_config(steps=20, lr_g=lr), QueueSink(), runs_dir=runs, run_name=name)
+        runner.setup()
+        while runner.tick():
+            pass
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app, fake)
+        await pilot.press("c")
+        await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+        await pilot.pause(0.3)
+        shown = "\n".join(screen_text(app))
+        assert "slow" in shown and "fast" in shown
+        await pilot.press("q")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen")

@@ -1,8 +1,5 @@
 """The dashboard's keys, in one table: the bindings, the footer, the help screen and the palette
 are all made from it, so a key cannot be bound without being documented, or the reverse.
-
-Free keys for features to come (kept out of this table on purpose): `c` (a compare screen) and
-`g` (pick a digit to condition on, with `0`-`9` inside the picker it opens).
 """
 
 from __future__ import annotations
@@ -57,6 +54,8 @@ KEYS: tuple[Key, ...] = (
         palette="Roll back with lower learning rates"),
     Key("b", "roll_back('best')", "Best", "roll back to the best checkpoint (lowest Frechet distance; asks)",
         palette="Roll back to best"),
+    Key("c", "compare", "Compare", "compare the newest runs of this runs folder: curves, config diff, digits",
+        palette="Compare runs", group="view"),
     Key("r", "fresh_samples", "Fresh", "sample fresh noise (the fixed grid stays)", palette="Fresh samples",
         group="view"),
     Key("left_square_bracket", "browse(-1)", "Older", "step back through this run's grids", display="[",

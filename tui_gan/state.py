@@ -98,6 +98,7 @@ class DashboardState:
         self.run_dir = ""
         self.device = ""
         self.device_name = ""
+        self.device_memory = ""  # GPU memory from the trainer's DeviceStats, so attached viewers show it too
         self.dataset = ""
         self.dataset_note = ""
         self.config: dict[str, Any] = {}
@@ -228,6 +229,11 @@ class DashboardState:
         self.changed.add("notes")
 
     # ------------------------------------------------------------- handlers
+    def _on_DeviceStats(self, e: ev.DeviceStats) -> None:
+        self.device, self.device_name = e.device, e.name
+        self.device_memory = f"{e.memory_allocated_mb:,.0f} of {e.memory_total_mb:,.0f} MiB"
+        self.changed.add("status")
+
     def _on_RunStarted(self, e: ev.RunStarted) -> None:
         self.run_dir, self.device, self.device_name = e.run_dir, e.device, e.device_name
         self.dataset, self.dataset_note = e.dataset, e.dataset_note

@@ -292,6 +292,12 @@ class DashboardScreen(Screen[None]):
         """Every note and warning of this session, scrollable."""
         self.app.push_screen(NotesScreen(list(self.state.notes), self.state.notes_dropped))
 
+    def action_compare(self) -> None:
+        """The newest runs of this runs folder overlaid (the same view as `gan-tui compare`)."""
+        from tui_gan.screens.compare import CompareScreen  # its widgets load only when asked for
+
+        self.app.push_screen(CompareScreen.over_runs_dir(self.app.options.runs_dir, ascii=self.app.options.ascii))
+
     def action_help(self) -> None:
         """Show every key."""
         self.app.push_screen(HelpScreen())

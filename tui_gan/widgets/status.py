@@ -62,6 +62,7 @@ def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -
         parts.append((f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor)  {q.classes_covered}/{len(q.class_hist)} classes ", ""))
     if state.judge_status:
         parts.append((f" {state.judge_status} ", "bold"))
+    gpu_memory = gpu_memory or state.device_memory
     device = state.device_name + (f" ({state.device}{', ' + gpu_memory if gpu_memory else ''})" if state.device else "")
     parts.append((f" {device}", "dim"))
     _fit(second, parts, width)
