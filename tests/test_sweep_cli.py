@@ -43,6 +43,7 @@ def test_bad_sweep_flags_are_one_line_and_exit_2(argv, message, tmp_path, capsys
 
 def test_flags_become_a_spec_with_absolute_paths_and_the_training_options(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # a --data-root that does not exist is refused before anything starts
     spec, headless = sweep_cmd.parse_sweep(
         ["--trials", "6", "--search", "grid", "--lr-g", "1e-4:1e-3", "--lr-d", "3e-4", "--batch-size", "32,64",
          "--steps", "500", "--quality-every", "100", "--dataset", "synthetic", "--data-root", "data",
@@ -113,11 +114,13 @@ def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_han
         member.tick()
     member.submit(ev.SaveCheckpoint())
     member.tick()
+    member.settle()
     own, _ = make_runner(run_name="trial-000", lr_g=2e-4, lr_d=2e-4)
     for _ in range(30):
         own.tick()
     own.submit(ev.SaveCheckpoint())
     own.tick()
+    own.settle()  # checkpoints reach the disk on the journal's writer thread
     sweep_dir = Path(member.run.path).parent
     tune_ckpt = tmp_path / "tune-ckpt"
     tune_ckpt.mkdir()

@@ -140,11 +140,17 @@ class TrialLoop:
         every = self.cfg.quality_every
         assert runner.trainer is not None
         pending = self._next_boundary(runner.trainer.step, every)
+        saving = False
         try:
             while True:
                 if stop_requested(self.spec.path) and runner.state != ev.RunState.STOPPED:
                     runner.submit(ev.Stop(save=True))
                 alive = runner.tick(block=False)
+                if saving:
+                    # The checkpoint goes to disk on the run's writer thread: let it land (CheckpointSaved)
+                    # before the checks below, which would otherwise take it for a skipped save.
+                    runner.settle()
+                    saving = False
                 if runner.state == ev.RunState.PAUSED:
                     time.sleep(_PAUSED_POLL_S)
                 step = runner.trainer.step
@@ -155,6 +161,7 @@ class TrialLoop:
                     # checkpoint reported holds exactly the weights that were measured.
                     self._wait_for_quality()
                     runner.submit(ev.SaveCheckpoint())
+                    saving = True
                 if runner.quality is not None and runner.quality.failed:
                     raise RuntimeError(runner.quality.failed)
                 if pending in self.quality and pending in self.saved:
