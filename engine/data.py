@@ -75,6 +75,13 @@ class ImageData:
         idx = torch.randint(len(self.images), (batch_size,), device=self.images.device, generator=generator)
         return self.images_at(idx)
 
+    def labelled_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch and its labels: the same index draw as `batch`, so the RNG sequence matches."""
+        if self.labels is None:
+            raise ValueError(f"{self.info.name} has no labels")
+        idx = torch.randint(len(self.images), (batch_size,), device=self.images.device, generator=generator)
+        return self.images_at(idx), self.labels[idx.to(self.labels.device)]
+
     def images_at(self, indices: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """The images at `indices` in [-1, 1], shape (N, 1, 28, 28), on `device` (default: where they are)."""
         picked = self.images[indices.to(self.images.device)]

@@ -49,6 +49,13 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
 
 
+def r1_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean ||grad D(x)||^2 on real images; the caller weighs it by gamma / 2."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(real).float().sum(), real, create_graph=True)
+    return grad.flatten(1).square().sum(1).mean()
+
+
 def d_probability(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """How D's raw output is shown as "D(x)": a probability for bce, the raw score otherwise."""
     return torch.sigmoid if kind == "bce" else (lambda x: x)

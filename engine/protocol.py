@@ -10,6 +10,7 @@ single line of UTF-8 JSON of at most MAX_LINE bytes:
                         {"command": "save"}
                         {"command": "export", "path": ""}
                         {"command": "sample_fresh"}
+                        {"command": "sample_fresh", "digit": 3, "count": 64, "seed": 1}
                         {"command": "roll_back", "to": "last-good", "lr_scale": 0.5}
                         {"command": "stop", "save": true}
     trainer -> viewer   {"event": "MetricsLogged", "data": {...the event's fields...}}
@@ -72,6 +73,9 @@ def decode_event(message: dict[str, Any]) -> ev.Event:
         data["state"] = ev.RunState(data["state"])
     if "class_hist" in data and isinstance(data["class_hist"], list):
         data["class_hist"] = tuple(data["class_hist"])
+    for key in ("class_fd", "class_fd_floor"):  # JSON's null was a NaN (a class with no samples)
+        if isinstance(data.get(key), list):
+            data[key] = tuple(math.nan if v is None else v for v in data[key])
     if cls is ev.MetricsLogged:
         data = {k: math.nan if v is None else v for k, v in data.items()}  # JSON's null was a NaN
     try:
@@ -117,8 +121,11 @@ def decode_command(message: dict[str, Any]) -> ev.Command:
             raise ProtocolError("roll_back 'to' must be a string: last-good, best or a step")
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1:
             raise ProtocolError("roll_back lr_scale must be a number above 0 and at most 1")
-    elif cls is ev.SampleFresh and args.get("seed") is not None and not isinstance(args.get("seed"), int):
-        raise ProtocolError("sample_fresh seed must be a whole number")
+    elif cls is ev.SampleFresh:
+        for key, low, high in (("seed", 0, 2**63 - 1), ("digit", 0, 9999), ("count", 1, 1024)):
+            value = args.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+                raise ProtocolError(f"sample_fresh {key} must be a whole number from {low} to {high}")
     return cls(**args)
 
 
@@ -160,6 +167,8 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
     return value
 
 

@@ -165,9 +165,10 @@ class Runner:
             if ckpt is None:
                 raise CheckpointError(f"run {self.run.path} has no checkpoint to resume from")
             resumed_payload = load_checkpoint(ckpt)
-            saved_cfg = TrainConfig.from_dict(resumed_payload["config"])
-            check_compatible(saved_cfg, self.cfg, self.run.path)
         data = self._data or load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.seed)
+        self.cfg = self.cfg.resolve_preset(data.info.num_classes)  # "auto" is saved resolved in config.json
+        if resumed_payload is not None and self.run is not None:
+            check_compatible(TrainConfig.from_dict(resumed_payload["config"]), self.cfg, self.run.path)
         self.trainer = Trainer(self.cfg, data, device)
         if resumed_payload is not None and self.run is not None:
             self.trainer.load_state_dict(resumed_payload["trainer"])
@@ -256,8 +257,12 @@ class Runner:
         elif isinstance(command, ev.ExportSamples):
             self._export(command.path)
         elif isinstance(command, ev.SampleFresh):
-            images = self.trainer.sample(self.trainer.fresh_noise(command.seed))
-            self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False))
+            try:
+                images = self.trainer.sample(self.trainer.fresh_noise(command.seed, command.count), command.digit)
+            except ValueError as exc:  # a class this run cannot draw
+                self._warn(f"no samples drawn: {exc}", "samples")
+                return
+            self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False, digit=command.digit))
         elif isinstance(command, ev.RollBack):
             self._roll_back(command.to, command.lr_scale)
         else:
