@@ -65,6 +65,11 @@ class ImageData:
     labels: torch.Tensor | None  # int64 (N,), or None for unlabelled image folders
     info: DatasetInfo
 
+    @property
+    def num_classes(self) -> int:
+        """Classes a conditional generator can learn: 0 without labels."""
+        return 0 if self.labels is None else self.info.num_classes
+
     def to(self, device: torch.device) -> ImageData:
         """Move the tensors once; batches are then drawn without host round trips."""
         labels = None if self.labels is None else self.labels.to(device)

@@ -166,7 +166,7 @@ class Runner:
                 raise CheckpointError(f"run {self.run.path} has no checkpoint to resume from")
             resumed_payload = load_checkpoint(ckpt)
         data = self._data or load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.seed)
-        self.cfg = self.cfg.resolve_preset(data.info.num_classes)  # "auto" is saved resolved in config.json
+        self.cfg = self.cfg.resolve_preset(data.num_classes)  # "auto" is saved resolved in config.json
         if resumed_payload is not None and self.run is not None:
             check_compatible(TrainConfig.from_dict(resumed_payload["config"]), self.cfg, self.run.path)
         self.trainer = Trainer(self.cfg, data, device)

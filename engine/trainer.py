@@ -63,7 +63,7 @@ class Trainer:
     """Owns the nets, their optimizers, the data on the device and the training RNG."""
 
     def __init__(self, cfg: TrainConfig, data: ImageData, device: torch.device) -> None:
-        cfg = cfg.resolve_preset(data.info.num_classes)  # "auto" and the class count follow the data
+        cfg = cfg.resolve_preset(data.num_classes)  # "auto" and the class count follow the data
         self.cfg = cfg
         self.device = device
         self.data = data.to(device)
@@ -136,7 +136,8 @@ class Trainer:
                 r1 = r1_penalty(lambda x: discriminate(self.D, x, real_y), real_in)
                 loss_d = loss_d + (cfg.r1_gamma / 2 * _R1_EVERY) * r1
             if cfg.loss == "wgan-gp":
-                loss_d = loss_d + cfg.gp_weight * gradient_penalty(self.D, real, fake.detach().float(), self.rng)
+                loss_d = loss_d + cfg.gp_weight * gradient_penalty(lambda x: discriminate(self.D, x, real_y), real,
+                                                               fake.detach().float(), self.rng)
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(loss_d).backward()
             self.scaler.unscale_(self.opt_d)
