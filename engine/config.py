@@ -79,7 +79,7 @@ class TrainConfig:
     """One-sided label smoothing: real targets become 1 - this (bce only)."""
     gp_weight: float = 10.0
     """Gradient-penalty weight (wgan-gp only)."""
-    diff_augment: bool = False
+    diff_augment: bool = True
     """DiffAugment: random translation and cutout of real and fake images before D."""
     r1_gamma: float = 0.0
     """Weight of the R1 penalty on real images (0: off), applied lazily every 16 steps."""
