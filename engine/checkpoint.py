@@ -13,7 +13,7 @@ from engine.journal import atomic_write
 
 FORMAT_VERSION = 1
 # Fields that fix the shape of the nets or the fixed noise: a checkpoint only fits a config that agrees.
-ARCHITECTURE_FIELDS = ("preset", "latent_dim", "g_hidden", "d_hidden", "loss", "num_samples")
+ARCHITECTURE_FIELDS = ("preset", "num_classes", "latent_dim", "g_hidden", "d_hidden", "loss", "num_samples")
 _REQUIRED = ("format", "config", "trainer", "hparam_history")
 _TRAINER_REQUIRED = ("generator", "discriminator", "opt_g", "opt_d", "step", "images_seen", "fixed_noise", "rng")
 

@@ -10,7 +10,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-PRESETS = ("dcgan-small", "mlp-small", "mlp", "mlp-dropout", "dcgan")
+#: "auto" is resolved once the data is known (resolve_preset): a class-conditional preset for
+#: labelled data, an unconditional one otherwise; the resolved name is what config.json keeps.
+PRESETS = ("auto", "cond-mlp", "cond-dcgan", "dcgan-small", "mlp-small", "mlp", "mlp-dropout", "dcgan")
+#: Presets whose generator takes a class and whose discriminator has a projection head.
+CONDITIONAL_PRESETS = ("cond-mlp", "cond-dcgan")
+#: What "auto" becomes for labelled and for unlabelled data.
+AUTO_CONDITIONAL, AUTO_UNCONDITIONAL = "cond-mlp", "mlp"
+#: Conditional fixed grids hold one row per class with one column per class (K x K) up to this many classes.
+MAX_GRID_CLASSES = 32
 LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
 NAMED_DATASETS = ("mnist", "fashion-mnist", "kmnist", "synthetic")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -43,8 +51,11 @@ class TrainConfig:
     """Where datasets are looked for and downloaded to; None means the user cache folder."""
 
     # --- model ---
-    preset: str = "dcgan-small"
-    """Architecture: dcgan-small (default), mlp-small, mlp, mlp-dropout, dcgan."""
+    preset: str = "auto"
+    """Architecture: auto (default: cond-mlp for labelled data, mlp otherwise), cond-mlp, cond-dcgan,
+    dcgan-small, mlp-small, mlp, mlp-dropout, dcgan."""
+    num_classes: int = 0
+    """Classes a conditional preset generates (set from the data when the run starts; 0 for unconditional)."""
     latent_dim: int = 64
     """Size of the noise vector z."""
     g_hidden: tuple[int, ...] = ()
@@ -53,11 +64,11 @@ class TrainConfig:
     """Discriminator widths (MLP units or conv channels); empty means the preset's own."""
 
     # --- objective and optimisation ---
-    loss: str = "bce"
+    loss: str = "hinge"
     """bce (non-saturating, with logits), hinge, lsgan, wgan-gp."""
-    lr_g: float = 1e-3
+    lr_g: float = 2e-4
     """Adam learning rate of the generator."""
-    lr_d: float = 1e-3
+    lr_d: float = 2e-4
     """Adam learning rate of the discriminator."""
     beta1: float = 0.5
     """Adam beta1 for both nets."""
@@ -71,6 +82,10 @@ class TrainConfig:
     """One-sided label smoothing: real targets become 1 - this (bce only)."""
     gp_weight: float = 10.0
     """Gradient-penalty weight (wgan-gp only)."""
+    diff_augment: bool = True
+    """DiffAugment: random translation and cutout of real and fake images before D."""
+    r1_gamma: float = 0.0
+    """Weight of the R1 penalty on real images (0: off), applied lazily every 16 steps."""
     g_ema: float = 0.999
     """Decay of the generator's weight average that draws the samples (0: sample the raw generator)."""
 
@@ -155,6 +170,7 @@ class TrainConfig:
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError("dataset", self.dataset, f"use one of {', '.join(NAMED_DATASETS)} or a path")
         _int_range("latent_dim", self.latent_dim, 1, 4096)
+        _int_range("num_classes", self.num_classes, 0, 10_000)
         for name in ("g_hidden", "d_hidden"):
             for width in getattr(self, name):
                 if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 16384:
@@ -167,6 +183,9 @@ class TrainConfig:
         _int_range("d_steps", self.d_steps, 1, 100)
         _number("label_smoothing", self.label_smoothing, 0.0, 0.5, "must be from 0 to 0.5")
         _number("gp_weight", self.gp_weight, 0.0, 1e6, "must be from 0 to 1e6")
+        if not isinstance(self.diff_augment, bool):
+            raise ConfigError("diff_augment", self.diff_augment, "must be true or false")
+        _number("r1_gamma", self.r1_gamma, 0.0, 1e6, "must be from 0 (off) to 1e6")
         _number("g_ema", self.g_ema, 0.0, 0.99999, "must be from 0 (off) to 0.99999")
         _int_range("steps", self.steps, 1, 10**10)
         _number("epochs", self.epochs, 0.0, 1e6, "must be from 0 (use steps) to 1e6")
@@ -211,6 +230,29 @@ class TrainConfig:
         data["g_hidden"] = list(self.g_hidden)
         data["d_hidden"] = list(self.d_hidden)
         return data
+
+    @property
+    def conditional(self) -> bool:
+        """The generator takes a class and the discriminator sees it."""
+        return self.preset in CONDITIONAL_PRESETS
+
+    def resolve_preset(self, num_classes: int) -> TrainConfig:
+        """This config for data with `num_classes` labelled classes (0: unlabelled).
+
+        "auto" becomes a conditional preset for labelled data and an unconditional one otherwise;
+        a conditional run learns `num_classes` classes and its fixed grid becomes one row per class
+        (K rows of K). Raises ConfigError when a conditional preset meets unlabelled data.
+        """
+        preset = self.preset
+        if preset == "auto":
+            preset = AUTO_CONDITIONAL if num_classes >= 2 else AUTO_UNCONDITIONAL
+        if preset not in CONDITIONAL_PRESETS:
+            return dataclasses.replace(self, preset=preset, num_classes=0)
+        if num_classes < 2:
+            raise ConfigError("preset", preset, "a conditional preset needs labelled data (2 or more classes); "
+                              "use auto or an unconditional preset")
+        samples = num_classes * num_classes if num_classes <= MAX_GRID_CLASSES else self.num_samples
+        return dataclasses.replace(self, preset=preset, num_classes=num_classes, num_samples=samples)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

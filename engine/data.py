@@ -65,6 +65,11 @@ class ImageData:
     labels: torch.Tensor | None  # int64 (N,), or None for unlabelled image folders
     info: DatasetInfo
 
+    @property
+    def num_classes(self) -> int:
+        """Classes a conditional generator can learn: 0 without labels."""
+        return 0 if self.labels is None else self.info.num_classes
+
     def to(self, device: torch.device) -> ImageData:
         """Move the tensors once; batches are then drawn without host round trips."""
         labels = None if self.labels is None else self.labels.to(device)
@@ -74,6 +79,13 @@ class ImageData:
         """A random batch in [-1, 1], shape (B, 1, 28, 28), drawn with replacement."""
         idx = torch.randint(len(self.images), (batch_size,), device=self.images.device, generator=generator)
         return self.images_at(idx)
+
+    def labelled_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch and its labels: the same index draw as `batch`, so the RNG sequence matches."""
+        if self.labels is None:
+            raise ValueError(f"{self.info.name} has no labels")
+        idx = torch.randint(len(self.images), (batch_size,), device=self.images.device, generator=generator)
+        return self.images_at(idx), self.labels[idx.to(self.labels.device)]
 
     def images_at(self, indices: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """The images at `indices` in [-1, 1], shape (N, 1, 28, 28), on `device` (default: where they are)."""

@@ -30,6 +30,7 @@ from torch import nn
 from engine import events as ev
 from engine.data import ImageData
 from engine.judge import JudgeCancelled, JudgeError, load_or_train
+from engine.models import balanced_labels, generate, is_conditional
 from engine.quality import QualityReference
 from engine.schedule import DutyCycle
 
@@ -206,8 +207,13 @@ class QualityWorker:
     @torch.no_grad()
     def _measure(self, job: _Job) -> ev.QualityMeasured:
         assert self.reference is not None
-        images = torch.cat([job.generator(z).float() for z in self._noise.split(500)])
-        return self.reference.measure(job.step, images)
+        # A conditional generator is asked for every class equally often, so its figures include
+        # label agreement and the per-class distances.
+        labels = balanced_labels(len(self._noise), job.generator.num_classes, self._device) if is_conditional(job.generator) else None
+        z_parts, y_parts = self._noise.split(500), (labels.split(500) if labels is not None else None)
+        images = torch.cat([generate(job.generator, z, None if y_parts is None else y_parts[i]).float()
+                            for i, z in enumerate(z_parts)])
+        return self.reference.measure(job.step, images, labels)
 
     def _fail(self, message: str) -> None:
         with self._cond:

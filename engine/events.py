@@ -82,6 +82,7 @@ class SamplesGenerated:
     images: np.ndarray
     fixed: bool = True
     path: str = ""
+    digit: int | None = None  # the class every image was drawn for (SampleFresh with a digit)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ class QualityMeasured:
     kl_uniform: float  # KL(histogram || uniform), nats
     confidence: float  # mean top-class probability
     diversity: float  # mean pairwise distance of samples / that of real images
+    # Conditional runs only (None / empty otherwise):
+    label_agreement: float | None = None  # share of samples the judge reads as the class asked for
+    class_fd: tuple[float, ...] = ()  # Frechet distance per class (samples of class k vs real class k)
+    class_fd_floor: tuple[float, ...] = ()  # the same between two real sets, per class
 
 
 @dataclass(frozen=True)
@@ -274,9 +279,12 @@ class ExportSamples:
 
 @dataclass(frozen=True)
 class SampleFresh:
-    """Post a grid from new random noise (the fixed grid is unchanged)."""
+    """Post a grid from new random noise (the fixed grid is unchanged); with `digit`, every image is
+    that class (conditional runs; else a warning). `count`: images (default: the fixed grid's size)."""
 
     seed: int | None = None
+    digit: int | None = None
+    count: int | None = None
 
 
 @dataclass(frozen=True)

@@ -129,14 +129,51 @@ def grid_image(images: np.ndarray, scale: int = 1) -> Any:
 
 
 def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: int = 64, checkpoint: str = "latest",
-                              seed: int = 0, scale: int = 1) -> list[Path]:
-    """`count` single-digit PNGs from a checkpoint's sampling generator (latest, best, or a step)."""
+                              seed: int = 0, scale: int = 1, digit: int | None = None) -> list[Path]:
+    """`count` single-digit PNGs from a checkpoint's sampling generator (latest, best, or a step).
+
+    `digit`: every image of that class (conditional runs; an unconditional run is an ExportError).
+    """
     import torch
     from torchvision.utils import save_image
 
+    images, step = checkpoint_images(run, count, checkpoint, seed, digit)
+    tensor = torch.from_numpy(images).float().div(255.0).unsqueeze(1)
+    if scale > 1:
+        tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    suffix = "" if digit is None else f"_digit{digit}"
+    out_dir = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples{suffix}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(tensor):
+        target = out_dir / f"sample_{i:04d}.png"
+        _atomic(target, lambda f, image=image: save_image(image, f, format="png"))
+        paths.append(target)
+    return paths
+
+
+def export_digit_grid(run: RunDir, digit: int, out: Path | None = None, count: int = 64, checkpoint: str = "latest",
+                      seed: int = 0, scale: int = 4) -> Path:
+    """A grid of `count` samples of class `digit`, drawn from a checkpoint of a conditional run."""
+    if not 1 <= scale <= 32:
+        raise ExportError(f"scale must be from 1 to 32, got {scale}")
+    images, step = checkpoint_images(run, count, checkpoint, seed, digit)
+    out = out or run.exports_dir / f"grid_step_{step:08d}_digit{digit}_x{scale}.png"
+    _atomic(out, lambda f: grid_image(images, scale).save(f, format="PNG"))
+    return out
+
+
+def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed: int = 0,
+                      digit: int | None = None) -> tuple[np.ndarray, int]:
+    """`count` samples, uint8 (count, 28, 28), from a checkpoint's sampling generator, and its step.
+
+    A conditional run draws class `digit` for every image, or every class in turn without one.
+    """
+    import torch
+
     from engine.checkpoint import CheckpointError, load_checkpoint
     from engine.config import TrainConfig
-    from engine.models import build_models
+    from engine.models import balanced_labels, build_models, generate
 
     if not 1 <= count <= 10_000:
         raise ExportError(f"count must be from 1 to 10000, got {count}")
@@ -146,24 +183,24 @@ def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: i
         cfg = TrainConfig.from_dict(payload["config"])
     except (RunError, CheckpointError, ValueError) as exc:
         raise ExportError(str(exc)) from exc
+    if digit is not None and not cfg.conditional:
+        raise ExportError(f"run {run.path} is unconditional (preset {cfg.preset}): it cannot be asked for a class")
+    if digit is not None and not 0 <= digit < cfg.num_classes:
+        raise ExportError(f"digit must be from 0 to {cfg.num_classes - 1} for run {run.path}, got {digit}")
     generator, _ = build_models(cfg)
     state = payload["trainer"]
+    # The averaged generator's BatchNorm statistics were re-estimated before the checkpoint was written.
     generator.load_state_dict(state.get("generator_ema") or state["generator"])
     generator.eval()
     noise = torch.randn(count, cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
+    labels = None
+    if cfg.conditional:
+        labels = torch.full((count,), digit) if digit is not None else balanced_labels(count, cfg.num_classes)
     with torch.no_grad():
-        images = torch.cat([generator(z) for z in noise.split(500)]).add(1).div(2).clamp(0, 1)
-    if scale > 1:
-        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    step = int(state["step"])
-    out_dir = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(images):
-        target = out_dir / f"sample_{i:04d}.png"
-        _atomic(target, lambda f, image=image: save_image(image, f, format="png"))
-        paths.append(target)
-    return paths
+        parts = [generate(generator, z, None if labels is None else labels[i : i + 500])
+                 for i, z in zip(range(0, count, 500), noise.split(500))]
+    images = torch.cat(parts).add(1).mul(127.5).clamp(0, 255).round().to(torch.uint8).squeeze(1).numpy()
+    return images, int(state["step"])
 
 
 # ------------------------------------------------------------------ helpers
@@ -223,4 +260,5 @@ def _atomic(out: Path, write: Any) -> None:
         raise ExportError(f"{out} could not be written: {exc.strerror or exc}") from exc
 
 
-__all__ = ["ExportError", "export_checkpoint_samples", "export_csv", "export_gif", "export_grid"]
+__all__ = ["ExportError", "checkpoint_images", "export_checkpoint_samples", "export_csv", "export_digit_grid",
+           "export_gif", "export_grid", "grid_image"]

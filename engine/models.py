@@ -1,7 +1,10 @@
 """Generator and discriminator presets. Every size comes from the config; nothing reads globals.
 
 The MLP presets reproduce the classic MNIST GAN notebooks (so users can compare like with like);
-the conv presets follow DCGAN (Radford et al. 2016) scaled to 28x28.
+the conv presets follow DCGAN (Radford et al. 2016) scaled to 28x28. The conditional presets
+(cond-mlp, cond-dcgan) give G a class embedding concatenated to z and give D a projection head
+(Miyato & Koyama 2018): logit + <embed(y), features>. Use `generate` and `discriminate` to call
+either kind with or without labels.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.config import TrainConfig
+from engine.config import ConfigError, TrainConfig
 
 IMAGE_PIXELS = 28 * 28
 
@@ -20,15 +23,30 @@ DEFAULT_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "mlp-dropout": ((256, 512, 1024), (1024, 512, 256)),
     "dcgan": ((128, 64), (64, 128)),
     "dcgan-small": ((64, 32), (32, 64)),
+    "cond-mlp": ((256, 512, 1024), (512, 256)),
+    "cond-dcgan": ((64, 32), (32, 64)),
 }
+CLASS_EMBED_DIM = 32  # width of G's class embedding; D's projection embedding has its feature width
 
 
 def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair for a config, freshly initialised."""
-    g_widths = cfg.g_hidden or DEFAULT_WIDTHS[cfg.preset][0]
-    d_widths = cfg.d_hidden or DEFAULT_WIDTHS[cfg.preset][1]
+    widths = DEFAULT_WIDTHS.get(cfg.preset, ((), ()))
+    g_widths = cfg.g_hidden or widths[0]
+    d_widths = cfg.d_hidden or widths[1]
     # A batch-normalised critic breaks the per-sample gradient penalty of WGAN-GP.
     d_norm = cfg.loss != "wgan-gp"
+    if cfg.preset in ("cond-mlp", "cond-dcgan") and cfg.num_classes < 2:
+        raise ConfigError("num_classes", cfg.num_classes, f"{cfg.preset} needs the data's classes (resolve_preset)")
+    if cfg.preset == "auto":
+        raise ConfigError("preset", cfg.preset, "auto is resolved from the data first (TrainConfig.resolve_preset)")
+    if cfg.preset == "cond-mlp":
+        return (CondMLPGenerator(cfg.latent_dim, cfg.num_classes, g_widths),
+                ProjectionMLPDiscriminator(d_widths, cfg.num_classes))
+    if cfg.preset == "cond-dcgan":
+        _require_two(cfg, g_widths, d_widths)
+        return (CondConvGenerator(cfg.latent_dim, cfg.num_classes, g_widths),
+                ProjectionConvDiscriminator(d_widths, cfg.num_classes))
     if cfg.preset == "mlp-small":
         g: nn.Module = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=False)
         d: nn.Module = MLPDiscriminator(d_widths, dropout=0.0)
@@ -40,6 +58,37 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
         g = ConvGenerator(cfg.latent_dim, g_widths)
         d = ConvDiscriminator(d_widths, batch_norm=d_norm)
     return g, d
+
+
+def is_conditional(module: nn.Module) -> bool:
+    """Whether a generator or discriminator takes class labels."""
+    return getattr(module, "num_classes", 0) > 0
+
+
+def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """G(z), or G(z, y) for a conditional generator (labels required then, ignored otherwise)."""
+    if is_conditional(generator):
+        if labels is None:
+            raise ValueError("a conditional generator needs class labels")
+        return generator(z, labels)
+    return generator(z)
+
+
+def discriminate(discriminator: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """D(x), or D(x, y) for a projection discriminator."""
+    return discriminator(x, labels) if is_conditional(discriminator) else discriminator(x)
+
+
+def balanced_labels(count: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """0, 1, ..., K-1, 0, 1, ... : every class equally often (the quality measurements' labels)."""
+    return torch.arange(count, device=device) % num_classes
+
+
+def grid_labels(count: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Labels of the fixed grid: row r of a K x K grid is class r (else classes cycle)."""
+    if count == num_classes * num_classes:
+        return torch.arange(count, device=device) // num_classes
+    return balanced_labels(count, num_classes, device)
 
 
 class MLPGenerator(nn.Module):
@@ -123,6 +172,75 @@ class ConvDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
+class CondMLPGenerator(nn.Module):
+    """[z, embed(y)] -> hidden layers (BatchNorm, LeakyReLU) -> 784 tanh."""
+
+    def __init__(self, latent_dim: int, num_classes: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, CLASS_EMBED_DIM)
+        self.body = MLPGenerator(latent_dim + CLASS_EMBED_DIM, widths, batch_norm=True)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([z, self.embed(labels)], 1))
+
+
+class ProjectionMLPDiscriminator(nn.Module):
+    """784 -> hidden layers (LeakyReLU) = h; logit = w.h + <embed(y), h>."""
+
+    def __init__(self, widths: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        layers: list[nn.Module] = []
+        width_in = IMAGE_PIXELS
+        for width in widths:
+            layers += [nn.Linear(width_in, width), nn.LeakyReLU(0.2, inplace=True)]
+            width_in = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width_in, 1)
+        self.embed = nn.Embedding(num_classes, width_in)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)  # start as an unconditional D; the class term grows
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.features(x.flatten(1))
+        return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(1)
+
+
+class CondConvGenerator(nn.Module):
+    """DCGAN's generator on [z, embed(y)]."""
+
+    def __init__(self, latent_dim: int, num_classes: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, CLASS_EMBED_DIM)
+        self.body = ConvGenerator(latent_dim + CLASS_EMBED_DIM, widths)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([z, self.embed(labels)], 1))
+
+
+class ProjectionConvDiscriminator(nn.Module):
+    """DCGAN's discriminator (no BatchNorm) with a projection head on its flattened features."""
+
+    def __init__(self, widths: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        c0, c1 = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c0, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c0, c1, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(c1 * 49, 1)
+        self.embed = nn.Embedding(num_classes, c1 * 49)
+        _dcgan_init(self)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(1)
+
+
 def _dcgan_init(module: nn.Module) -> None:
     """N(0, 0.02) conv weights and N(1, 0.02) norm scales, as in the DCGAN paper."""
     for m in module.modules():
@@ -134,8 +252,6 @@ def _dcgan_init(module: nn.Module) -> None:
 
 
 def _require_two(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[int, ...]) -> None:
-    from engine.config import ConfigError
-
     if len(g_widths) != 2:
         raise ConfigError("g_hidden", cfg.g_hidden, f"{cfg.preset} takes two channel counts, like 128,64")
     if len(d_widths) != 2:

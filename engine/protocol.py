@@ -10,6 +10,7 @@ single line of UTF-8 JSON of at most MAX_LINE bytes:
                         {"command": "save"}
                         {"command": "export", "path": ""}          (a file name inside RUN/exports/)
                         {"command": "sample_fresh", "seed": 7}     (seed optional, 0..2**63-1)
+                        {"command": "sample_fresh", "digit": 3, "count": 64}   (a conditional run's class)
                         {"command": "roll_back", "to": "last-good", "lr_scale": 0.5}   (last-good, latest, best or a step)
                         {"command": "stop", "save": true}
     trainer -> viewer   {"event": "MetricsLogged", "data": {...the event's fields...}}
@@ -80,6 +81,9 @@ def decode_event(message: dict[str, Any]) -> ev.Event:
         data["state"] = ev.RunState(data["state"])
     if "class_hist" in data and isinstance(data["class_hist"], list):
         data["class_hist"] = tuple(data["class_hist"])
+    for key in ("class_fd", "class_fd_floor"):  # JSON's null was a NaN (a class with no samples)
+        if isinstance(data.get(key), list):
+            data[key] = tuple(math.nan if v is None else v for v in data[key])
     if cls is ev.MetricsLogged:
         data = {k: math.nan if v is None else v for k, v in data.items()}  # JSON's null was a NaN
     try:
@@ -127,9 +131,10 @@ def decode_command(message: dict[str, Any]) -> ev.Command:
         if not _is_number(scale) or not 0 < scale <= 1:
             raise ProtocolError("roll_back lr_scale must be a number above 0 and at most 1")
     elif cls is ev.SampleFresh:
-        seed = args.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT):
-            raise ProtocolError(f"sample_fresh seed must be a whole number from 0 to {SEED_LIMIT - 1}")
+        for key, low, high in (("seed", 0, SEED_LIMIT - 1), ("digit", 0, 9999), ("count", 1, 1024)):
+            value = args.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+                raise ProtocolError(f"sample_fresh {key} must be a whole number from {low} to {high}")
     return cls(**args)
 
 
@@ -203,6 +208,8 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
     return value
 
 

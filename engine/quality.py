@@ -10,7 +10,11 @@ All figures compare N generated images with N real held-out images (N fixed for 
 - the judge's class histogram, classes covered (at least 2% of samples) and KL from uniform;
 - mean top-class confidence (smudges and hybrids score low);
 - diversity: mean pairwise pixel distance of the samples over that of real images (near 0 when
-  the generator repeats itself, about 1 when it varies as much as the data).
+  the generator repeats itself, about 1 when it varies as much as the data);
+- for a conditional generator (samples with the labels they were asked for): label agreement, the
+  share the judge reads as the class asked for, and the Frechet distance per class against the
+  real images of that class, beside its own real-vs-real floor (about n/K images a side, so both
+  sit well above the all-class figures).
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class FeatureStats:
 class QualityReference:
     """The real side of every comparison, computed once per run."""
 
-    def __init__(self, judge: Judge, real: torch.Tensor, floor_set: torch.Tensor) -> None:
+    def __init__(self, judge: Judge, real: torch.Tensor, floor_set: torch.Tensor,
+                 real_labels: torch.Tensor | None = None, floor_labels: torch.Tensor | None = None) -> None:
         self.judge = judge
         self.n = len(real)
         features, _ = judge.model.features_and_probs(real)
@@ -52,6 +57,14 @@ class QualityReference:
         self.real_stats = FeatureStats.of(features)
         self.fd_floor = frechet_distance(self.real_stats, FeatureStats.of(floor_features))
         self.real_spread = mean_pairwise_distance(real[:_DIVERSITY_SAMPLES])
+        # Per-class references, when the real images come with their labels.
+        self.class_stats: list[FeatureStats] = []
+        self.class_fd_floor: tuple[float, ...] = ()
+        if real_labels is not None and floor_labels is not None:
+            k = judge.model.num_classes
+            self.class_stats = [FeatureStats.of(features[real_labels.to(features.device) == c]) for c in range(k)]
+            floor_stats = [FeatureStats.of(floor_features[floor_labels.to(features.device) == c]) for c in range(k)]
+            self.class_fd_floor = tuple(frechet_distance(a, b) for a, b in zip(floor_stats, self.class_stats))
 
     @classmethod
     def build(cls, judge: Judge, data: ImageData, n: int) -> QualityReference:
@@ -63,13 +76,28 @@ class QualityReference:
         n = max(2, min(n, len(held_out) // 2))
         device = next(judge.model.parameters()).device
         images = data.images_at(held_out[: 2 * n], device)
-        return cls(judge, images[:n], images[n:])
+        labels = None if data.labels is None else data.labels[held_out[: 2 * n].to(data.labels.device)].cpu()
+        if labels is None:
+            return cls(judge, images[:n], images[n:])
+        return cls(judge, images[:n], images[n:], labels[:n], labels[n:])
 
-    def measure(self, step: int, generated: torch.Tensor) -> QualityMeasured:
-        """Score n generated images (in [-1, 1], (n, 1, 28, 28)) at a training step."""
+    def measure(self, step: int, generated: torch.Tensor, labels: torch.Tensor | None = None) -> QualityMeasured:
+        """Score n generated images (in [-1, 1], (n, 1, 28, 28)) at a training step.
+
+        `labels`: the class each image was generated for (a conditional generator); adds label
+        agreement and the per-class Frechet distances.
+        """
         features, probs = self.judge.model.features_and_probs(generated)
         k = probs.size(1)
-        hist = torch.bincount(probs.argmax(1), minlength=k).double().cpu() / len(probs)
+        predicted = probs.argmax(1)
+        hist = torch.bincount(predicted, minlength=k).double().cpu() / len(probs)
+        conditional: dict[str, object] = {}
+        if labels is not None:
+            labels = labels.to(predicted.device)
+            conditional["label_agreement"] = float((predicted == labels).double().mean())
+            if self.class_stats:
+                conditional["class_fd"] = tuple(self._class_fd(features, labels, c) for c in range(k))
+                conditional["class_fd_floor"] = self.class_fd_floor
         return QualityMeasured(
             step=step,
             fd=frechet_distance(FeatureStats.of(features), self.real_stats),
@@ -80,7 +108,14 @@ class QualityReference:
             kl_uniform=kl_from_uniform(hist),
             confidence=float(probs.max(1).values.mean()),
             diversity=mean_pairwise_distance(generated[:_DIVERSITY_SAMPLES]) / max(self.real_spread, 1e-12),
+            **conditional,  # type: ignore[arg-type]
         )
+
+    def _class_fd(self, features: torch.Tensor, labels: torch.Tensor, c: int) -> float:
+        picked = features[labels == c]
+        if len(picked) < 2:
+            return math.nan  # no samples of this class were asked for
+        return frechet_distance(FeatureStats.of(picked), self.class_stats[c])
 
 
 def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:

@@ -229,12 +229,14 @@ class Runner:
             run = resolve_run(self._runs_dir, self._resume)
             self._lock = RunLock.acquire(run.path)
             self.run = run
-            resumed_payload, saved_cfg, skipped = _newest_intact_checkpoint(run)
-            check_compatible(saved_cfg, self.cfg, run.path)
+            resumed_payload, _, skipped = _newest_intact_checkpoint(run)
         else:
             path = RunDir.path_for(self._runs_dir, self._run_name, self.cfg)
             self._lock = RunLock.acquire(path)
         data = self._data or load_dataset(self.cfg.dataset, self.cfg.data_root, self.cfg.seed)
+        self.cfg = self.cfg.resolve_preset(data.num_classes)  # "auto" is saved resolved in config.json
+        if resumed_payload is not None and self.run is not None:
+            check_compatible(TrainConfig.from_dict(resumed_payload["config"]), self.cfg, self.run.path)
         self.trainer = Trainer(self.cfg, data, device)
         notes: list[str] = []
         if resumed_payload is not None and self.run is not None:
@@ -349,7 +351,7 @@ class Runner:
         elif isinstance(command, ev.ExportSamples):
             self._export(command.path)
         elif isinstance(command, ev.SampleFresh):
-            self._sample_fresh(command.seed)
+            self._sample_fresh(command.seed, command.digit, command.count)
         elif isinstance(command, ev.RollBack):
             self._roll_back(command.to, command.lr_scale)
         else:
@@ -376,17 +378,17 @@ class Runner:
         self._write_config()
         self._emit(ev.HyperparamsChanged(step, old, new))
 
-    def _sample_fresh(self, seed: int | None) -> None:
+    def _sample_fresh(self, seed: int | None, digit: int | None = None, count: int | None = None) -> None:
         assert self.trainer is not None
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < _SEED_LIMIT):
             self._warn(f"no fresh samples: seed must be a whole number from 0 to {_SEED_LIMIT - 1}, got {seed!r}", "command")
             return
         try:
-            images = self.trainer.sample(self.trainer.fresh_noise(seed))
-        except (RuntimeError, ValueError, OverflowError, TypeError) as exc:
+            images = self.trainer.sample(self.trainer.fresh_noise(seed, count), digit)
+        except (RuntimeError, ValueError, OverflowError, TypeError) as exc:  # a class this run cannot draw, too
             self._warn(f"no fresh samples: {exc}", "command")
             return
-        self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False))
+        self._emit(ev.SamplesGenerated(self.trainer.step, images, fixed=False, digit=digit))
 
     # ------------------------------------------------------------- training
     def _train_one(self) -> None:

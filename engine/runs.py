@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import TrainConfig
+from engine.config import AUTO_CONDITIONAL, NAMED_DATASETS, TrainConfig
 from engine.journal import append_text, atomic_write
 
 GRID_PADDING = 2
@@ -268,7 +268,10 @@ def new_run_name(cfg: TrainConfig) -> str:
     one case this guess gets wrong; `gan-tui ls` still lists its real dataset)."""
     label = "synthetic" if _will_fall_back(cfg) else Path(cfg.dataset).name or "data"
     dataset = re.sub(r"[^A-Za-z0-9_-]+", "_", label)
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{cfg.preset}"
+    preset = cfg.preset
+    if preset == "auto" and cfg.dataset in NAMED_DATASETS:
+        preset = AUTO_CONDITIONAL  # every named dataset has labels; a path's are known only once loaded
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{preset}"
 
 
 # Where engine/data.py looks for a named dataset's IDX files (kept here without its torch import, so

@@ -15,11 +15,14 @@ from torch import nn
 
 from engine.config import ConfigError, TrainConfig
 from engine.data import ImageData
+from engine.augment import diff_augment
 from engine.devices import amp_dtype_for, capability
-from engine.losses import d_loss, d_probability, g_loss, gradient_penalty
-from engine.models import build_models
+from engine.losses import d_loss, d_probability, g_loss, gradient_penalty, r1_penalty
+from engine.models import build_models, discriminate, generate, grid_labels
 
 _EMA_EVERY = 4  # steps between updates of the generator's weight average
+_R1_EVERY = 16  # lazy R1 (StyleGAN2): the penalty every this many steps, weighted up to match
+_NORM_CALIBRATION = (4, 256)  # batches x images that re-estimate the averaged G's BatchNorm statistics
 # Order of the on-device running sums in Trainer._sums.
 _STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
 # With the fp16 GradScaler: steps whose D and G norms were finite (and so count in the means), skipped steps.
@@ -54,9 +57,11 @@ class Trainer:
     """Owns the nets, their optimizers, the data on the device and the training RNG."""
 
     def __init__(self, cfg: TrainConfig, data: ImageData, device: torch.device) -> None:
+        cfg = cfg.resolve_preset(data.num_classes)  # "auto" and the class count follow the data
         self.cfg = cfg
         self.device = device
         self.data = data.to(device)
+        self.num_classes = cfg.num_classes  # 0: unconditional
         torch.manual_seed(cfg.seed)  # weights and dropout masks
         generator, discriminator = build_models(cfg)
         self.G = generator.to(device)
@@ -66,8 +71,12 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if cfg.g_ema > 0 else None
         if self.G_ema is not None:
             self._ema_params, self._live_params = list(self.G_ema.parameters()), list(self.G.parameters())
-            self._ema_buffers = [b for b in self.G_ema.buffers() if b.is_floating_point()]
-            self._live_buffers = [b for b in self.G.buffers() if b.is_floating_point()]
+        # The averaged weights need BatchNorm statistics of their own: the live G's running statistics
+        # belong to other weights (with them the averaged G drew visibly worse digits, see
+        # bench/quality.py's notes). They are re-estimated on fixed noise whenever the average moved.
+        self._ema_norms = [m for m in (self.G_ema.modules() if self.G_ema is not None else ())
+                           if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._norms_step = -1
         self.opt_g = _adam(self.G, cfg.lr_g, cfg)
         self.opt_d = _adam(self.D, cfg.lr_d, cfg)
         # Batches, noise and penalty mixes draw from their own generator so that sampling fresh
@@ -75,6 +84,10 @@ class Trainer:
         self.rng = torch.Generator(device=device).manual_seed(cfg.seed)
         noise_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.fixed_noise = torch.randn(cfg.num_samples, cfg.latent_dim, generator=noise_rng).to(device)
+        # A conditional grid has one row per class with the same noise in every row.
+        if self.num_classes and cfg.num_samples == self.num_classes**2:
+            self.fixed_noise = self.fixed_noise[: self.num_classes].repeat(self.num_classes, 1)
+        self.fixed_labels = grid_labels(cfg.num_samples, self.num_classes, device) if self.num_classes else None
         self.amp_dtype = resolve_amp(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
@@ -97,17 +110,29 @@ class Trainer:
         cfg = self.cfg
         batch = cfg.batch_size
         for i in range(cfg.d_steps):
-            real = self.data.batch(batch, self.rng)
+            real_y = fake_y = None
+            if self.num_classes:
+                real, real_y = self.data.labelled_batch(batch, self.rng)
+                fake_y = torch.randint(self.num_classes, (batch,), device=self.device, generator=self.rng)
+            else:
+                real = self.data.batch(batch, self.rng)
             z = torch.randn(batch, cfg.latent_dim, device=self.device, generator=self.rng)
             with self._autocast():
                 # The last D update's fakes are reused by the G update (as in pytorch/examples dcgan),
                 # so only their graph is kept: one generator forward per update saved.
                 with torch.set_grad_enabled(i == cfg.d_steps - 1):
-                    fake = self.G(z)
-                real_out, fake_out = self._discriminate(real, fake.detach())
+                    fake = generate(self.G, z, fake_y)
+                real_in, fake_in = real, fake.detach()
+                if cfg.diff_augment:
+                    real_in, fake_in = diff_augment(real, self.rng), diff_augment(fake_in, self.rng)
+                real_out, fake_out = self._discriminate(real_in, fake_in, real_y, fake_y)
                 loss_d = d_loss(cfg.loss, real_out, fake_out, cfg.label_smoothing)
+            if cfg.r1_gamma and self.step % _R1_EVERY == 0 and i == 0:
+                r1 = r1_penalty(lambda x: discriminate(self.D, x, real_y), real_in)
+                loss_d = loss_d + (cfg.r1_gamma / 2 * _R1_EVERY) * r1
             if cfg.loss == "wgan-gp":
-                loss_d = loss_d + cfg.gp_weight * gradient_penalty(self.D, real, fake.detach().float(), self.rng)
+                loss_d = loss_d + cfg.gp_weight * gradient_penalty(lambda x: discriminate(self.D, x, real_y), real,
+                                                               fake.detach().float(), self.rng)
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(loss_d).backward()
             self.scaler.unscale_(self.opt_d)
@@ -121,7 +146,8 @@ class Trainer:
 
         self.D.requires_grad_(False)  # G's update needs D's input gradients only
         with self._autocast():
-            loss_g = g_loss(cfg.loss, self.D(fake).float())
+            fake_in = diff_augment(fake, self.rng) if cfg.diff_augment else fake
+            loss_g = g_loss(cfg.loss, discriminate(self.D, fake_in, fake_y).float())
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
         self.D.requires_grad_(True)
@@ -151,9 +177,18 @@ class Trainer:
         self.step += 1
 
     @property
+    def conditional(self) -> bool:
+        """The generator takes a class."""
+        return self.num_classes > 0
+
+    @property
     def sampler(self) -> nn.Module:
-        """The net that draws samples: the weight average of G when there is one, else G."""
-        return self.G_ema if self.G_ema is not None else self.G
+        """The net that draws samples: the weight average of G (its BatchNorm statistics brought up
+        to date first) when there is one, else G. Call `generate(sampler, z, labels)` in eval mode."""
+        if self.G_ema is None:
+            return self.G
+        self._refresh_ema_norms()
+        return self.G_ema
 
     @property
     def unread_steps(self) -> int:
@@ -184,22 +219,40 @@ class Trainer:
         self._count = 0
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor | None = None) -> np.ndarray:
-        """Images from the generator in eval mode, uint8 (N, 28, 28) on the host."""
+    def sample(self, noise: torch.Tensor | None = None, digit: int | None = None) -> np.ndarray:
+        """Images from the generator in eval mode, uint8 (N, 28, 28) on the host.
+
+        Without arguments: the fixed grid (one row per class for a conditional run). With `noise`:
+        a conditional run draws class `digit` for every image, or the fixed grid's classes (cycling
+        through the classes when the counts differ). `digit` needs a conditional run (ValueError).
+        """
         z = self.fixed_noise if noise is None else noise.to(self.device)
+        labels = self.labels_for(len(z), digit) if noise is not None or digit is not None else self.fixed_labels
         if self.G_ema is not None:
-            return to_uint8(self.G_ema(z).float())
+            return to_uint8(generate(self.sampler, z, labels).float())
         self.G.eval()
         try:
-            images = self.G(z).float()
+            images = generate(self.G, z, labels).float()
         finally:
             self.G.train()
         return to_uint8(images)
 
-    def fresh_noise(self, seed: int | None = None) -> torch.Tensor:
-        """New noise of the fixed batch's size, from its own RNG (training's sequence is untouched)."""
+    def labels_for(self, count: int, digit: int | None = None) -> torch.Tensor | None:
+        """Class labels for `count` samples: all `digit`, else the grid's layout; None when unconditional."""
+        if not self.num_classes:
+            if digit is not None:
+                raise ValueError("this run's generator is unconditional: it cannot be asked for a class")
+            return None
+        if digit is None:
+            return grid_labels(count, self.num_classes, self.device)
+        if not 0 <= digit < self.num_classes:
+            raise ValueError(f"class must be from 0 to {self.num_classes - 1}, got {digit}")
+        return torch.full((count,), digit, dtype=torch.long, device=self.device)
+
+    def fresh_noise(self, seed: int | None = None, count: int | None = None) -> torch.Tensor:
+        """New noise (the fixed batch's size by default), from its own RNG (training's sequence is untouched)."""
         gen = torch.Generator().manual_seed(seed if seed is not None else time.time_ns() % 2**63)
-        return torch.randn(self.cfg.num_samples, self.cfg.latent_dim, generator=gen)
+        return torch.randn(count or self.cfg.num_samples, self.cfg.latent_dim, generator=gen)
 
     def set_hyperparams(self, cfg: TrainConfig) -> None:
         """Adopt a config whose live hyperparameters changed; optimizers follow at once."""
@@ -215,6 +268,8 @@ class Trainer:
                                "batches_device": self.device.type}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.G_ema is not None:
+            self._refresh_ema_norms()  # exports load generator_ema as saved: its statistics must fit
         return {
             "generator": self.G.state_dict(),
             "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
@@ -271,6 +326,7 @@ class Trainer:
         self.step = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.fixed_noise = state["fixed_noise"].to(self.device)
+        self._norms_step = -1
         torch.set_rng_state(state["rng"]["torch"])
         if isinstance(batch_rng, int):
             self.rng.manual_seed(batch_rng)
@@ -293,14 +349,41 @@ class Trainer:
         # Warm-up: early on, average over the steps so far rather than towards the random init.
         decay = min(self.cfg.g_ema ** _EMA_EVERY, (1 + self.step) / (10 + self.step))
         torch._foreach_lerp_(self._ema_params, self._live_params, 1.0 - decay)
-        if self._ema_buffers:
-            torch._foreach_copy_(self._ema_buffers, self._live_buffers)  # BatchNorm statistics follow G
 
-    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def _refresh_ema_norms(self) -> None:
+        """Re-estimate the averaged G's BatchNorm statistics from its own activations on fixed noise.
+
+        Train-mode passes with momentum None make each running statistic the plain mean over the
+        calibration batches; the noise has its own seed, so neither training's RNG nor the result
+        depends on when this runs. A no-op when nothing changed since the last call.
+        """
+        if self.G_ema is None or not self._ema_norms or self._norms_step == self.step:
+            return
+        batches, size = _NORM_CALIBRATION
+        gen = torch.Generator().manual_seed(self.cfg.seed + 3)
+        momenta = [m.momentum for m in self._ema_norms]
+        for m in self._ema_norms:
+            m.reset_running_stats()
+            m.momentum = None
+        self.G_ema.train()
+        try:
+            for _ in range(batches):
+                z = torch.randn(size, self.cfg.latent_dim, generator=gen).to(self.device)
+                generate(self.G_ema, z, self.labels_for(size))
+        finally:
+            self.G_ema.eval()
+            for m, momentum in zip(self._ema_norms, momenta):
+                m.momentum = momentum
+        self._norms_step = self.step
+
+    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, real_y: torch.Tensor | None = None,
+                      fake_y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """D on both batches. One concatenated pass when D has no batch statistics: half the launches."""
         if self._d_has_batchnorm:
-            return self.D(real).float(), self.D(fake).float()
-        out = self.D(torch.cat([real, fake])).float()
+            return discriminate(self.D, real, real_y).float(), discriminate(self.D, fake, fake_y).float()
+        labels = None if real_y is None or fake_y is None else torch.cat([real_y, fake_y])
+        out = discriminate(self.D, torch.cat([real, fake]), labels).float()
         return out[: real.size(0)], out[real.size(0) :]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:

@@ -24,7 +24,7 @@ class FakeEngine:
         self.run_dir = run_dir
         self.steps = steps
         self.commands: list[ev.Command] = []
-        self.config = TrainConfig(dataset="synthetic", steps=1000)
+        self.config = TrainConfig(dataset="synthetic", steps=1000, lr_g=1e-3, lr_d=1e-3)  # the snapshots show these
 
     def start(self, emit, progress) -> None:
         progress("importing torch...")

@@ -38,11 +38,15 @@ def _export(argv: Sequence[str]) -> int:
     p.add_argument("--count", type=int, default=64, metavar="N", help="samples: how many PNGs (default 64)")
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|STEP|FILE", help="samples: which checkpoint")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="samples: noise seed")
+    p.add_argument("--digit", type=int, metavar="D", help="samples, grid: that class only, from the checkpoint (conditional runs)")
     p.add_argument("--frame-ms", type=int, default=200, metavar="MS", help="gif: milliseconds per frame")
     args = p.parse_args(argv)
     try:
         run = resolve_run(Path(args.runs_dir), args.run)
-        if args.what == "grid":
+        if args.what == "grid" and args.digit is not None:
+            print(export.export_digit_grid(run, args.digit, args.out, count=args.count, checkpoint=args.checkpoint,
+                                           seed=args.seed, scale=args.scale or 4))
+        elif args.what == "grid":
             print(export.export_grid(run, args.out, scale=args.scale or 4, step=args.step))
         elif args.what == "gif":
             path, frames = export.export_gif(run, args.out, scale=args.scale or 2, frame_ms=args.frame_ms)
@@ -52,7 +56,7 @@ def _export(argv: Sequence[str]) -> int:
             print(f"{path} ({rows} rows)")
         else:
             paths = export.export_checkpoint_samples(run, args.out, count=args.count, checkpoint=args.checkpoint,
-                                                     seed=args.seed, scale=args.scale or 1)
+                                                     seed=args.seed, scale=args.scale or 1, digit=args.digit)
             print(f"{paths[0].parent} ({len(paths)} PNGs)")
     except (RunError, export.ExportError) as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)

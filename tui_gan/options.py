@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="JSON config file (a run's config.json works)")
     p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")
     p.add_argument("--data-root", metavar="DIR", help="folder holding datasets (default: ~/.cache/gan-tui/datasets)")
-    p.add_argument("--preset", choices=PRESETS, help="architecture (default dcgan-small)")
+    p.add_argument("--preset", choices=PRESETS, help="architecture (default auto: cond-mlp for labelled data, mlp otherwise)")
     p.add_argument("--loss", choices=LOSSES, help="objective (default bce)")
     p.add_argument("--steps", type=_int, metavar="N", help="training steps")
     p.add_argument("--epochs", type=_float, metavar="X", help="length in epochs (overrides --steps)")

@@ -1,0 +1,43 @@
+"""DiffAugment (Zhao et al. 2020): the same random translation and cutout applied to real and fake
+images before D, differentiably, so D cannot overfit a small dataset and G still gets gradients.
+
+All randomness comes from the trainer's own generator (exact resume depends on it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_SHIFT = 1 / 8  # largest translation, as a share of the side (3 px at 28)
+_CUTOUT = 1 / 2  # side of the cut-out square, as a share of the side
+
+
+def diff_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random translation (background fill) then cutout of (B, 1, H, W) images in [-1, 1]."""
+    return _cutout(_translate(x, generator), generator)
+
+
+def _translate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    s = int(h * _SHIFT + 0.5)
+    dev = x.device
+    shift_y = torch.randint(-s, s + 1, (b, 1, 1), device=dev, generator=generator)
+    shift_x = torch.randint(-s, s + 1, (b, 1, 1), device=dev, generator=generator)
+    rows = (torch.arange(h, device=dev).view(1, h, 1) + shift_y + s).expand(b, h, w)
+    cols = (torch.arange(w, device=dev).view(1, 1, w) + shift_x + s).expand(b, h, w)
+    padded = F.pad(x, (s, s, s, s), value=-1.0)  # -1 is the digits' background
+    batch = torch.arange(b, device=dev).view(b, 1, 1).expand(b, h, w)
+    return padded[batch, 0, rows, cols].unsqueeze(1)
+
+
+def _cutout(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    size = int(h * _CUTOUT + 0.5)
+    dev = x.device
+    top = torch.randint(0, h + 1 - size % 2, (b, 1, 1), device=dev, generator=generator) - size // 2
+    left = torch.randint(0, w + 1 - size % 2, (b, 1, 1), device=dev, generator=generator) - size // 2
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return torch.where(inside.unsqueeze(1), torch.full_like(x, -1.0), x)
