@@ -284,3 +284,36 @@ async def test_c_opens_compare_over_the_runs_folder_and_q_comes_back(tmp_path):
         assert "slow" in shown and "fast" in shown
         await pilot.press("q")
         await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen")
+
+
+async def test_g_then_a_digit_asks_a_conditional_run_for_that_class(tmp_path):
+    import dataclasses
+
+    fake = FakeEngine(str(tmp_path))
+    fake.config = dataclasses.replace(fake.config, preset="cond-mlp", num_classes=10, num_samples=100)
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app, fake)
+        await pilot.press("g")
+        assert type(app.screen).__name__ == "DigitScreen"
+        await pilot.press("3")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen")
+        asked = [c for c in fake.commands if isinstance(c, ev.SampleFresh)]
+        assert asked and asked[-1].digit == 3 and asked[-1].count == 100
+        from tests.fakes import known_digits
+
+        app.post_message(EngineEvent(ev.SamplesGenerated(fake.steps, known_digits(100), fixed=False, digit=3)))
+        await until(pilot, lambda: any("digit 3" in line for line in screen_text(app)))
+        await pilot.press("g", "a")  # back to the fixed grid
+        await until(pilot, lambda: app.state.fresh is None)
+
+
+async def test_g_on_an_unconditional_run_says_why_nothing_happens(tmp_path):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app, fake)
+        await pilot.press("g")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "DashboardScreen"
+        assert not any(isinstance(c, ev.SampleFresh) for c in fake.commands)

@@ -56,6 +56,8 @@ KEYS: tuple[Key, ...] = (
         palette="Roll back to best"),
     Key("c", "compare", "Compare", "compare the newest runs of this runs folder: curves, config diff, digits",
         palette="Compare runs", group="view"),
+    Key("g", "pick_digit", "Digit", "samples of one digit (conditional runs): g then 0-9; g then a: the fixed grid",
+        palette="Pick a digit", group="view"),
     Key("r", "fresh_samples", "Fresh", "sample fresh noise (the fixed grid stays)", palette="Fresh samples",
         group="view"),
     Key("left_square_bracket", "browse(-1)", "Older", "step back through this run's grids", display="[",

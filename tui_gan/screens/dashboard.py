@@ -21,6 +21,7 @@ from engine import events as ev
 from tui_gan.keys import TYPING_ACTIONS, bindings
 from tui_gan.paths import shown_path
 from tui_gan.screens.confirm import ConfirmScreen, rollback_question
+from tui_gan.screens.digit import ALL, DigitScreen
 from tui_gan.screens.export import ExportRequest, ExportScreen, export_now
 from tui_gan.screens.help import HelpScreen
 from tui_gan.screens.notes import NOTE_STYLES, NotesScreen
@@ -132,8 +133,13 @@ class DashboardScreen(Screen[None]):
             titles = (f"samples @ step {grid.step:,} (fixed noise, {where})", f"samples @ step {grid.step:,} ({where})",
                       f"samples @ step {grid.step:,}", f"step {grid.step:,}")
         else:
-            titles = (f"samples @ step {grid.step:,} (fresh noise; [ or ] returns)",
-                      f"samples @ step {grid.step:,} (fresh noise)", f"fresh @ step {grid.step:,}", f"step {grid.step:,}")
+            if self.state.fresh_digit is not None:
+                digit = self.state.fresh_digit
+                titles = (f"digit {digit} @ step {grid.step:,} (fresh noise; [ or ] returns)",
+                          f"digit {digit} @ step {grid.step:,}", f"digit {digit}")
+            else:
+                titles = (f"samples @ step {grid.step:,} (fresh noise; [ or ] returns)",
+                          f"samples @ step {grid.step:,} (fresh noise)", f"fresh @ step {grid.step:,}", f"step {grid.step:,}")
         label = self.query_one("#grid-title", Label)
         width = self.query_one("#right").content_size.width or 30
         label.update(next((t for t in titles if len(t) <= width), titles[-1]).replace("[", r"\["))
@@ -245,6 +251,28 @@ class DashboardScreen(Screen[None]):
     def action_fresh_samples(self) -> None:
         """Show a grid from new random noise."""
         self.app.engine.send(ev.SampleFresh())
+
+    def action_pick_digit(self) -> None:
+        """Samples of one class (conditional runs): 0-9 draws that digit, a returns to the fixed grid."""
+        num_classes = int(self.state.config.get("num_classes") or 0)
+        if num_classes < 2:
+            preset = self.state.config.get("preset", "?")
+            self.notify(f"this run is unconditional (preset {preset}): it cannot be asked for a digit",
+                        severity="warning")
+            return
+
+        def picked(digit: int | None) -> None:
+            if digit is None:
+                return
+            if digit == ALL:
+                self.state.fresh = None
+                self.state.changed.add("grid")
+                return
+            count = int(self.state.config.get("num_samples") or 64)
+            self.app.engine.send(ev.SampleFresh(digit=digit, count=count))
+            self.notify(f"drawing {count} samples of digit {digit}...")
+
+        self.app.push_screen(DigitScreen(num_classes), picked)
 
     def action_stop_run(self) -> None:
         """Stop the training process, keep the dashboard (asks first; a checkpoint is saved)."""
