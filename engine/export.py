@@ -31,8 +31,8 @@ _LABEL_BAND = 14  # pixels above each GIF frame for its "step N" label
 #: new_X). A field not named here (from a newer gan-tui) is appended after these, sorted by name.
 CSV_COLUMNS: tuple[str, ...] = (
     "type", "step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "grad_norm_g", "grad_norm_d",
-    "lr_g", "lr_d", "images_per_s", "elapsed_s",
-    "fd", "fd_floor", "n", "classes_covered", "kl_uniform", "confidence", "diversity",
+    "lr_g", "lr_d", "images_per_s", "elapsed_s", "amp_skipped",
+    "fd", "fd_floor", "n", "classes_covered", "kl_uniform", "confidence", "diversity", "label_agreement",
     *(f"class_{i}" for i in range(10)),
     "accuracy", "held_out", "source",
     "kind", "message", "from_step", "path", "lost_steps",

@@ -85,7 +85,7 @@ async def test_each_invalid_form_value_is_refused_with_a_reason_and_changes_noth
         assert note.strip(), "no reason shown"
         assert "not a number" in note or "above 0" in note or "at most 1" in note
         assert not any(isinstance(c, ev.SetHyperparams) for c in fake.commands)
-        assert app.state.hparams["lr_d"] == TrainConfig().lr_d
+        assert app.state.hparams["lr_d"] == fake.config.lr_d
 
 
 async def test_e_then_p_writes_the_grid_shown_as_a_png_at_the_chosen_scale(tmp_path):

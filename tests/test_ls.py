@@ -80,7 +80,7 @@ def test_ls_into_a_closed_pipe_prints_no_traceback(tmp_path):
 def test_the_synthetic_fallback_is_named_and_listed_as_synthetic(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # no MNIST files on this "machine"
     name = new_run_name(TrainConfig(dataset="mnist"))
-    assert name.endswith("-synthetic-dcgan-small"), name
+    assert name.endswith("-synthetic-cond-mlp"), name
     assert "-mnist-" in new_run_name(TrainConfig(dataset="mnist", data_root=str(tmp_path)))  # a named folder: no guess
     run = make_run(tmp_path / "runs", name, dataset="mnist")
     run.append_log({"type": "warning", "step": 0, "kind": "dataset",
