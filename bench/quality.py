@@ -29,6 +29,10 @@ of its floor; agreement = label agreement):
     + DiffAugment, 3000 steps (seed 0 only)                             19.3x     94.7%     0.027
 
 DiffAugment became the default (R1 on top: no better FD and one seed at 82% agreement; off).
+The default at 8000 steps (what the issue measured in 180 s on an idle machine), seeds 0-2:
+10/10 classes, KL 0.0000, confidence 0.998, label agreement 100%, but FD 15.6x its floor and
+diversity 0.85: each class is drawn in nearly one style (G leans on the class, not on z). The
+live-statistics EMA gave FD 28.0x there, the live G 43.3x.
 """
 
 from __future__ import annotations
