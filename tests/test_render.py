@@ -99,3 +99,19 @@ def test_paths_break_only_at_slashes_and_status_parts_never_cut():
     message = f"could not read {path}: permission denied"
     wrapped = wrap_paths_in(message)
     assert wrapped.replace("\n", "") == message and "exports/" in wrapped.split("\n")[1]
+
+
+def test_the_quality_figures_show_label_agreement_and_the_worst_class_for_conditional_runs():
+    from engine import events as ev
+    from tui_gan.state import QualityHistory
+    from tui_gan.widgets.quality_panel import figures_text
+
+    base = dict(step=400, fd=21.1, fd_floor=8.6, n=1000, class_hist=(0.1,) * 10, classes_covered=10,
+                kl_uniform=0.01, confidence=0.9, diversity=0.95)
+    conditional = QualityHistory()
+    conditional.append(ev.QualityMeasured(**base, label_agreement=0.991,
+                                          class_fd=tuple(10.0 + k for k in range(10)), class_fd_floor=(5.0,) * 10))
+    assert "labels 99.1%  worst 9 3.8x" in figures_text(conditional).plain
+    unconditional = QualityHistory()
+    unconditional.append(ev.QualityMeasured(**base))
+    assert "labels" not in figures_text(unconditional).plain
