@@ -91,4 +91,21 @@ def owner(run_dir: Path) -> int | None:
         os.close(fd)
 
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLocked", "owner"]
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` is running (a zombie, killed but not yet reaped, counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    except (OverflowError, ValueError):
+        return False  # not a pid at all (a damaged state.json)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+__all__ = ["LOCK_NAME", "RunLock", "RunLocked", "owner", "pid_alive"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.config import DEVICES, LOSSES, NAMED_DATASETS, PRESETS, ConfigError, TrainConfig
+from engine.config import LOSSES, NAMED_DATASETS, PRESETS, ConfigError, TrainConfig
 
 # flag dest -> TrainConfig field, for the flags that map one to one
 _CONFIG_FLAGS = {

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import NAMED_DATASETS
+from engine.lock import pid_alive
 from engine.runs import RunDir
 from tui_gan.formatting import format_age
 
@@ -45,7 +46,7 @@ def run_state(run: RunDir) -> tuple[str, int | None]:
     if launched is not None and launched != pid:
         return "starting", launched
     if state in _LIVE:
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             return state, pid
         return "interrupted", None
     return state, None
@@ -249,21 +250,5 @@ def _starting_pid(run: RunDir) -> int | None:
     if not found:
         return None
     pid = int(found[-1])
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
-    # A killed trainer whose parent has not reaped it yet is a zombie: dead for our purposes.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from engine.config import NAMED_DATASETS, ConfigError
+from engine.lock import pid_alive
 from engine.sweep.spec import (LOG_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus, parse_batch_sizes,
                                request_stop)
 
@@ -169,7 +170,7 @@ def watch_headless(sweep_dir: Path, out: TextIO) -> int:
     try:
         while True:
             status = SweepStatus.load(sweep_dir)
-            finished = status.state in _DONE or (status.pid and not _alive(status.pid))
+            finished = status.state in _DONE or (status.pid and not pid_alive(status.pid))
             if finished or time.monotonic() - last >= (_TTY_REFRESH_S if tty else _PLAIN_REFRESH_S):
                 table = format_table(sort_rows(read_trials(sweep_dir, status), "fd"), status)
                 out.write(("\x1b[H\x1b[J" if tty else "") + table + "\n")
@@ -196,15 +197,3 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a driver that ended but was not reaped yet is a zombie: over, for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True

@@ -9,7 +9,6 @@ ends); the driver then waits for the trials and writes the final sweep.json.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import os

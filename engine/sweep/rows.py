@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.lock import pid_alive
 from engine.sweep.spec import SweepStatus
 
 SORT_KEYS = ("name", "fd", "step", "lr_g", "lr_d", "state")
@@ -136,7 +136,7 @@ def _state(folder: Path) -> str:
         return "starting"
     state = str(record.get("state", "unknown"))
     pid = record.get("pid")
-    if state in _LIVE and not (isinstance(pid, int) and _alive(pid)):
+    if state in _LIVE and not (isinstance(pid, int) and pid_alive(pid)):
         return "interrupted"
     return state
 
@@ -156,15 +156,6 @@ def _records(path: Path) -> list[dict[str, Any]]:
             out.append(record)
     return out
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _num(value: Any) -> str:
