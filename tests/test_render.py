@@ -111,7 +111,7 @@ def test_the_quality_figures_show_label_agreement_and_the_worst_class_for_condit
     conditional = QualityHistory()
     conditional.append(ev.QualityMeasured(**base, label_agreement=0.991,
                                           class_fd=tuple(10.0 + k for k in range(10)), class_fd_floor=(5.0,) * 10))
-    assert "labels 99.1%  worst 9 3.8x" in figures_text(conditional).plain
+    assert "labels 99% worst 9:4x" in figures_text(conditional).plain
     unconditional = QualityHistory()
     unconditional.append(ev.QualityMeasured(**base))
     assert "labels" not in figures_text(unconditional).plain

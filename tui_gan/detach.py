@@ -138,7 +138,9 @@ def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | N
         if run.sample_grids():
             lines.append(f"  export:  {gan_tui_command('export', run_dir, 'grid')}  (or gif, csv, samples)")
     if runs_dir is not None:
-        extra = [] if str(runs_dir) == "runs" else ["--runs-dir", runs_dir]
+        # The folder that holds this run (not the one this viewer was pointed at): the command must list it.
+        holder = run_dir.parent
+        extra = [] if holder.resolve() == Path("runs").resolve() else ["--runs-dir", holder]
         lines.append(f"  all runs: {gan_tui_command('ls', *extra)}")
     return lines
 

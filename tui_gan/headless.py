@@ -1,7 +1,7 @@
 """`gan-tui --headless`: the training process. It shows the run as one live progress line on stderr
 (on a terminal: rewritten in place and never wider than the terminal; in a file or a pipe: a line
-every few seconds) and, with `--serve`, serves dashboards on the run's control socket (this is the
-process `gan-tui` and `gan-tui --detach` start).
+every few seconds) and serves dashboards on the run's control socket, so `gan-tui attach` works on
+every run (this is also the process `gan-tui` and `gan-tui --detach` start).
 
 Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session) all ask the runner to stop, which saves a
 checkpoint first; a second Ctrl-C quits at once. At the end it prints the run folder, the final
@@ -57,7 +57,7 @@ def run_headless(options: Options) -> int:
     server: list[ControlServer] = []
 
     def sink(event: ev.Event) -> None:
-        if options.serve and not server and isinstance(event, ev.RunStarted):
+        if not server and isinstance(event, ev.RunStarted):  # every trainer serves: one transport for all viewers
             server.append(ControlServer(Path(event.run_dir) / SOCKET_NAME, runner.submit))
             server[0].start()
         if server:

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")
     p.add_argument("--data-root", metavar="DIR", help="folder holding datasets (default: ~/.cache/gan-tui/datasets)")
     p.add_argument("--preset", choices=PRESETS, help="architecture (default auto: cond-mlp for labelled data, mlp otherwise)")
-    p.add_argument("--loss", choices=LOSSES, help="objective (default bce)")
+    p.add_argument("--loss", choices=LOSSES, help="objective (default hinge)")
     p.add_argument("--steps", type=_int, metavar="N", help="training steps")
     p.add_argument("--epochs", type=_float, metavar="X", help="length in epochs (overrides --steps)")
     p.add_argument("--batch-size", type=_int, metavar="N")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="train in this process with a progress line instead of the dashboard")
     p.add_argument("--detach", action="store_true",
                    help="start the training process and return at once; see `gan-tui attach` and `gan-tui ls`")
-    p.add_argument("--serve", action="store_true", help="with --headless: serve viewers on the run's control socket")
+    p.add_argument("--serve", action="store_true", help="kept for old scripts: every training process serves viewers on its control socket")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # tests and debugging
     p.add_argument("--ascii", action="store_true", help="draw digits with an ASCII ramp instead of half-blocks")
     p.add_argument("--refresh", type=_float, metavar="HZ", default=10.0, help="dashboard redraws per second (default 10)")

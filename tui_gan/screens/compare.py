@@ -117,7 +117,7 @@ class CompareScreen(ModalScreen[None]):
         metric = dict(available_metrics(self.readers)).get(self.metric, self.metric)
         x = dict(X_AXES)[self.x_axis]
         smoothing = f"EMA {self.smoothing:g} (+/-)" if self.metric in SMOOTHED else "unsmoothed"
-        text = f" {len(self.readers)} runs | {metric} (m) | x: {x} (x) | {smoothing} | sort: {self.sort_key} (s)"
+        text = f" {len(self.readers)} run{'' if len(self.readers) == 1 else 's'} | {metric} (m) | x: {x} (x) | {smoothing} | sort: {self.sort_key} (s)"
         self.query_one("#cmp-header", Static).update(self._note or text)
 
     def _redraw_plot(self) -> None:

@@ -120,22 +120,22 @@ def figures_text(quality: QualityHistory) -> Text:
     text.append(f"conf {q.confidence:.2f}", style=_good(q.confidence >= 0.93))
     text.append(f"  div {q.diversity:.2f}\n", style=_good(q.diversity >= 0.8))
     if q.label_agreement is not None:  # a conditional run: does each class look like what was asked for
-        text.append(f"labels {q.label_agreement:.1%}", style=_good(q.label_agreement >= 0.98))
+        text.append(f"labels {q.label_agreement:.0%}", style=_good(q.label_agreement >= 0.98))
         worst = _worst_class(q)
-        text.append(f"  worst {worst}\n" if worst else "\n", style="dim")
+        text.append(f" worst {worst}\n" if worst else "\n", style="dim")
     if judge is not None:
         text.append(f"judge {judge.accuracy:.1%}, floor {q.fd_floor:.1f}", style="dim")
     return text
 
 
 def _worst_class(q: ev.QualityMeasured) -> str:
-    """The class whose FD is furthest above its own floor, as `7 4.2x` ("" when not measured)."""
+    """The class whose FD is furthest above its own floor, as `7:4x` ("" when not measured)."""
     ratios = [(fd / floor, k) for k, (fd, floor) in enumerate(zip(q.class_fd, q.class_fd_floor))
               if fd is not None and floor and math.isfinite(fd) and floor > 0]
     if not ratios:
         return ""
     ratio, k = max(ratios)
-    return f"{k} {ratio:.1f}x"
+    return f"{k}:{ratio:.0f}x"
 
 
 def alarms_text(alarms: dict[str, ev.AlarmRaised]) -> Text:
