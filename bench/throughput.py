@@ -84,7 +84,12 @@ def main() -> None:
     print(f"{'preset':12s} {'bare trainer':>13s} {'whole product':>14s} {'classic loop':>13s}   "
           f"{'product/bare':>12s} {'product/classic':>15s} {'bare/classic':>12s}")
     for preset in presets:
-        cfg = TrainConfig(preset=preset, batch_size=64, device=device.type, amp="off" if device.type == "cpu" else "auto")
+        # The notebook's arithmetic in all three loops (bce, no DiffAugment), so the ratios compare
+        # the machinery, not the recipe; the product gets the same settings through a --config file.
+        cfg = TrainConfig(preset=preset, batch_size=64, device=device.type, amp="off" if device.type == "cpu" else "auto",
+                          loss="bce", diff_augment=False).resolve_preset(data.num_classes)
+        if cfg.conditional:
+            raise SystemExit(f"{preset}: the classic loop is unconditional; pick an unconditional preset")
         product = _product_runner(cfg, args)
         rates = _median_rates(args, {
             "bare": _engine_runner(cfg, data, device),
@@ -192,7 +197,10 @@ class _product_runner:
 
     def __call__(self, seconds: float) -> float:
         name = f"r{len(self.runs)}"
-        cmd = [sys.executable, "-m", "tui_gan.cli", "--headless", "--dataset", "mnist", "--data-root", self.args.data_root,
+        config = self.folder / "bench-config.json"
+        config.write_text(json.dumps({"loss": self.cfg.loss, "diff_augment": self.cfg.diff_augment}))
+        cmd = [sys.executable, "-m", "tui_gan.cli", "--headless", "--config", str(config),
+               "--dataset", "mnist", "--data-root", self.args.data_root,
                "--preset", self.cfg.preset, "--batch-size", str(self.cfg.batch_size), "--steps", str(self.steps),
                "--device", self.args.device, "--runs-dir", str(self.folder), "--run-name", name,
                "--quality-every", str(self.args.quality_every)]
