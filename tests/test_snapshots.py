@@ -36,6 +36,6 @@ def test_screens_at_80x24_snapshot(snap_compare, tmp_path_factory, keys):
         await until(pilot, lambda: app.state.step == fake.steps and app.state.shown_grid() is not None)
         await pilot.pause(1.3)
         await pilot.press(*keys)
-        await pilot.pause(0.3)
+        await pilot.pause(1.5)  # plots redraw at most once a second: let the new view's first draw land
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
