@@ -143,7 +143,10 @@ def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: i
         tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     suffix = "" if digit is None else f"_digit{digit}"
     out_dir = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples{suffix}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out_dir} could not be made: {exc.strerror or exc}") from exc
     paths = []
     for i, image in enumerate(tensor):
         target = out_dir / f"sample_{i:04d}.png"

@@ -52,8 +52,12 @@ class RunLock:
             os.close(fd)
             raise
         # Written after locking: a reader that sees a pid knows it belongs to the holder.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)  # a full disk: the lock goes with the descriptor, nothing leaks
+            raise
         return cls(run_dir, fd)
 
     @property

@@ -39,7 +39,9 @@ import numpy as np
 
 from engine import events as ev
 
-MAX_LINE = 1 << 20  # 1 MiB: a 64-image grid is ~70 KB encoded; anything far larger is refused
+MAX_LINE = 1 << 20  # 1 MiB: a command is tiny; anything far larger from a viewer is refused
+# Events come from the trainer the viewer chose: a 32x32-class grid (1,024 images) is ~1 MB encoded.
+MAX_EVENT_LINE = 16 << 20
 SEED_LIMIT = 2**63  # seeds are whole numbers from 0 to SEED_LIMIT - 1 (the config's own range)
 ROLLBACK_TARGETS = ("last-good", "latest", "best")
 
@@ -138,10 +140,10 @@ def decode_command(message: dict[str, Any]) -> ev.Command:
     return cls(**args)
 
 
-def parse_line(line: bytes) -> dict[str, Any]:
-    """One received line -> a JSON object, or ProtocolError."""
-    if len(line) > MAX_LINE:
-        raise ProtocolError(f"message of {len(line)} bytes is over the {MAX_LINE}-byte limit")
+def parse_line(line: bytes, limit: int = MAX_LINE) -> dict[str, Any]:
+    """One received line -> a JSON object, or ProtocolError (lines over `limit` bytes too)."""
+    if len(line) > limit:
+        raise ProtocolError(f"message of {len(line)} bytes is over the {limit}-byte limit")
     try:
         message = json.loads(line)
     except RecursionError:

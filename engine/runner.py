@@ -204,6 +204,16 @@ class Runner:
             return self.trainer.step + max(0, math.ceil(remaining / per_step))
         return self.cfg.steps
 
+    @property
+    def done(self) -> bool:
+        """True once the run has ended (RunFinished posted, the folder's lock released)."""
+        return self._done
+
+    def fail(self, exc: BaseException) -> None:
+        """End the run over an error raised outside tick() (a driver's own failure): events, no save."""
+        if not self._done:
+            self._fail(exc, save=False)
+
     def run_forever(self) -> None:
         """setup(), then tick() until done; every failure ends as events, never silently."""
         try:
@@ -675,10 +685,17 @@ class Runner:
         except Exception:  # noqa: BLE001 - nothing may stop the final event
             traceback.print_exc()
         finally:
+            finished = ev.RunFinished(step, state, str(self.run.path) if self.run else "")
+            if self.tensorboard is not None:
+                try:  # its last writes land while the folder is still this run's
+                    self.tensorboard(finished)
+                    self.tensorboard.close()
+                except Exception:  # noqa: BLE001 - nothing may stop the final event
+                    traceback.print_exc()
             if self._lock is not None:
                 self._lock.release()
             self._done = True
-            self._emit(ev.RunFinished(step, state, str(self.run.path) if self.run else ""))
+            self._emit(finished)  # the closed TensorBoard logger ignores it
 
     def _close_quality(self, wait: bool) -> None:
         """Let measurements under way land (a final checkpoint's quality), then end the worker."""

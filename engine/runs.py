@@ -262,7 +262,7 @@ def check_export_name(name: str) -> tuple[str, ...]:
 
 
 def new_run_name(cfg: TrainConfig) -> str:
-    """A sortable, readable default: 20261122-213000-mnist-dcgan-small. A named dataset whose files are
+    """A sortable, readable default: 20261122-213000-mnist-cond-mlp. A named dataset whose files are
     not on this machine, with no --data-root, is named `synthetic`: offline, engine/data.py falls back
     to the font digits, and the name must say so (a first run that does download the files is the
     one case this guess gets wrong; `gan-tui ls` still lists its real dataset)."""

@@ -200,11 +200,17 @@ class ControlServer:
             return
         conn.setblocking(False)
         client = _Client(conn)
-        with self._lock:
-            for event in self._snapshot.values():
-                client.outbox.append(encode_event(event))
-            self._clients[conn] = client
-        self._selector.register(conn, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+        try:
+            with self._lock:
+                for event in self._snapshot.values():
+                    client.outbox.append(encode_event(event))
+                self._clients[conn] = client
+            self._selector.register(conn, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+        except Exception:
+            with self._lock:
+                self._clients.pop(conn, None)
+            conn.close()  # this viewer gets nothing rather than a half snapshot; the next one may fare better
+            raise
 
     def _read(self, client: _Client) -> None:
         try:

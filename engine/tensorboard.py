@@ -97,6 +97,7 @@ class TensorBoardLogger:
         if not self._closed:
             self._closed = True
             self._queue.put(_CLOSE)
+        atexit.unregister(self.close)  # a long-lived process (a reused sweep worker) keeps no closed loggers
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

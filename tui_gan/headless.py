@@ -58,8 +58,12 @@ def run_headless(options: Options) -> int:
 
     def sink(event: ev.Event) -> None:
         if not server and isinstance(event, ev.RunStarted):  # every trainer serves: one transport for all viewers
-            server.append(ControlServer(Path(event.run_dir) / SOCKET_NAME, runner.submit))
-            server[0].start()
+            serving = ControlServer(Path(event.run_dir) / SOCKET_NAME, runner.submit)
+            try:
+                serving.start()
+                server.append(serving)
+            except OSError as exc:  # training goes on; only viewers cannot reach it
+                progress.note(f"no control socket ({exc}); this run cannot be attached to, training goes on")
         if server:
             server[0].publish(event)
         queue_sink(event)

@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 
 from engine import events as ev
-from engine.protocol import ProtocolError, decode_event, encode_command, parse_line
+from engine.protocol import MAX_EVENT_LINE, ProtocolError, decode_event, encode_command, parse_line
 from engine.server import socket_path
 from tui_gan.engine_link import Emit, Progress
 from tui_gan.formatting import gan_tui_command
@@ -177,12 +177,12 @@ class SocketEngine:
 
     def _event(self, line: bytes) -> ev.Event | None:
         try:
-            message = parse_line(line)
+            message = parse_line(line, MAX_EVENT_LINE)
             if "event" in message:
                 event = decode_event(message)
                 self._step = getattr(event, "step", self._step)
                 return event
-        except ProtocolError as exc:
+        except (ProtocolError, ValueError, KeyError, TypeError) as exc:  # a line from a different gan-tui, say
             return ev.WarningRaised(self._step, f"unreadable message from the trainer: {exc}", "attach")
         if message.get("reply") == "error":
             return ev.WarningRaised(self._step, f"command refused: {message.get('message')}", "command")

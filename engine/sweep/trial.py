@@ -136,7 +136,13 @@ class TrialLoop:
     def run(self, tune: Any) -> None:
         """Train to the end, a sweep stop, or Tune's own stop (an exploit: SystemExit out of report)."""
         runner = self.runner
-        runner.setup()
+        try:
+            runner.setup()
+        except Exception as exc:
+            runner.fail(exc)  # the folder's lock and the runner's threads go with the final events
+            if self.server is not None:
+                self.server.close()
+            raise
         every = self.cfg.quality_every
         assert runner.trainer is not None
         pending = self._next_boundary(runner.trainer.step, every)
@@ -180,7 +186,14 @@ class TrialLoop:
             while runner.tick(block=False):
                 pass
             raise
+        except BaseException as exc:
+            # Anything else (a failed report, the quality worker's error): the run still ends with its
+            # events and lets go of its folder, so a reused Ray actor holds nothing of it.
+            runner.fail(exc)
+            raise
         finally:
+            if not runner.done:
+                runner.fail(RuntimeError(f"trial {self.name} ended without finishing its run"))
             if self.server is not None:
                 self.server.close()
 
