@@ -20,6 +20,7 @@ AUTO_CONDITIONAL, AUTO_UNCONDITIONAL = "cond-mlp", "mlp"
 #: Conditional fixed grids hold one row per class with one column per class (K x K) up to this many classes.
 MAX_GRID_CLASSES = 32
 LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
+SEED_LIMIT = 2**63  # seeds are whole numbers from 0 to SEED_LIMIT - 1 (torch takes up to 2**64 - 1)
 NAMED_DATASETS = ("mnist", "fashion-mnist", "kmnist", "synthetic")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 #: auto, cpu, cuda, or cuda:N for the N-th GPU (whether it exists is checked when the run starts).
@@ -189,7 +190,7 @@ class TrainConfig:
         _number("g_ema", self.g_ema, 0.0, 0.99999, "must be from 0 (off) to 0.99999")
         _int_range("steps", self.steps, 1, 10**10)
         _number("epochs", self.epochs, 0.0, 1e6, "must be from 0 (use steps) to 1e6")
-        _int_range("seed", self.seed, 0, 2**63 - 1)
+        _int_range("seed", self.seed, 0, SEED_LIMIT - 1)
         _int_range("log_every", self.log_every, 1, 10**9)
         _int_range("sample_every", self.sample_every, 1, 10**9)
         _int_range("checkpoint_every", self.checkpoint_every, 0, 10**9)

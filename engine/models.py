@@ -9,6 +9,8 @@ either kind with or without labels.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -41,11 +43,12 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     if cfg.preset == "auto":
         raise ConfigError("preset", cfg.preset, "auto is resolved from the data first (TrainConfig.resolve_preset)")
     if cfg.preset == "cond-mlp":
-        return (CondMLPGenerator(cfg.latent_dim, cfg.num_classes, g_widths),
+        return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes,
+                                          lambda n: MLPGenerator(n, g_widths, batch_norm=True)),
                 ProjectionMLPDiscriminator(d_widths, cfg.num_classes))
     if cfg.preset == "cond-dcgan":
         _require_two(cfg, g_widths, d_widths)
-        return (CondConvGenerator(cfg.latent_dim, cfg.num_classes, g_widths),
+        return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes, lambda n: ConvGenerator(n, g_widths)),
                 ProjectionConvDiscriminator(d_widths, cfg.num_classes))
     if cfg.preset == "mlp-small":
         g: nn.Module = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=False)
@@ -172,14 +175,17 @@ class ConvDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-class CondMLPGenerator(nn.Module):
-    """[z, embed(y)] -> hidden layers (BatchNorm, LeakyReLU) -> 784 tanh."""
+class ClassConditionalGenerator(nn.Module):
+    """A generator body on [z, embed(y)]: the class is a learned embedding beside the noise.
 
-    def __init__(self, latent_dim: int, num_classes: int, widths: tuple[int, ...]) -> None:
+    `body(in_features)` builds the body; it is called after the embedding exists, so both draw their
+    initial weights in the same order for a given seed whichever body it is."""
+
+    def __init__(self, latent_dim: int, num_classes: int, body: Callable[[int], nn.Module]) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, CLASS_EMBED_DIM)
-        self.body = MLPGenerator(latent_dim + CLASS_EMBED_DIM, widths, batch_norm=True)
+        self.body = body(latent_dim + CLASS_EMBED_DIM)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.body(torch.cat([z, self.embed(labels)], 1))
@@ -204,19 +210,6 @@ class ProjectionMLPDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.features(x.flatten(1))
         return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(1)
-
-
-class CondConvGenerator(nn.Module):
-    """DCGAN's generator on [z, embed(y)]."""
-
-    def __init__(self, latent_dim: int, num_classes: int, widths: tuple[int, ...]) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.embed = nn.Embedding(num_classes, CLASS_EMBED_DIM)
-        self.body = ConvGenerator(latent_dim + CLASS_EMBED_DIM, widths)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([z, self.embed(labels)], 1))
 
 
 class ProjectionConvDiscriminator(nn.Module):

@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 
 from engine import events as ev
+from engine.config import SEED_LIMIT
 
 MAX_LINE = 1 << 20  # 1 MiB: a command is tiny; anything far larger from a viewer is refused
 # Events come from the trainer the viewer chose: a 32x32-class grid (1,024 images) is ~1 MB encoded.
 MAX_EVENT_LINE = 16 << 20
-SEED_LIMIT = 2**63  # seeds are whole numbers from 0 to SEED_LIMIT - 1 (the config's own range)
 ROLLBACK_TARGETS = ("last-good", "latest", "best")
 
 _EVENT_TYPES: dict[str, type] = {t.__name__: t for t in ev.Event.__args__}  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ import torch
 
 from engine import events as ev
 from engine.checkpoint import CheckpointError, check_compatible, encode_checkpoint, load_training_checkpoint
-from engine.config import ConfigError, TrainConfig
+from engine.config import SEED_LIMIT, ConfigError, TrainConfig
 from engine.data import DatasetError, ImageData, load_dataset
 from engine.devices import (
     configure_determinism,
@@ -53,14 +53,13 @@ from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
 from engine.journal import Journal, WriteNote, append_text, describe_error
 from engine.lock import RunLock, RunLocked
-from engine.runs import RunDir, RunError, export_target, log_line, resolve_run, write_grid_png
+from engine.runs import RunDir, RunError, export_target, log_line, log_record, resolve_run, write_grid_png
 from engine.schedule import Cadence
 from engine.tensorboard import TensorBoardLogger, open_tensorboard
 from engine.trainer import Trainer
 
 Sink = Callable[[ev.Event], None]
 _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError, RunLocked)
-_SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 0..2**64-1; the config's own limit is stricter
 _QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
 _END_FLUSH_S = 30.0  # at the end of a run, how long to wait for the disk to take the queued writes
 _DEVICE_STATS_EVERY_S = 5.0  # GPU memory readings travel with metrics records at most this often
@@ -261,7 +260,7 @@ class Runner:
                 self.journal.failed("metrics", exc, "metrics log (set back to the checkpoint)")
                 last = self.trainer.step
             self._write_config()
-            self._append(_record("resumed", self.trainer.step, lost_steps=last - self.trainer.step))
+            self._append(log_record("resumed", self.trainer.step, lost_steps=last - self.trainer.step))
         else:
             self.run = RunDir.create(self._runs_dir, path.name, self.cfg)
             self._open_journal()
@@ -384,14 +383,14 @@ class Runner:
         step = self.trainer.step
         entry = {"step": step, "old": old, "new": new}
         self.hparam_history.append(entry)
-        self._append(_record("hparams", step, old=old, new=new))
+        self._append(log_record("hparams", step, old=old, new=new))
         self._write_config()
         self._emit(ev.HyperparamsChanged(step, old, new))
 
     def _sample_fresh(self, seed: int | None, digit: int | None = None, count: int | None = None) -> None:
         assert self.trainer is not None
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < _SEED_LIMIT):
-            self._warn(f"no fresh samples: seed must be a whole number from 0 to {_SEED_LIMIT - 1}, got {seed!r}", "command")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT):
+            self._warn(f"no fresh samples: seed must be a whole number from 0 to {SEED_LIMIT - 1}, got {seed!r}", "command")
             return
         try:
             images = self.trainer.sample(self.trainer.fresh_noise(seed, count), digit)
@@ -560,13 +559,13 @@ class Runner:
         assert self.run is not None
         if isinstance(event, ev.QualityMeasured):
             self.last_quality = event
-            self._append(_record("quality", event.step, **_quality_record(event)))
+            self._append(log_record("quality", event.step, **_quality_record(event)))
             if event.step in (self._saved_step, self._saving_step) or self.run.checkpoint_path(event.step).is_file():
                 self._record_quality(event.step, _quality_record(event))
             self._emit(event)
             self._alarms(self.health.on_quality(event))
         elif isinstance(event, ev.JudgeReady):
-            self._append(_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
+            self._append(log_record("judge", 0, accuracy=event.accuracy, held_out=event.held_out,
                                  source=event.source, n=event.n, fd_floor=event.fd_floor))
             self._emit(event)
         elif isinstance(event, ev.WarningRaised):
@@ -578,9 +577,9 @@ class Runner:
         assert self.run is not None
         for change in changes:
             if isinstance(change, ev.AlarmRaised):
-                self._append(_record("alarm", change.step, kind=change.kind, message=change.message))
+                self._append(log_record("alarm", change.step, kind=change.kind, message=change.message))
             else:
-                self._append(_record("alarm_cleared", change.step, kind=change.kind))
+                self._append(log_record("alarm_cleared", change.step, kind=change.kind))
             self._emit(change)
 
     # --------------------------------------------------------------- rollback
@@ -631,14 +630,14 @@ class Runner:
             self.run.abandon_checkpoints_after(trainer.step)
         except Exception as exc:  # noqa: BLE001 - a full disk: the rollback itself stands
             self._warn(f"rolled back, but the log and newer checkpoints could not be set aside: {describe_error(exc)}", "rollback")
-        self._append(_record("rollback", trainer.step, from_step=from_step, path=str(path), hyperparams=new_hp))
+        self._append(log_record("rollback", trainer.step, from_step=from_step, path=str(path), hyperparams=new_hp))
         self._saved_step = trainer.step
         self._hp_generation += 1
         self._alarms(self.health.clear_all(trainer.step))
         self._emit(ev.RolledBack(from_step, trainer.step, str(path), self.cfg.lr_g, self.cfg.lr_d,
                                  hyperparams=new_hp, replaced=old_hp if old_hp != new_hp else {}))
         if old_hp != new_hp:
-            self._append(_record("hparams", trainer.step, old=old_hp, new=new_hp, reason="rollback"))
+            self._append(log_record("hparams", trainer.step, old=old_hp, new=new_hp, reason="rollback"))
             self._write_config()
             self._emit(ev.HyperparamsChanged(trainer.step, old_hp, new_hp))
         if lr_scale != 1.0:
@@ -789,7 +788,7 @@ class Runner:
 
     def _warn(self, message: str, kind: str) -> None:
         step = self._step()
-        self._append(_record("warning", step, kind=kind, message=message))
+        self._append(log_record("warning", step, kind=kind, message=message))
         self._emit(ev.WarningRaised(step, message, kind))
 
     def _emit(self, event: ev.Event) -> None:
@@ -869,10 +868,6 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     torch.save(tensor, buffer)
     return buffer.getvalue()
 
-
-def _record(record_type: str, step: int, **fields: Any) -> dict[str, Any]:
-    # Every log line carries the metrics keys so a consumer can read the file as one table.
-    return {"type": record_type, "step": step, "d_loss": None, "g_loss": None, "images_per_s": None, **fields}
 
 
 def _quality_record(q: ev.QualityMeasured) -> dict[str, Any]:

@@ -360,6 +360,12 @@ def _last_write(run: Path) -> float:
     return (metrics if metrics.exists() else run).stat().st_mtime
 
 
+def log_record(record_type: str, step: int, **fields: Any) -> dict[str, Any]:
+    """A metrics.jsonl record of any type. Every line carries the metrics keys, so a consumer can read
+    the file as one table."""
+    return {"type": record_type, "step": step, "d_loss": None, "g_loss": None, "images_per_s": None, **fields}
+
+
 def log_line(record: dict[str, Any]) -> str:
     """One metrics.jsonl line; non-finite numbers become null (JSON has no NaN)."""
     return json.dumps(_finite(record), separators=(",", ":")) + "\n"
@@ -399,5 +405,5 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["RunDir", "RunError", "check_export_name", "export_target", "log_line", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
+__all__ = ["RunDir", "RunError", "check_export_name", "export_target", "log_line", "log_record", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
            "resolve_run", "write_grid_png"]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from tui_gan.compare_data import MAX_RUNS, CompareError, open_runs
+from tui_gan.options import Parser
 
 
 def run_compare(argv: Sequence[str]) -> int:
     """Parse, open the runs (a bad one is one line and exit status 2), run the app; the exit status."""
-    p = _Parser(
+    p = Parser(
         prog="gan-tui compare",
         description=f"Compare up to {MAX_RUNS} runs: overlaid curves, summary, config diff, digits.",
         epilog="Keys: m metric, x x axis, +/- smoothing, t summary, d config diff, g digits, s sort, q leave.",
@@ -32,9 +32,3 @@ def run_compare(argv: Sequence[str]) -> int:
     app.run()
     return app.return_code or 0
 
-
-class _Parser(argparse.ArgumentParser):
-    """A bad argument is one line on stderr, exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")

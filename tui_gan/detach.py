@@ -1,7 +1,7 @@
 """The training process: where its run folder is, starting it in its own session, and what to say
 when a viewer leaves it.
 
-Every training run lives in a process of its own (`gan-tui --headless --serve` started with
+Every training run lives in a process of its own (`gan-tui --headless` started with
 `start_new_session`): no controlling terminal, so a closed terminal, a dropped SSH session, a killed
 tmux or a crashed viewer never reaches it. `gan-tui` opens the dashboard on it at once;
 `gan-tui --detach` starts it and returns.
@@ -67,9 +67,9 @@ def live_pid(run_dir: Path) -> int | None:
 
 
 def spawn_trainer(options: Options, argv: Sequence[str], run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start `gan-tui --headless --serve` on `run_dir` in a new session; (process, its log file)."""
+    """Start `gan-tui --headless` (which serves viewers) on `run_dir` in a new session; (process, its log file)."""
     dropped = {"--detach", "--in-process", "--headless", "--serve"}
-    child = [a for a in argv if a not in dropped] + ["--headless", "--serve"]
+    child = [a for a in argv if a not in dropped] + ["--headless"]
     # The launcher has settled the folder; the trainer must not pick another (`latest` could move).
     child += ["--resume", str(run_dir)] if options.resume else ["--run-name", run_dir.name]
     run_dir.mkdir(parents=True, exist_ok=True)

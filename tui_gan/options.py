@@ -48,7 +48,6 @@ class Options:
     ascii: bool
     refresh_hz: float
     detach: bool = False
-    serve: bool = False
     in_process: bool = False
     """Train inside the dashboard's own process (tests, debugging); the default is a trainer process."""
 
@@ -118,7 +117,6 @@ def parse_options(argv: Sequence[str]) -> Options:
         ascii=args.ascii,
         refresh_hz=args.refresh,
         detach=args.detach,
-        serve=args.serve,
         in_process=args.in_process,
     )
 

@@ -24,6 +24,7 @@ from engine.config import NAMED_DATASETS, ConfigError
 from engine.lock import pid_alive
 from engine.sweep.spec import (LOG_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus, parse_batch_sizes,
                                request_stop)
+from tui_gan.options import Parser, parse_options
 
 INSTALL_HINT = "gan-tui sweep needs Ray Tune: pip install 'gan-tui[sweep]' (or, in a clone: uv sync --extra sweep)"
 _TRAINING_ONLY = ("--resume", "--detach", "--serve", "--run-name")
@@ -59,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The sweep's own flags; every other flag is a training option of plain `gan-tui`."""
-    p = _Parser(
+    p = Parser(
         prog="gan-tui sweep",
         description="Train a population of GANs on Ray Tune and watch them side by side. "
         "Any training option of gan-tui (--dataset, --steps, --quality-every, ...) applies to every trial.",
@@ -84,11 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_sweep(argv: Sequence[str]) -> tuple[SweepSpec, bool]:
     """(the validated spec, headless); SweepError or ConfigError (one line) for bad input."""
-    try:  # the training options' parser (moving to tui_gan/options.py)
-        from tui_gan.options import parse_options  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from tui_gan.cli import parse_options
-
     args, rest = build_parser().parse_known_args(list(argv))
     for flag in rest:
         if flag.split("=", 1)[0] in _TRAINING_ONLY:
@@ -190,10 +186,4 @@ def watch_headless(sweep_dir: Path, out: TextIO) -> int:
         return 1
     return 0
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (no usage block), exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 

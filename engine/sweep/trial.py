@@ -24,7 +24,7 @@ from engine import events as ev
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import TrainConfig
 from engine.data import ImageData, load_dataset
-from engine.runs import RunDir
+from engine.runs import RunDir, log_record
 from engine.server import SOCKET_NAME, ControlServer
 from engine.sweep.spec import METRIC, SweepSpec, stop_requested, trial_folder_name
 
@@ -257,6 +257,4 @@ def _dataset(cfg: TrainConfig) -> ImageData:
 
 
 def _pbt_record(action: str, step: int, old: dict[str, Any], new: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    # Shaped like the runner's own hparams records (the metrics keys included) so every reader takes them.
-    return {"type": "hparams", "step": step, "d_loss": None, "g_loss": None, "images_per_s": None,
-            "old": old, "new": new, "source": "pbt", "action": action, **fields}
+    return log_record("hparams", step, old=old, new=new, source="pbt", action=action, **fields)
