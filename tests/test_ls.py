@@ -87,3 +87,15 @@ def test_the_synthetic_fallback_is_named_and_listed_as_synthetic(tmp_path, monke
                     "message": "Using the embedded font digits: mnist is not in ... and could not be downloaded"})
     (row,) = list_runs(tmp_path / "runs")
     assert row["dataset"] == "synthetic"
+
+
+def test_ls_finds_a_quality_figure_far_back_in_a_long_log(tmp_path):
+    # Measurements are paced to a share of the machine, so hundreds of metrics records can follow one.
+    run = make_run(tmp_path, "sparse")
+    run.append_log({"type": "quality", "step": 300, "fd": 84.0, "fd_floor": 8.4, "classes_covered": 5,
+                    "class_hist": [0.1] * 10})
+    for step in range(320, 320 + 20 * 600, 20):
+        run.append_log({"type": "metrics", "step": step, "d_loss": 1.25, "g_loss": 0.5, "lr_g": 2e-4, "lr_d": 2e-4})
+    assert run.metrics_path.stat().st_size > 2 * 16384  # past the first window of the log's tail
+    (row,) = list_runs(tmp_path)
+    assert row["quality"].startswith("10.0x")

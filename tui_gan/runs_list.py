@@ -19,7 +19,10 @@ from engine.runs import RunDir
 from tui_gan.formatting import format_age
 
 _LIVE = ("starting", "running", "paused")
-_TAIL_BYTES = 16384  # the last losses and quality figures are at the end of a long log
+_TAIL_BYTES = 16384  # the last losses are at the end of a long log
+# Quality records are sparse (paced to a share of the machine): look further back for the newest,
+# four times as far each time, up to this much of the log.
+_QUALITY_SCAN_BYTES = 4 << 20
 _HEAD_BYTES = 8192  # the dataset fallback note is among the first records
 _FALLBACK_NOTE = "embedded font digits"  # engine/data.py's fallback note says this
 _STARTING_RE = re.compile(r"^gan-tui: training process (\d+) starting at ", re.MULTILINE)
@@ -129,7 +132,7 @@ def _row(run: RunDir) -> dict[str, Any]:
     records = _tail_records(run)
     metrics = [r for r in records if r.get("type") == "metrics"]
     last = metrics[-1] if metrics else {}
-    measured = [r for r in records if r.get("type") == "quality"]
+    measured = _newest_quality(run, records)
     config = _read_json(run.config_path)
     mtimes = []
     for path in (run.metrics_path, run.config_path, run.state_path, run.path / "train.log"):
@@ -208,17 +211,32 @@ def _tail_records(run: RunDir) -> list[dict[str, Any]]:
     return _records(run.metrics_path, tail=True)
 
 
+def _newest_quality(run: RunDir, tail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The quality records among `tail`, else among a window of the log that grows back from its end."""
+    size = _TAIL_BYTES
+    while True:
+        measured = [r for r in tail if r.get("type") == "quality"]
+        try:
+            whole = size >= run.metrics_path.stat().st_size
+        except OSError:
+            return measured
+        if measured or whole or size >= _QUALITY_SCAN_BYTES:
+            return measured
+        size *= 4
+        tail = _records(run.metrics_path, tail=True, size=size)
+
+
 def _head_records(run: RunDir) -> list[dict[str, Any]]:
     return _records(run.metrics_path, tail=False)
 
 
-def _records(path: Path, tail: bool) -> list[dict[str, Any]]:
-    """The JSON objects among the first or last few KiB of a log; damaged lines are skipped."""
+def _records(path: Path, tail: bool, size: int = _TAIL_BYTES) -> list[dict[str, Any]]:
+    """The JSON objects among the first few KiB or the last `size` bytes of a log; damaged lines are skipped."""
     try:
         with path.open("rb") as f:
             if tail:
                 f.seek(0, os.SEEK_END)
-                start = max(0, f.tell() - _TAIL_BYTES)
+                start = max(0, f.tell() - size)
                 f.seek(start)
                 lines = f.read().decode(errors="replace").splitlines()
                 lines = lines[1:] if start > 0 else lines  # the first line read from mid-file is partial
