@@ -11,6 +11,13 @@ from tui_gan.app import GanApp
 RUN_DIR = "runs/20261122-120000-synthetic-dcgan-small"  # a fixed path keeps the status line stable
 
 
+def _settled(app, fake) -> bool:
+    # The scripted history ends with quality figures: the status line shows the last of them.
+    latest = app.state.quality.latest
+    return (app.state.step == fake.steps and app.state.shown_grid() is not None
+            and latest is not None and latest.step == fake.steps)
+
+
 def _app(tmp, engine_class=FakeEngine):
     fake = engine_class(RUN_DIR)
     return fake, GanApp(options(tmp), engine=fake)
@@ -21,7 +28,7 @@ def test_dashboard_snapshot(snap_compare, tmp_path_factory, size):
     fake, app = _app(tmp_path_factory.mktemp("snap"))
 
     async def settle(pilot):
-        await until(pilot, lambda: app.state.step == fake.steps and app.state.shown_grid() is not None)
+        await until(pilot, lambda: _settled(app, fake))
         await pilot.pause(1.3)  # past the plot's redraw interval
 
     assert snap_compare(app, terminal_size=size, run_before=settle)
@@ -33,7 +40,7 @@ def test_screens_at_80x24_snapshot(snap_compare, tmp_path_factory, keys):
     fake, app = _app(tmp_path_factory.mktemp("snap"), OwnedEngine)
 
     async def settle(pilot):
-        await until(pilot, lambda: app.state.step == fake.steps and app.state.shown_grid() is not None)
+        await until(pilot, lambda: _settled(app, fake))
         await pilot.pause(1.3)
         await pilot.press(*keys)
         await pilot.pause(1.5)  # plots redraw at most once a second: let the new view's first draw land
