@@ -1,10 +1,14 @@
 """Training images/second: the bare engine, the whole product and the classic MNIST-notebook loop.
 
-    uv run python bench/throughput.py [--seconds 6] [--rounds 3] [--device cpu|cuda] [--quick]
+    uv run python bench/throughput.py [--seconds 6] [--rounds 3] [--device cpu|cuda] [--quick] [--threads N]
     uv run python bench/throughput.py --kernels       # ATen ops dispatched per training step only
 
 Three loops train the same preset at batch 64 on the MNIST t10k digits, alternated round by round
-(so drift on a shared machine hits all alike), and the median of the rounds is reported:
+(so drift on a shared machine hits all alike), and the median of the rounds is reported. On the
+CPU all three use the product's thread count (engine/devices.training_threads: all cores but one,
+unless --threads), so the figures compare the machinery, not thread counts. cond-mlp is the
+default preset (what `auto` picks for labelled data); its classic loop is the conditional
+notebook's (G(z, y), D(x, y)).
 
 - bare trainer: `Trainer.train_step()` in a loop with a stats read per log interval, nothing else;
 - whole product: a real `gan-tui --headless` process with its defaults (metrics records, sample
@@ -44,11 +48,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
 from engine.data import ImageData, load_dataset  # noqa: E402
-from engine.models import build_models  # noqa: E402
+from engine.devices import training_threads  # noqa: E402
+from engine.models import build_models, discriminate, generate  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
 DATA_ROOT = ROOT.parent / "shared" / "datasets"
-PRESETS = ("mlp-small", "mlp", "dcgan-small")  # dcgan-small is the default preset
+PRESETS = ("mlp-small", "mlp", "cond-mlp")  # cond-mlp is the default preset on labelled data
 
 
 def main() -> None:
@@ -60,6 +65,7 @@ def main() -> None:
     p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     p.add_argument("--quick", action="store_true", help="2 rounds of 4 s, no batch-1024 figure")
     p.add_argument("--kernels", action="store_true", help="only count ATen ops per training step")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for every loop (default 0: the product's own choice)")
     p.add_argument("--quality-every", type=int, default=100,
                    help="the product's quality step bound (default 100, below the product's 1000, so short runs "
                         "measure too; the 5%% share still limits it)")
@@ -68,9 +74,12 @@ def main() -> None:
         args.rounds, args.seconds = 2, min(args.seconds, 4.0)
     device = torch.device(args.device)
     presets = [name for name in args.presets.split(",") if name]
+    if device.type == "cpu":
+        torch.set_num_threads(training_threads(args.threads))
     data = load_dataset("mnist", args.data_root)
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+          f"torch {torch.__version__}, threads {torch.get_num_threads()} of {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"data: {data.info.describe()}")
     if args.kernels:
         print()
@@ -88,8 +97,6 @@ def main() -> None:
         # the machinery, not the recipe; the product gets the same settings through a --config file.
         cfg = TrainConfig(preset=preset, batch_size=64, device=device.type, amp="off" if device.type == "cpu" else "auto",
                           loss="bce", diff_augment=False).resolve_preset(data.num_classes)
-        if cfg.conditional:
-            raise SystemExit(f"{preset}: the classic loop is unconditional; pick an unconditional preset")
         product = _product_runner(cfg, args)
         rates = _median_rates(args, {
             "bare": _engine_runner(cfg, data, device),
@@ -160,17 +167,19 @@ def _classic_runner(cfg: TrainConfig, data: ImageData, device: torch.device) -> 
     def run(seconds: float) -> float:
         start, images = time.perf_counter(), 0
         while True:
-            for real, _ in loader:
-                real = real.to(device)
+            for real, y in loader:
+                real, y = real.to(device), y.to(device)
                 b = real.size(0)
-                fake = G(torch.randn(b, cfg.latent_dim, device=device))
-                d_real, d_fake = D(real), D(fake.detach())
+                # The conditional notebook asks for random classes and tells D the class of each image.
+                fake_y = torch.randint(cfg.num_classes, (b,), device=device) if cfg.conditional else None
+                fake = generate(G, torch.randn(b, cfg.latent_dim, device=device), fake_y)
+                d_real, d_fake = discriminate(D, real, y), discriminate(D, fake.detach(), fake_y)
                 loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
                     F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
                 opt_d.zero_grad()
                 loss_d.backward()
                 opt_d.step()
-                out = D(fake)
+                out = discriminate(D, fake, fake_y)
                 loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
                 opt_g.zero_grad()
                 loss_g.backward()
@@ -203,7 +212,7 @@ class _product_runner:
                "--dataset", "mnist", "--data-root", self.args.data_root,
                "--preset", self.cfg.preset, "--batch-size", str(self.cfg.batch_size), "--steps", str(self.steps),
                "--device", self.args.device, "--runs-dir", str(self.folder), "--run-name", name,
-               "--quality-every", str(self.args.quality_every)]
+               "--quality-every", str(self.args.quality_every), "--threads", str(self.args.threads)]
         # Byte-code caching on: start-up is not timed, but without it every run recompiles torch's sources.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         start = time.perf_counter()

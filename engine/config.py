@@ -107,6 +107,10 @@ class TrainConfig:
     deterministic: bool = False
     """Bitwise-reproducible GPU kernels (cuDNN and cuBLAS in fixed order); slower, so opt-in. The CPU
     is reproducible without it."""
+    threads: int = 0
+    """CPU threads of a training step on the CPU (0: OMP_NUM_THREADS when set, else all usable cores but
+    one, at least 1, so the run's side work and the dashboard keep a core; see
+    engine/devices.training_threads). Unused on a GPU."""
 
     # --- cadence: side work by wall time, bounded by steps (see engine/schedule.py) ---
     log_every: int = 20
@@ -168,6 +172,7 @@ class TrainConfig:
         if not isinstance(self.deterministic, bool):
             raise ConfigError("deterministic", self.deterministic, "must be true or false")
         _choice("amp", self.amp, AMP_MODES)
+        _int_range("threads", self.threads, 0, 1024)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError("dataset", self.dataset, f"use one of {', '.join(NAMED_DATASETS)} or a path")
         _int_range("latent_dim", self.latent_dim, 1, 4096)

@@ -29,7 +29,7 @@ from torch import nn
 
 from engine import events as ev
 from engine.data import ImageData
-from engine.judge import JudgeCancelled, JudgeError, load_or_train
+from engine.judge import JudgeCancelled, JudgeError, default_cache_dir, load_or_train
 from engine.models import balanced_labels, generate, is_conditional
 from engine.quality import QualityReference
 from engine.schedule import DutyCycle
@@ -145,6 +145,9 @@ class QualityWorker:
     # ------------------------------------------------------------- the thread
     def _run(self) -> None:
         _lower_thread_priority()
+        # One thread: the worker's limit is a share of the time, not of the cores, and a thread team of
+        # its own would spin on the cores the training step's team uses.
+        torch.set_num_threads(1)
         try:
             judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=self._judge_pace,
                                   progress=lambda k, n: self._deliver(ev.JudgeProgress(k, n)))
@@ -152,7 +155,7 @@ class QualityWorker:
             # torch when the process exits aborts it), and rest while readying, as while training it.
             self._pace_judge_forward = True
             judge.model.body.register_forward_pre_hook(self._between_chunks)
-            reference = QualityReference.build(judge, self._data, self._samples)
+            reference = QualityReference.cached(judge, self._data, self._samples, self._cache_dir or default_cache_dir())
             self._pace_judge_forward = False
         except JudgeCancelled:
             return

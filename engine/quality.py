@@ -1,6 +1,6 @@
 """Sample quality through the judge: Frechet distance, class coverage, confidence, diversity.
 
-    ref = QualityReference.build(judge, data, n=1000)
+    ref = QualityReference.build(judge, data, n=1000)   # or .cached(judge, data, 1000, cache_dir)
     event = ref.measure(step, generated_images)   # images in [-1, 1], (N, 1, 28, 28)
 
 All figures compare N generated images with N real held-out images (N fixed for the run):
@@ -19,15 +19,19 @@ All figures compare N generated images with N real held-out images (N fixed for 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from engine.data import ImageData
 from engine.events import QualityMeasured
+from engine.journal import atomic_write
 from engine.judge import Judge
 
+_REFERENCE_VERSION = 1  # bump when what build() computes changes: older cache files are then built anew
 COVERED_FRACTION = 0.02  # a class counts as covered when it has at least this share of samples
 _DIVERSITY_SAMPLES = 500  # pairwise distances on this many images: 125k pairs, milliseconds
 
@@ -46,25 +50,18 @@ class FeatureStats:
 
 
 class QualityReference:
-    """The real side of every comparison, computed once per run."""
+    """The real side of every comparison, computed once per judge and n (then read from a cache file)."""
 
-    def __init__(self, judge: Judge, real: torch.Tensor, floor_set: torch.Tensor,
-                 real_labels: torch.Tensor | None = None, floor_labels: torch.Tensor | None = None) -> None:
+    def __init__(self, judge: Judge, n: int, real_stats: FeatureStats, fd_floor: float, real_spread: float,
+                 class_stats: list[FeatureStats] | None = None, class_fd_floor: tuple[float, ...] = ()) -> None:
         self.judge = judge
-        self.n = len(real)
-        features, _ = judge.model.features_and_probs(real)
-        floor_features, _ = judge.model.features_and_probs(floor_set)
-        self.real_stats = FeatureStats.of(features)
-        self.fd_floor = frechet_distance(self.real_stats, FeatureStats.of(floor_features))
-        self.real_spread = mean_pairwise_distance(real[:_DIVERSITY_SAMPLES])
+        self.n = n
+        self.real_stats = real_stats
+        self.fd_floor = fd_floor
+        self.real_spread = real_spread
         # Per-class references, when the real images come with their labels.
-        self.class_stats: list[FeatureStats] = []
-        self.class_fd_floor: tuple[float, ...] = ()
-        if real_labels is not None and floor_labels is not None:
-            k = judge.model.num_classes
-            self.class_stats = [FeatureStats.of(features[real_labels.to(features.device) == c]) for c in range(k)]
-            floor_stats = [FeatureStats.of(floor_features[floor_labels.to(features.device) == c]) for c in range(k)]
-            self.class_fd_floor = tuple(frechet_distance(a, b) for a, b in zip(floor_stats, self.class_stats))
+        self.class_stats = class_stats or []
+        self.class_fd_floor = class_fd_floor
 
     @classmethod
     def build(cls, judge: Judge, data: ImageData, n: int) -> QualityReference:
@@ -76,10 +73,53 @@ class QualityReference:
         n = max(2, min(n, len(held_out) // 2))
         device = next(judge.model.parameters()).device
         images = data.images_at(held_out[: 2 * n], device)
-        labels = None if data.labels is None else data.labels[held_out[: 2 * n].to(data.labels.device)].cpu()
-        if labels is None:
-            return cls(judge, images[:n], images[n:])
-        return cls(judge, images[:n], images[n:], labels[:n], labels[n:])
+        real, floor_set = images[:n], images[n:]
+        features, _ = judge.model.features_and_probs(real)
+        floor_features, _ = judge.model.features_and_probs(floor_set)
+        real_stats = FeatureStats.of(features)
+        fd_floor = frechet_distance(real_stats, FeatureStats.of(floor_features))
+        spread = mean_pairwise_distance(real[:_DIVERSITY_SAMPLES])
+        if data.labels is None:
+            return cls(judge, n, real_stats, fd_floor, spread)
+        labels = data.labels[held_out[: 2 * n].to(data.labels.device)].to(features.device)
+        k = judge.model.num_classes
+        class_stats = [FeatureStats.of(features[labels[:n] == c]) for c in range(k)]
+        floor_stats = [FeatureStats.of(floor_features[labels[n:] == c]) for c in range(k)]
+        class_floor = tuple(frechet_distance(a, b) for a, b in zip(floor_stats, class_stats))
+        return cls(judge, n, real_stats, fd_floor, spread, class_stats, class_floor)
+
+    @classmethod
+    def cached(cls, judge: Judge, data: ImageData, n: int, cache_dir: Path) -> QualityReference:
+        """`build`, read from a file beside the judge's when one fits this judge's weights and n, else
+        built and written there. Building scores 2n images through the judge (seconds of a CPU core at
+        the start of every run); the file is about 1.5 MB. A damaged or unwritable file only costs
+        the build."""
+        n = max(2, min(n, len(judge.split.held_out) // 2))
+        fingerprint = judge_fingerprint(judge)
+        path = cache_dir / f"{judge.checksum}-reference-{n}.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state["fingerprint"] == fingerprint and state["n"] == n and state["version"] == _REFERENCE_VERSION:
+                return cls._from_state(judge, state)
+        except Exception:  # noqa: BLE001 - missing, damaged or stale: built anew below
+            pass
+        reference = cls.build(judge, data, n)
+        try:
+            atomic_write(path, lambda f: torch.save({**reference._state(), "fingerprint": fingerprint}, f))
+        except OSError:
+            pass  # a read-only or full cache folder: built again next run, nothing else lost
+        return reference
+
+    def _state(self) -> dict[str, object]:
+        return {"version": _REFERENCE_VERSION, "n": self.n, "fd_floor": self.fd_floor, "real_spread": self.real_spread,
+                "real": [self.real_stats.mean, self.real_stats.cov],
+                "classes": [[s.mean, s.cov] for s in self.class_stats], "class_fd_floor": list(self.class_fd_floor)}
+
+    @classmethod
+    def _from_state(cls, judge: Judge, state: dict) -> QualityReference:  # type: ignore[type-arg]
+        stats = [FeatureStats(mean, cov) for mean, cov in state["classes"]]
+        return cls(judge, int(state["n"]), FeatureStats(*state["real"]), float(state["fd_floor"]),
+                   float(state["real_spread"]), stats, tuple(float(v) for v in state["class_fd_floor"]))
 
     def measure(self, step: int, generated: torch.Tensor, labels: torch.Tensor | None = None) -> QualityMeasured:
         """Score n generated images (in [-1, 1], (n, 1, 28, 28)) at a training step.
@@ -116,6 +156,15 @@ class QualityReference:
         if len(picked) < 2:
             return math.nan  # no samples of this class were asked for
         return frechet_distance(FeatureStats.of(picked), self.class_stats[c])
+
+
+def judge_fingerprint(judge: Judge) -> str:
+    """A digest of the judge's weights: a reference cached for other weights (a retrained judge) never fits."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(judge.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:

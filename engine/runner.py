@@ -48,6 +48,7 @@ from engine.devices import (
     is_sticky_device_error,
     memory_reading,
     resolve_device,
+    training_threads,
 )
 from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
@@ -63,6 +64,7 @@ _USER_ERRORS = (ConfigError, DatasetError, CheckpointError, RunError, RunLocked)
 _QUALITY_DRAIN_S = 20.0  # at the end of a run, how long to wait for the last quality figures
 _END_FLUSH_S = 30.0  # at the end of a run, how long to wait for the disk to take the queued writes
 _DEVICE_STATS_EVERY_S = 5.0  # GPU memory readings travel with metrics records at most this often
+_GRID_SHARE = 0.02  # most of the training thread's time that sample grids may take (they space out to keep it)
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,9 @@ class Runner:
         """Load data, build or restore the trainer, open the run folder, post RunStarted."""
         device = resolve_device(self.cfg.device)
         configure_determinism(self.cfg.deterministic)
+        if device.type == "cpu":
+            # This thread's team only (torch keeps the count per thread): the side threads set their own.
+            torch.set_num_threads(training_threads(self.cfg.threads))
         resumed_payload = None
         skipped: list[str] = []
         # The folder's lock comes first: a second trainer on a live run must touch nothing of it.
@@ -467,11 +472,13 @@ class Runner:
     def _post_fixed_samples(self) -> None:
         trainer = self.trainer
         assert trainer is not None and self.run is not None
+        start = time.perf_counter()
         images = trainer.sample()
+        cost = time.perf_counter() - start
         step, path = trainer.step, self.run.grid_path(trainer.step)
         self._write("samples", lambda: write_grid_png(path, images), f"sample grid at step {step}")
         self._last_fixed_step, self._last_fixed_grid = trainer.step, images
-        self._cadence["grid"].mark(trainer.step)
+        self._cadence["grid"].mark(trainer.step, cost)
         self._emit(ev.SamplesGenerated(trainer.step, images, fixed=True, path=str(path)))
 
     # ------------------------------------------------------- saving/exports
@@ -881,7 +888,7 @@ def _cadences(cfg: TrainConfig, step: int = 0) -> dict[str, Cadence]:
     """Each kind of side work's timetable: wall time with step bounds, or plain step counts (seconds 0)."""
     cadences = {
         "log": Cadence(cfg.log_every, cfg.log_every_s),
-        "grid": Cadence(cfg.sample_every, cfg.sample_every_s),
+        "grid": Cadence(cfg.sample_every, cfg.sample_every_s, share=_GRID_SHARE),
         "checkpoint": Cadence(cfg.checkpoint_every, cfg.checkpoint_every_s),
         # The step bound only: quality's time rule is the worker's share of the machine (see `accepting`).
         "quality": Cadence(cfg.quality_every, 0.0 if cfg.quality_share >= 1 else 1e-9),

@@ -8,11 +8,14 @@ Here every kind of side work has one rule:
 
 ("a grid every 2 s, but no more often than every 50 steps"). With `seconds` 0 the rule is the
 plain step count of old, aligned to multiples of `steps` (tests and reproducible runs use it).
+A cadence with a `share` also stretches its seconds so that the work, whose cost the caller
+reports to `mark`, takes at most that share of the time: a conditional grid on the 2-core CPU
+(re-estimating the averaged generator's BatchNorm statistics, then sampling) costs ~90 ms, so 2% of
+the time puts its grids ~4.5 s apart there and leaves them 2 s apart on a GPU.
 
 `DutyCycle` holds a background worker to a share of the wall time: after each piece of work it
 rests (work time) x (1 - share) / share. Resting is measured, not guessed, so it adapts to the
-machine; and it costs the training thread nothing (no `torch.set_num_threads`, which is
-process-wide).
+machine and costs the training thread nothing.
 
 Both take an injectable clock (and sleep) so they are tested with a fake one.
 """
@@ -28,9 +31,11 @@ Clock = Callable[[], float]
 class Cadence:
     """One kind of side work's timetable: `due(step)` asks, `mark(step)` records that it ran."""
 
-    def __init__(self, steps: int, seconds: float, clock: Clock = time.monotonic) -> None:
+    def __init__(self, steps: int, seconds: float, clock: Clock = time.monotonic, share: float = 1.0) -> None:
         self.steps = steps
         self.seconds = seconds
+        self.share = share
+        self._gap = seconds  # seconds, stretched by the last run's cost when there is a share
         self._clock = clock
         self._last_step = 0
         self._last_time = clock()
@@ -43,12 +48,15 @@ class Cadence:
             return step % self.steps == 0
         if step - self._last_step < self.steps:
             return False
-        return self._clock() - self._last_time >= self.seconds
+        return self._clock() - self._last_time >= self._gap
 
-    def mark(self, step: int) -> None:
-        """The work ran at `step` (also after a run-time jump: resume, rollback, a request)."""
+    def mark(self, step: int, cost_s: float = 0.0) -> None:
+        """The work ran at `step` (also after a run-time jump: resume, rollback, a request), taking
+        `cost_s` seconds of the caller's thread: with a share below 1 the next one waits long enough."""
         self._last_step = step
         self._last_time = self._clock()
+        if self.seconds > 0 and self.share < 1:
+            self._gap = max(self.seconds, cost_s * (1.0 - self.share) / self.share)
 
     def seconds_since(self) -> float:
         """Wall time since the work last ran."""

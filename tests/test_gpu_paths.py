@@ -310,3 +310,51 @@ def test_the_cpu_posts_no_device_readings(make_runner):
     while runner.tick():
         pass
     assert not any(isinstance(e, ev.DeviceStats) for e in sink.drain())
+
+
+@pytest.mark.parametrize("requested, cores, expected", [(0, 2, 1), (0, 1, 1), (0, 16, 15), (3, 2, 3), (1, 64, 1)])
+def test_cpu_training_leaves_a_core_for_side_work_unless_told(requested, cores, expected):
+    assert devices.training_threads(requested, cores, environ={}) == expected
+
+
+def test_a_launchers_omp_num_threads_is_the_auto_choice():
+    assert devices.training_threads(0, 16, environ={"OMP_NUM_THREADS": "2"}) == 2  # a Ray trial's share
+    assert devices.training_threads(0, 16, environ={"OMP_NUM_THREADS": "junk"}) == 15
+    assert devices.training_threads(4, 16, environ={"OMP_NUM_THREADS": "2"}) == 4  # --threads wins
+
+
+def test_a_cpu_run_trains_with_its_thread_count_and_the_quality_worker_with_one(make_runner, tmp_path):
+    import threading
+
+    before = torch.get_num_threads()
+    try:
+        runner, _ = make_runner(device="cpu", threads=1)
+        assert torch.get_num_threads() == 1  # setup() ran on this thread: the one that trains
+        runner.abandon()
+        runner, _ = make_runner(device="cpu", threads=2, run_name="two")
+        assert torch.get_num_threads() == 2
+        runner.abandon()
+    finally:
+        torch.set_num_threads(before)
+    seen = []
+    from engine.evaluator import QualityWorker
+
+    worker_thread_counts = []
+    original = torch.set_num_threads
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "set_num_threads", lambda n: worker_thread_counts.append((threading.current_thread().name, n)))
+        mp.setattr("engine.evaluator.load_or_train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no judge here")))
+        worker = QualityWorker(runner.trainer.data, torch.device("cpu"), 10, 8, 0, seen.append, cache_dir=tmp_path)
+        worker.start()
+        worker.wait_idle(10)
+        worker.close()
+    assert original is torch.set_num_threads
+    assert worker_thread_counts == [("gan-tui-quality", 1)] and "quality metrics are off" in seen[-1].message
+
+
+def test_threads_is_validated_and_reaches_the_config_from_the_command_line():
+    from tui_gan.options import parse_options
+
+    assert parse_options(["--dataset", "synthetic", "--threads", "3"]).config.threads == 3
+    with pytest.raises(ConfigError, match="threads"):
+        TrainConfig(threads=-1)

@@ -57,6 +57,41 @@ def test_frechet_distance_is_near_its_floor_for_real_images_and_orders_the_bad_s
     assert sum(real.class_hist) == pytest.approx(1.0)
 
 
+def test_the_reference_is_built_once_per_judge_then_read_from_its_cache_file(mnist_data, mnist_judge, tmp_path, monkeypatch):
+    import dataclasses
+
+    built = QualityReference.cached(mnist_judge, mnist_data, 300, tmp_path)
+    (path,) = tmp_path.glob("*-reference-300.pt")
+    monkeypatch.setattr(QualityReference, "build", classmethod(lambda *a: pytest.fail("built again")))
+    read = QualityReference.cached(mnist_judge, mnist_data, 300, tmp_path)
+    assert (read.n, read.fd_floor, read.real_spread, read.class_fd_floor) == (300, built.fd_floor, built.real_spread, built.class_fd_floor)
+    assert torch.equal(read.real_stats.cov, built.real_stats.cov) and len(read.class_stats) == 10
+    images = mnist_data.images_at(mnist_judge.split.held_out[600:700])
+    assert read.measure(0, images).fd == built.measure(0, images).fd
+    monkeypatch.undo()
+
+    # Other weights (a retrained judge) or a damaged file: built anew, never trusted.
+    other = copy_judge_with_nudged_weights(mnist_judge)
+    assert QualityReference.cached(other, mnist_data, 300, tmp_path).fd_floor != built.fd_floor
+    path.write_bytes(b"damaged")
+    assert QualityReference.cached(mnist_judge, mnist_data, 300, tmp_path).fd_floor == built.fd_floor
+    # An unwritable cache folder costs the build, nothing else.
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert QualityReference.cached(mnist_judge, mnist_data, 300, blocked).fd_floor == built.fd_floor
+    assert dataclasses.is_dataclass(read.real_stats)
+
+
+def copy_judge_with_nudged_weights(judge):
+    import copy
+
+    other = copy.deepcopy(judge)
+    with torch.no_grad():
+        other.model.head.bias.add_(0.5)
+        other.model.body[0].weight.mul_(1.01)
+    return other
+
+
 def test_frechet_distance_of_a_set_with_itself_is_zero_and_it_is_symmetric():
     gen = torch.Generator().manual_seed(0)
     a = FeatureStats.of(torch.randn(400, 16, generator=gen))

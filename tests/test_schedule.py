@@ -44,6 +44,22 @@ def test_due_needs_both_the_seconds_and_the_steps():
     assert grid.seconds_since() == 0.0
 
 
+def test_a_share_spaces_costly_work_out_and_cheap_work_keeps_its_seconds():
+    clock = FakeClock()
+    grid = Cadence(50, 2.0, clock, share=0.02)
+    grid.mark(0, cost_s=0.09)  # a 90 ms grid: 2% of the time is one every 4.5 s
+    clock.now += 4.0
+    assert not grid.due(1000)
+    clock.now += 0.5
+    assert grid.due(1000)
+    grid.mark(1000, cost_s=0.001)  # a 1 ms grid (a GPU): back to every 2 s
+    clock.now += 2.0
+    assert grid.due(2000)
+    steps_only = Cadence(10, 0.0, clock, share=0.02)
+    steps_only.mark(10, cost_s=5.0)  # step counts stay exact (tests and reproducible runs)
+    assert steps_only.due(20)
+
+
 def test_zero_steps_is_off_and_a_jump_back_is_restarted_by_mark():
     clock = FakeClock()
     assert not Cadence(0, 0.0, clock).due(100)

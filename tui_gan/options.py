@@ -31,6 +31,7 @@ _CONFIG_FLAGS = {
     "device": "device",
     "amp": "amp",
     "deterministic": "deterministic",
+    "threads": "threads",
     "quality_every": "quality_every",
     "tensorboard": "tensorboard",
 }
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="auto|cpu|cuda|cuda:N", help="auto picks CUDA when present; cuda:N the N-th GPU")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="bitwise-reproducible GPU kernels (slower; the CPU is reproducible without it)")
+    p.add_argument("--threads", type=_int, metavar="N",
+                   help="CPU threads for training on the CPU (default 0: all cores but one, so side work and the "
+                        "dashboard keep a core)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision (auto: bf16 on GPUs of compute capability 8.0+, fp16 on 7.x, off on the CPU)")
     p.add_argument("--quality-every", type=_int, metavar="N",
