@@ -106,7 +106,7 @@ class QualityReference:
         reference = cls.build(judge, data, n)
         try:
             atomic_write(path, lambda f: torch.save({**reference._state(), "fingerprint": fingerprint}, f))
-        except OSError:
+        except (OSError, RuntimeError):  # torch.save reports a full disk as a RuntimeError
             pass  # a read-only or full cache folder: built again next run, nothing else lost
         return reference
 
