@@ -73,7 +73,8 @@ class TrainConfig:
     """Width of the conditional generators' class embedding (concatenated to z)."""
     d_mbstd: int = 0
     """Minibatch standard deviation in cond-mlp's discriminator (ProGAN): the feature spread over groups
-    of this many images joins the last hidden layer's input, so D sees a batch drawn in one style (0: off)."""
+    of this many images joins the last hidden layer's input, so D sees a batch drawn in one style (0: off;
+    the other presets ignore it)."""
 
     # --- objective and optimisation ---
     loss: str = "hinge"

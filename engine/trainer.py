@@ -119,7 +119,8 @@ class Trainer:
                 real, real_y = self.data.labelled_batch(batch, self.rng)
                 fake_y = torch.randint(self.num_classes, (batch,), device=self.device, generator=self.rng)
                 if cfg.mode_seeking:  # the two halves ask for the same classes: pairs for the mode-seeking term
-                    fake_y = fake_y[: batch // 2].repeat(2)[:batch] if batch > 1 else fake_y
+                    half = batch // 2
+                    fake_y = torch.cat([fake_y[:half].repeat(2), fake_y[2 * half :]])
             else:
                 real = self.data.batch(batch, self.rng)
             z = torch.randn(batch, cfg.latent_dim, device=self.device, generator=self.rng)

@@ -192,10 +192,11 @@ def test_a_conditional_run_resumes_exactly(make_runner):
 
 
 # ---------------------------------------------------------------- the recipe's options (issue 11's quality)
-_NEW_OPTIONS = [dict(d_mbstd=4), dict(diff_augment_cutout=0.0), dict(mode_seeking=1.0), dict(g_class_embed=10)]
+_NEW_OPTIONS = [dict(d_mbstd=4), dict(diff_augment_cutout=0.0), dict(mode_seeking=1.0), dict(mode_seeking=1.0, batch_size=7),
+                dict(g_class_embed=10)]
 
 
-@pytest.mark.parametrize("changes", _NEW_OPTIONS, ids=lambda c: next(iter(c)))
+@pytest.mark.parametrize("changes", _NEW_OPTIONS, ids=lambda c: "-".join(map(str, c.values())))
 def test_each_recipe_option_trains_cond_mlp_with_finite_losses(changes, synthetic_data):
     trainer = Trainer(tiny_config(preset="cond-mlp", g_hidden=(32,), d_hidden=(32, 16), **changes), synthetic_data,
                       torch.device("cpu"))
@@ -279,3 +280,12 @@ def test_an_old_conditional_run_resumes_with_the_nets_it_trained(make_runner):
     assert runner.trainer.cfg.d_mbstd == 0 and runner.trainer.step == 4
     assert all(torch.equal(before[k], v) for k, v in runner.trainer.D.state_dict().items())
     run_steps(runner, 2)
+
+
+def test_mode_seeking_penalises_pairs_drawn_alike():
+    from engine.trainer import mode_seeking_penalty
+
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    alike = torch.zeros(8, 1, 28, 28)
+    varied = torch.cat([torch.full((4, 1, 28, 28), -1.0), torch.full((4, 1, 28, 28), 1.0)])
+    assert mode_seeking_penalty(alike, z) > 100 * mode_seeking_penalty(varied, z)
