@@ -134,7 +134,8 @@ def main() -> None:
     cfg = trainer.cfg  # "auto" resolved from the data
     print(f"config: preset={cfg.preset} loss={cfg.loss} lr_g={cfg.lr_g} lr_d={cfg.lr_d} betas=({cfg.beta1}, {cfg.beta2}) "
           f"batch={cfg.batch_size} latent={cfg.latent_dim} ema={cfg.g_ema} diff_augment={cfg.diff_augment} "
-          f"cutout={cfg.diff_augment_cutout} d_mbstd={cfg.d_mbstd} mode_seeking={cfg.mode_seeking} r1_gamma={cfg.r1_gamma} seed={cfg.seed} threads={torch.get_num_threads()}")
+          f"cutout={cfg.diff_augment_cutout} d_mbstd={cfg.d_mbstd} mode_seeking={cfg.mode_seeking}\n        "
+          f"r1_gamma={cfg.r1_gamma} seed={cfg.seed} threads={torch.get_num_threads()}")
 
     start = time.perf_counter()
     while (trainer.step < args.steps) if args.steps else (time.perf_counter() - start < args.seconds):
@@ -167,7 +168,8 @@ def main() -> None:
     ]
     if q.label_agreement is not None:
         checks.append(("label agreement", f"{q.label_agreement:.2%}", q.label_agreement >= 0.98, ">= 98%"))
-    within = None if labels is None else class_spread(torch.from_numpy(images).to(device).float().div(127.5).sub(1), labels) / real_spread
+    unit = torch.from_numpy(images).to(device).float().div(127.5).sub(1)
+    within = None if labels is None else class_spread(unit, labels) / real_spread
     if within is not None:
         checks.append(("within-class div.", f"{within:.3f}", True, "(about 1)"))
     print("class histogram: " + " ".join(f"{c}:{p:.3f}" for c, p in enumerate(q.class_hist)))
@@ -181,7 +183,8 @@ def main() -> None:
     if args.json:
         record = {**extra, "overrides": overrides, "steps": trainer.step, "seconds": elapsed, "fd": q.fd, "fd_floor": q.fd_floor,
                   "fd_ratio": q.fd / q.fd_floor, "kl": q.kl_uniform, "confidence": q.confidence, "covered": q.classes_covered,
-                  "diversity": q.diversity, "within_class_diversity": within, "agreement": q.label_agreement, "class_fd": list(q.class_fd)}
+                  "diversity": q.diversity, "within_class_diversity": within, "agreement": q.label_agreement,
+                  "class_fd": list(q.class_fd)}
         with args.json.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -218,7 +221,8 @@ def compare_ema_norms(trainer: Trainer, reference: QualityReference, noise: torc
         out[f"confidence_{name}"] = q.confidence
         within = class_spread(images, labels) / real_spread
         out[f"within_class_diversity_{name}"] = within
-        print(f"{name:18} FD {q.fd / q.fd_floor:.2f}x floor, confidence {q.confidence:.3f}, within-class diversity {within:.3f}"
+        print(f"{name:18} FD {q.fd / q.fd_floor:.2f}x floor, confidence {q.confidence:.3f}, "
+              f"within-class diversity {within:.3f}"
               + ("" if q.label_agreement is None else f", label agreement {q.label_agreement:.2%}"))
     trainer.G.train()
     return out
