@@ -78,6 +78,8 @@ confidence within target. Minibatch std (B) was no better and slower per step, s
 0; mode_seeking (more variety, far lower agreement) and g_class_embed stay options, off. Not yet
 reached: FD <= 2x (3.3x) and label agreement >= 98% (96.3%; the more varied G draws a few
 ambiguous digits the judge reads as another class). The live G at 8000 steps: FD 7.4-9.1x.
+The new defaults apply to every preset; the unconditional `mlp` (what unlabelled data gets),
+seed 0, 4000 steps: FD 19.8x -> 13.3x its floor, KL 0.038 -> 0.020, confidence 0.851 -> 0.863.
 """
 
 from __future__ import annotations
@@ -221,8 +223,8 @@ def compare_ema_norms(trainer: Trainer, reference: QualityReference, noise: torc
         out[f"confidence_{name}"] = q.confidence
         within = class_spread(images, labels) / real_spread
         out[f"within_class_diversity_{name}"] = within
-        print(f"{name:18} FD {q.fd / q.fd_floor:.2f}x floor, confidence {q.confidence:.3f}, "
-              f"within-class diversity {within:.3f}"
+        print(f"{name:18} FD {q.fd / q.fd_floor:.2f}x floor, confidence {q.confidence:.3f}"
+              + ("" if labels is None else f", within-class diversity {within:.3f}")
               + ("" if q.label_agreement is None else f", label agreement {q.label_agreement:.2%}"))
     trainer.G.train()
     return out
