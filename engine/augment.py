@@ -10,12 +10,15 @@ import torch
 import torch.nn.functional as F
 
 _SHIFT = 1 / 8  # largest translation, as a share of the side (3 px at 28)
-_CUTOUT = 1 / 2  # side of the cut-out square, as a share of the side
 
 
-def diff_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random translation (background fill) then cutout of (B, 1, H, W) images in [-1, 1]."""
-    return _cutout(_translate(x, generator), generator)
+def diff_augment(x: torch.Tensor, generator: torch.Generator, cutout: float = 0.5) -> torch.Tensor:
+    """Random translation (background fill) then cutout of (B, 1, H, W) images in [-1, 1].
+
+    `cutout`: side of the cut-out square as a share of the image side (0: translation only).
+    """
+    moved = _translate(x, generator)
+    return _cutout(moved, generator, cutout) if cutout > 0 else moved
 
 
 def _translate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -31,9 +34,9 @@ def _translate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[batch, 0, rows, cols].unsqueeze(1)
 
 
-def _cutout(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _cutout(x: torch.Tensor, generator: torch.Generator, share: float) -> torch.Tensor:
     b, _, h, w = x.shape
-    size = int(h * _CUTOUT + 0.5)
+    size = max(1, int(h * share + 0.5))
     dev = x.device
     top = torch.randint(0, h + 1 - size % 2, (b, 1, 1), device=dev, generator=generator) - size // 2
     left = torch.randint(0, w + 1 - size % 2, (b, 1, 1), device=dev, generator=generator) - size // 2

@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
-from engine.config import ConfigError, TrainConfig
+from engine.config import ConfigError, TrainConfig, saved_config_dict
 from engine.journal import atomic_write
 
 FORMAT_VERSION = 1
 # Fields that fix the shape of the nets or the fixed noise: a checkpoint only fits a config that agrees.
-ARCHITECTURE_FIELDS = ("preset", "num_classes", "latent_dim", "g_hidden", "d_hidden", "loss", "num_samples")
+ARCHITECTURE_FIELDS = ("preset", "num_classes", "latent_dim", "g_hidden", "d_hidden", "g_class_embed", "d_mbstd", "loss",
+                       "num_samples")
 _REQUIRED = ("format", "config", "trainer", "hparam_history")
 _TRAINER_REQUIRED = ("generator", "discriminator", "opt_g", "opt_d", "step", "images_seen", "fixed_noise", "rng")
 
@@ -48,6 +49,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a gan-tui checkpoint (keys missing)")
     if payload["format"] != FORMAT_VERSION:
         raise CheckpointError(f"{path} has format {payload['format']}; this gan-tui reads format {FORMAT_VERSION}")
+    if isinstance(payload["config"], dict):
+        # Every reader then sees the settings a checkpoint predates as the run trained with them.
+        payload["config"] = saved_config_dict(payload["config"])
     return payload
 
 

@@ -27,6 +27,12 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 DEVICE_FORMAT = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,3})$")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
+#: Settings added after runs were first saved, each with the value that reproduces how a run trained
+#: before the setting existed. A saved config (a run's config.json, a checkpoint) that lacks one is
+#: read with that value (TrainConfig.from_saved), so an old run resumes, rolls back and exports with
+#: the nets it was trained with, whatever today's default is.
+LEGACY_VALUES: dict[str, Any] = {"g_class_embed": 32, "d_mbstd": 0, "diff_augment_cutout": 0.5, "mode_seeking": 0.0}
+
 #: Hyperparameters that may change while a run goes on (the dashboard's form, SetHyperparams).
 LIVE_HYPERPARAMS = ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")
 
@@ -63,14 +69,21 @@ class TrainConfig:
     """Generator widths (MLP units or conv channels); empty means the preset's own."""
     d_hidden: tuple[int, ...] = ()
     """Discriminator widths (MLP units or conv channels); empty means the preset's own."""
+    g_class_embed: int = 32
+    """Width of the conditional generators' class embedding (concatenated to z)."""
+    d_mbstd: int = 0
+    """Minibatch standard deviation in cond-mlp's discriminator (ProGAN): the feature spread over groups
+    of this many images joins the last hidden layer's input, so D sees a batch drawn in one style (0: off;
+    the other presets ignore it)."""
 
     # --- objective and optimisation ---
     loss: str = "hinge"
     """bce (non-saturating, with logits), hinge, lsgan, wgan-gp."""
     lr_g: float = 2e-4
     """Adam learning rate of the generator."""
-    lr_d: float = 2e-4
-    """Adam learning rate of the discriminator."""
+    lr_d: float = 8e-4
+    """Adam learning rate of the discriminator. Four times G's by default (two time-scale updates,
+    Heusel et al. 2017): at equal rates G drew each class in one style (bench/quality.py's notes)."""
     beta1: float = 0.5
     """Adam beta1 for both nets."""
     beta2: float = 0.999
@@ -85,6 +98,12 @@ class TrainConfig:
     """Gradient-penalty weight (wgan-gp only)."""
     diff_augment: bool = True
     """DiffAugment: random translation and cutout of real and fake images before D."""
+    diff_augment_cutout: float = 0.25
+    """Side of DiffAugment's cut-out square as a share of the image side (0: translation only). A quarter:
+    half the side hid most of a 28x28 digit and left D too little to tell styles apart."""
+    mode_seeking: float = 0.0
+    """Weight of the mode-seeking term (Mao et al. 2019) in G's loss: pairs of fakes of one class rewarded
+    for differing as their noise differs (0: off)."""
     r1_gamma: float = 0.0
     """Weight of the R1 penalty on real images (0: off), applied lazily every 16 steps."""
     g_ema: float = 0.999
@@ -177,6 +196,9 @@ class TrainConfig:
             raise ConfigError("dataset", self.dataset, f"use one of {', '.join(NAMED_DATASETS)} or a path")
         _int_range("latent_dim", self.latent_dim, 1, 4096)
         _int_range("num_classes", self.num_classes, 0, 10_000)
+        _int_range("g_class_embed", self.g_class_embed, 1, 4096)
+        if not isinstance(self.d_mbstd, int) or isinstance(self.d_mbstd, bool) or self.d_mbstd not in (0, *range(2, 257)):
+            raise ConfigError("d_mbstd", self.d_mbstd, "must be 0 (off) or a group size from 2 to 256")
         for name in ("g_hidden", "d_hidden"):
             for width in getattr(self, name):
                 if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 16384:
@@ -191,6 +213,8 @@ class TrainConfig:
         _number("gp_weight", self.gp_weight, 0.0, 1e6, "must be from 0 to 1e6")
         if not isinstance(self.diff_augment, bool):
             raise ConfigError("diff_augment", self.diff_augment, "must be true or false")
+        _number("diff_augment_cutout", self.diff_augment_cutout, 0.0, 0.75, "must be from 0 (translation only) to 0.75")
+        _number("mode_seeking", self.mode_seeking, 0.0, 100.0, "must be from 0 (off) to 100")
         _number("r1_gamma", self.r1_gamma, 0.0, 1e6, "must be from 0 (off) to 1e6")
         _number("g_ema", self.g_ema, 0.0, 0.99999, "must be from 0 (off) to 0.99999")
         _int_range("steps", self.steps, 1, 10**10)
@@ -269,13 +293,18 @@ class TrainConfig:
                 raise ConfigError(key, data[key], "unknown setting")
         return cls(**data)
 
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a config a run saved: settings it lacks (added since) take LEGACY_VALUES."""
+        return cls.from_dict(saved_config_dict(data))
+
     def save(self, path: str | Path) -> None:
         """Write as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON config file; a malformed file raises ConfigError naming the file."""
+        """Read a JSON config file as a run saved it (from_saved); a malformed file raises ConfigError naming the file."""
         try:
             data = json.loads(Path(path).read_text())
         except OSError as exc:
@@ -284,7 +313,12 @@ class TrainConfig:
             raise ConfigError("config", str(path), f"the file must be JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(data, dict):
             raise ConfigError("config", str(path), "the file must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_saved(data)
+
+
+def saved_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's plain data with the settings it predates filled in from LEGACY_VALUES."""
+    return {**LEGACY_VALUES, **data}
 
 
 # ---------------------------------------------------------------- validators

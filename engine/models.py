@@ -28,7 +28,6 @@ DEFAULT_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "cond-mlp": ((256, 512, 1024), (512, 256)),
     "cond-dcgan": ((64, 32), (32, 64)),
 }
-CLASS_EMBED_DIM = 32  # width of G's class embedding; D's projection embedding has its feature width
 
 
 def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
@@ -44,11 +43,12 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
         raise ConfigError("preset", cfg.preset, "auto is resolved from the data first (TrainConfig.resolve_preset)")
     if cfg.preset == "cond-mlp":
         return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes,
-                                          lambda n: MLPGenerator(n, g_widths, batch_norm=True)),
-                ProjectionMLPDiscriminator(d_widths, cfg.num_classes))
+                                          lambda n: MLPGenerator(n, g_widths, batch_norm=True), cfg.g_class_embed),
+                ProjectionMLPDiscriminator(d_widths, cfg.num_classes, cfg.d_mbstd))
     if cfg.preset == "cond-dcgan":
         _require_two(cfg, g_widths, d_widths)
-        return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes, lambda n: ConvGenerator(n, g_widths)),
+        return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes, lambda n: ConvGenerator(n, g_widths),
+                                          cfg.g_class_embed),
                 ProjectionConvDiscriminator(d_widths, cfg.num_classes))
     if cfg.preset == "mlp-small":
         g: nn.Module = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=False)
@@ -176,40 +176,62 @@ class ConvDiscriminator(nn.Module):
 
 
 class ClassConditionalGenerator(nn.Module):
-    """A generator body on [z, embed(y)]: the class is a learned embedding beside the noise.
+    """A generator body on [z, embed(y)]: the class is a learned embedding (`embed_dim` wide) beside the noise.
 
     `body(in_features)` builds the body; it is called after the embedding exists, so both draw their
     initial weights in the same order for a given seed whichever body it is."""
 
-    def __init__(self, latent_dim: int, num_classes: int, body: Callable[[int], nn.Module]) -> None:
+    def __init__(self, latent_dim: int, num_classes: int, body: Callable[[int], nn.Module], embed_dim: int = 32) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.embed = nn.Embedding(num_classes, CLASS_EMBED_DIM)
-        self.body = body(latent_dim + CLASS_EMBED_DIM)
+        self.embed = nn.Embedding(num_classes, embed_dim)
+        self.body = body(latent_dim + embed_dim)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.body(torch.cat([z, self.embed(labels)], 1))
 
 
 class ProjectionMLPDiscriminator(nn.Module):
-    """784 -> hidden layers (LeakyReLU) = h; logit = w.h + <embed(y), h>."""
+    """784 -> hidden layers (LeakyReLU) = h; logit = w.h + <embed(y), h>.
 
-    def __init__(self, widths: tuple[int, ...], num_classes: int) -> None:
+    With `mbstd_group` (ProGAN's minibatch standard deviation) the last hidden layer also takes the
+    spread of the previous features over each group of that many consecutive images, so a generator
+    that draws a class in one style is told apart by its batches. Groups are consecutive: a batch of
+    real images followed by as many fakes keeps them apart when the group size divides the count.
+    """
+
+    def __init__(self, widths: tuple[int, ...], num_classes: int, mbstd_group: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.mbstd_group = mbstd_group
         layers: list[nn.Module] = []
         width_in = IMAGE_PIXELS
-        for width in widths:
+        for width in widths[:-1] if mbstd_group else widths:
             layers += [nn.Linear(width_in, width), nn.LeakyReLU(0.2, inplace=True)]
             width_in = width
         self.features = nn.Sequential(*layers)
+        # Only with the option on: off, the state_dict keys stay those of runs made before it existed.
+        if mbstd_group:
+            self.last = nn.Sequential(nn.Linear(width_in + 1, widths[-1]), nn.LeakyReLU(0.2, inplace=True))
+            width_in = widths[-1]
         self.head = nn.Linear(width_in, 1)
         self.embed = nn.Embedding(num_classes, width_in)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)  # start as an unconditional D; the class term grows
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.features(x.flatten(1))
+        if self.mbstd_group:
+            h = self.last(torch.cat([h, minibatch_std(h, self.mbstd_group)], 1))
         return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(1)
+
+
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """(N, F) features -> (N, 1): the mean over features of their standard deviation within each group
+    of `group` consecutive rows (the largest group size up to `group` that divides N)."""
+    n = h.size(0)
+    g = next(size for size in range(min(group, n), 0, -1) if n % size == 0)
+    spread = h.float().view(n // g, g, -1).var(1, unbiased=False).add(1e-8).sqrt().mean(1)
+    return spread.repeat_interleave(g).unsqueeze(1).to(h.dtype)
 
 
 class ProjectionConvDiscriminator(nn.Module):

@@ -93,8 +93,12 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self._d_prob = d_probability(cfg.loss)
-        # Real and fake must not share batch statistics, so a D with BatchNorm sees them apart.
-        self._d_has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
+        # Real and fake must not share batch statistics, so a D with BatchNorm sees them apart, and so
+        # does one with minibatch-std groups unless its group size divides the batch (groups are
+        # consecutive, so real and fake then never share one).
+        group = getattr(self.D, "mbstd_group", 0)
+        self._d_joint_pass = (not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
+                              and (not group or cfg.batch_size % group == 0))
         self._sums = torch.zeros(len(_STAT_NAMES), device=device)
         self._amp_sums = torch.zeros(len(_AMP_STAT_NAMES), device=device)
         self._count = 0
@@ -114,6 +118,9 @@ class Trainer:
             if self.num_classes:
                 real, real_y = self.data.labelled_batch(batch, self.rng)
                 fake_y = torch.randint(self.num_classes, (batch,), device=self.device, generator=self.rng)
+                if cfg.mode_seeking:  # the two halves ask for the same classes: pairs for the mode-seeking term
+                    half = batch // 2
+                    fake_y = torch.cat([fake_y[:half].repeat(2), fake_y[2 * half :]])
             else:
                 real = self.data.batch(batch, self.rng)
             z = torch.randn(batch, cfg.latent_dim, device=self.device, generator=self.rng)
@@ -124,7 +131,8 @@ class Trainer:
                     fake = generate(self.G, z, fake_y)
                 real_in, fake_in = real, fake.detach()
                 if cfg.diff_augment:
-                    real_in, fake_in = diff_augment(real, self.rng), diff_augment(fake_in, self.rng)
+                    real_in = diff_augment(real, self.rng, cfg.diff_augment_cutout)
+                    fake_in = diff_augment(fake_in, self.rng, cfg.diff_augment_cutout)
                 real_out, fake_out = self._discriminate(real_in, fake_in, real_y, fake_y)
                 loss_d = d_loss(cfg.loss, real_out, fake_out, cfg.label_smoothing)
             if cfg.r1_gamma and self.step % _R1_EVERY == 0 and i == 0:
@@ -146,8 +154,10 @@ class Trainer:
 
         self.D.requires_grad_(False)  # G's update needs D's input gradients only
         with self._autocast():
-            fake_in = diff_augment(fake, self.rng) if cfg.diff_augment else fake
+            fake_in = diff_augment(fake, self.rng, cfg.diff_augment_cutout) if cfg.diff_augment else fake
             loss_g = g_loss(cfg.loss, discriminate(self.D, fake_in, fake_y).float())
+            if cfg.mode_seeking:
+                loss_g = loss_g + cfg.mode_seeking * mode_seeking_penalty(fake, z)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
         self.D.requires_grad_(True)
@@ -379,8 +389,8 @@ class Trainer:
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, real_y: torch.Tensor | None = None,
                       fake_y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """D on both batches. One concatenated pass when D has no batch statistics: half the launches."""
-        if self._d_has_batchnorm:
+        """D on both batches. One concatenated pass when real and fake cannot mix in it: half the launches."""
+        if not self._d_joint_pass:
             return discriminate(self.D, real, real_y).float(), discriminate(self.D, fake, fake_y).float()
         labels = None if real_y is None or fake_y is None else torch.cat([real_y, fake_y])
         out = discriminate(self.D, torch.cat([real, fake]), labels).float()
@@ -390,6 +400,17 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019): small when the two halves of a batch of fakes (the same classes
+    asked for) differ in pixels as much as their noise differs; G minimises it beside its loss."""
+    half = fake.size(0) // 2
+    if half == 0:
+        return fake.new_zeros(())
+    images = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(1)
+    noise = (z[:half] - z[half : 2 * half]).abs().mean(1)
+    return 1.0 / ((images / noise).mean().float() + 1e-5)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

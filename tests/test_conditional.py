@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -188,3 +189,103 @@ def test_a_conditional_run_resumes_exactly(make_runner):
     a, b = weights(straight), weights(second)
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert np.array_equal(straight.trainer.sample(), second.trainer.sample())
+
+
+# ---------------------------------------------------------------- the recipe's options (issue 11's quality)
+_NEW_OPTIONS = [dict(d_mbstd=4), dict(diff_augment_cutout=0.0), dict(mode_seeking=1.0), dict(mode_seeking=1.0, batch_size=7),
+                dict(g_class_embed=10)]
+
+
+@pytest.mark.parametrize("changes", _NEW_OPTIONS, ids=lambda c: "-".join(map(str, c.values())))
+def test_each_recipe_option_trains_cond_mlp_with_finite_losses(changes, synthetic_data):
+    trainer = Trainer(tiny_config(preset="cond-mlp", g_hidden=(32,), d_hidden=(32, 16), **changes), synthetic_data,
+                      torch.device("cpu"))
+    for _ in range(4):
+        trainer.train_step()
+    stats = trainer.read_stats()
+    assert stats.finite and trainer.conditional and trainer.sample().shape == (100, 28, 28)
+
+
+@pytest.mark.parametrize("batch", [16, 6])
+def test_minibatch_std_groups_never_mix_real_and_fake(batch, synthetic_data):
+    """Changing the fakes never changes D's scores for the reals beside them, in the trainer's own D pass
+    (one joint pass when the group size divides the batch, two passes when it does not)."""
+    trainer = Trainer(tiny_config(preset="cond-mlp", d_hidden=(32, 16), d_mbstd=4, batch_size=batch), synthetic_data,
+                      torch.device("cpu"))
+    assert trainer._d_joint_pass == (batch % 4 == 0)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(batch, 1, 28, 28, generator=gen) * 2 - 1
+    labels = torch.randint(10, (batch,), generator=gen)
+    with torch.no_grad():
+        real_a, fake_a = trainer._discriminate(real, torch.full_like(real, -1.0), labels, labels)
+        real_b, fake_b = trainer._discriminate(real, torch.rand(real.shape, generator=gen) * 2 - 1, labels, labels)
+    assert torch.equal(real_a, real_b) and not torch.equal(fake_a, fake_b)
+
+
+def test_minibatch_std_is_the_spread_within_each_group():
+    from engine.models import minibatch_std
+
+    h = torch.tensor([[0.0, 0.0], [2.0, 4.0], [5.0, 5.0], [5.0, 5.0]])
+    assert torch.allclose(minibatch_std(h, 2).squeeze(1), torch.tensor([1.5, 1.5, 0.0, 0.0]), atol=1e-3)
+    assert minibatch_std(h[:3], 2).shape == (3, 1)  # 2 does not divide 3: groups of 1 (no spread)
+
+
+def test_options_off_keep_the_state_dict_of_runs_made_before_them():
+    from engine.models import build_models
+
+    cfg = TrainConfig(preset="cond-mlp", num_classes=10, d_mbstd=0, g_class_embed=32)
+    g, d = build_models(cfg)
+    assert list(d.state_dict()) == ["features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias",
+                                    "head.weight", "head.bias", "embed.weight"]
+    assert g.state_dict()["embed.weight"].shape == (10, 32) and g.state_dict()["body.net.0.weight"].shape[1] == 64 + 32
+    _, d_std = build_models(TrainConfig(preset="cond-mlp", num_classes=10, d_mbstd=4))
+    assert d_std.state_dict()["last.0.weight"].shape == (256, 512 + 1)
+
+
+def test_a_config_saved_before_the_options_existed_reads_as_it_trained(tmp_path):
+    from engine.config import LEGACY_VALUES
+
+    old = TrainConfig(preset="cond-mlp").to_dict()
+    for key in LEGACY_VALUES:
+        del old[key]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    for cfg in (TrainConfig.from_saved(old), TrainConfig.load(tmp_path / "config.json")):
+        assert {key: getattr(cfg, key) for key in LEGACY_VALUES} == LEGACY_VALUES
+    assert TrainConfig.from_saved({**old, "d_mbstd": 8}).d_mbstd == 8  # a saved value wins
+
+
+def test_an_old_conditional_run_resumes_with_the_nets_it_trained(make_runner):
+    """A run whose config.json and checkpoint predate the options resumes through its own config file."""
+    from engine.config import LEGACY_VALUES
+    from engine.runner import QueueSink, Runner
+    from tests.test_checkpoint import run_steps
+
+    first, _ = make_runner(run_name="old", preset="cond-mlp", steps=1000, checkpoint_every=0, **LEGACY_VALUES)
+    run_steps(first, 4)
+    first.submit(ev.Stop(save=True))
+    first.tick()
+    before = {k: v.clone() for k, v in first.trainer.D.state_dict().items()}
+    path = first.run.path
+    config = json.loads(first.run.config_path.read_text())
+    first.run.config_path.write_text(json.dumps({k: v for k, v in config.items() if k not in LEGACY_VALUES}))
+    checkpoints = list((path / "checkpoints").glob("*.pt"))
+    assert checkpoints
+    for checkpoint in checkpoints:
+        payload = torch.load(checkpoint, weights_only=True)
+        payload["config"] = {k: v for k, v in payload["config"].items() if k not in LEGACY_VALUES}
+        torch.save(payload, checkpoint)
+    runner = Runner(TrainConfig.load(first.run.config_path), QueueSink(), runs_dir=path.parent, resume=str(path),
+                    data=first._data)
+    runner.setup()
+    assert runner.trainer.cfg.d_mbstd == 0 and runner.trainer.step == 4
+    assert all(torch.equal(before[k], v) for k, v in runner.trainer.D.state_dict().items())
+    run_steps(runner, 2)
+
+
+def test_mode_seeking_penalises_pairs_drawn_alike():
+    from engine.trainer import mode_seeking_penalty
+
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    alike = torch.zeros(8, 1, 28, 28)
+    varied = torch.cat([torch.full((4, 1, 28, 28), -1.0), torch.full((4, 1, 28, 28), 1.0)])
+    assert mode_seeking_penalty(alike, z) > 100 * mode_seeking_penalty(varied, z)

@@ -37,6 +37,12 @@ from engine.config import LIVE_HYPERPARAMS, ConfigError, TrainConfig
         ("log_every", -5),
         ("epochs", -1.0),
         ("dataset", ""),
+        ("d_mbstd", 1),
+        ("d_mbstd", True),
+        ("d_mbstd", 4.0),
+        ("diff_augment_cutout", 0.9),
+        ("mode_seeking", -1.0),
+        ("g_class_embed", 0),
     ],
 )
 def test_invalid_values_are_refused_with_field_value_and_rule(field, value):
