@@ -303,8 +303,11 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON config file as a run saved it (from_saved); a malformed file raises ConfigError naming the file."""
+    def load(cls, path: str | Path, saved: bool = True) -> TrainConfig:
+        """Read a JSON config file; a malformed file raises ConfigError naming the file.
+
+        `saved` (a run folder's config.json): settings it predates take LEGACY_VALUES (from_saved).
+        Otherwise (a user's --config file, often naming a few settings) they take today's defaults."""
         try:
             data = json.loads(Path(path).read_text())
         except OSError as exc:
@@ -313,7 +316,7 @@ class TrainConfig:
             raise ConfigError("config", str(path), f"the file must be JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(data, dict):
             raise ConfigError("config", str(path), "the file must hold a JSON object")
-        return cls.from_saved(data)
+        return cls.from_saved(data) if saved else cls.from_dict(data)
 
 
 def saved_config_dict(data: dict[str, Any]) -> dict[str, Any]:

@@ -96,3 +96,16 @@ def test_live_hyperparams_change_makes_a_new_validated_config():
         cfg.with_hyperparams(lr_d=-1.0)
     with pytest.raises(ConfigError, match="can change during a run"):
         cfg.with_hyperparams(preset="mlp")
+
+
+def test_a_users_config_file_takes_todays_defaults_and_a_runs_saved_one_its_legacy_values(tmp_path):
+    from engine.config import LEGACY_VALUES
+    from tui_gan.options import parse_options
+
+    partial = tmp_path / "mine.json"
+    partial.write_text(json.dumps({"lr_g": 1e-4}))
+    cfg = parse_options(["--config", str(partial), "--dataset", "synthetic"]).config
+    assert cfg.lr_g == 1e-4
+    assert {k: getattr(cfg, k) for k in LEGACY_VALUES} == {k: getattr(TrainConfig(), k) for k in LEGACY_VALUES}
+    saved = TrainConfig.load(partial)  # read as a run folder's config.json
+    assert {k: getattr(saved, k) for k in LEGACY_VALUES} == LEGACY_VALUES

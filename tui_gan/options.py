@@ -164,7 +164,7 @@ def _check_resume_length(runs_dir: Path, spec: str, steps: int | None, epochs: f
 def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config file, else the resumed run's own config, else the defaults."""
     if args.config:
-        return TrainConfig.load(args.config).to_dict()
+        return TrainConfig.load(args.config, saved=False).to_dict()
     if args.resume:
         from engine.runs import RunError, resolve_run
 
