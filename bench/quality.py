@@ -78,6 +78,10 @@ confidence within target. Minibatch std (B) was no better and slower per step, s
 0; mode_seeking (more variety, far lower agreement) and g_class_embed stay options, off. Not yet
 reached: FD <= 2x (3.3x) and label agreement >= 98% (96.3%; the more varied G draws a few
 ambiguous digits the judge reads as another class). The live G at 8000 steps: FD 7.4-9.1x.
+The issue's own measurement, `--seconds 180` with torch's default threads on the idle 2-core box:
+7940 steps, 10/10 classes, KL 0.0007, confidence 0.977, FD 30.99 = 3.32x its floor 9.34, label
+agreement 95.8%, within-class diversity 0.93 (the grid: every class in visibly different styles,
+a few 8s and 2s broken).
 The new defaults apply to every preset; the unconditional `mlp` (what unlabelled data gets),
 seed 0, 4000 steps: FD 19.8x -> 13.3x its floor, KL 0.038 -> 0.020, confidence 0.851 -> 0.863.
 """

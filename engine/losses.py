@@ -55,6 +55,17 @@ def r1_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torc
     return grad.flatten(1).square().sum(1).mean()
 
 
+def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019): small when the two halves of a batch of fakes (the same classes
+    asked for) differ in pixels as much as their noise differs; G minimises it beside its loss."""
+    half = fake.size(0) // 2
+    if half == 0:
+        return fake.new_zeros(())
+    images = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(1)
+    noise = (z[:half] - z[half : 2 * half]).abs().mean(1)
+    return 1.0 / ((images / noise).mean().float() + 1e-5)
+
+
 def d_probability(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """How D's raw output is shown as "D(x)": a probability for bce, the raw score otherwise."""
     return torch.sigmoid if kind == "bce" else (lambda x: x)

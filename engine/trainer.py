@@ -17,7 +17,7 @@ from engine.config import ConfigError, TrainConfig
 from engine.data import ImageData
 from engine.augment import diff_augment
 from engine.devices import amp_dtype_for, capability
-from engine.losses import d_loss, d_probability, g_loss, gradient_penalty, r1_penalty
+from engine.losses import d_loss, d_probability, g_loss, gradient_penalty, mode_seeking_penalty, r1_penalty
 from engine.models import build_models, discriminate, generate, grid_labels
 
 _EMA_EVERY = 4  # steps between updates of the generator's weight average
@@ -400,17 +400,6 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-
-def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """MSGAN's term (Mao et al. 2019): small when the two halves of a batch of fakes (the same classes
-    asked for) differ in pixels as much as their noise differs; G minimises it beside its loss."""
-    half = fake.size(0) // 2
-    if half == 0:
-        return fake.new_zeros(())
-    images = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(1)
-    noise = (z[:half] - z[half : 2 * half]).abs().mean(1)
-    return 1.0 / ((images / noise).mean().float() + 1e-5)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

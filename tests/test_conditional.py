@@ -283,7 +283,7 @@ def test_an_old_conditional_run_resumes_with_the_nets_it_trained(make_runner):
 
 
 def test_mode_seeking_penalises_pairs_drawn_alike():
-    from engine.trainer import mode_seeking_penalty
+    from engine.losses import mode_seeking_penalty
 
     z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     alike = torch.zeros(8, 1, 28, 28)
