@@ -6,8 +6,10 @@
 
 Kinds:
 - nonfinite: a loss or gradient became NaN/inf (the runner pauses and offers a rollback);
-- d_wins: D(real) >= 1 - margin and D(fake) <= margin for alarm_window steps in a row
-  (not for wgan-gp, whose critic outputs are not probabilities);
+- d_wins: D(real) >= 1 - margin and D(fake) <= margin for alarm_window steps in a row (bce's
+  probabilities, lsgan's 1/0 targets); for hinge, whose raw scores pass +-1 in healthy runs, D's
+  loss at most 2 x margin (nearly every image past its margin: D has stopped learning); not for
+  wgan-gp, whose critic has no such scale;
 - grad_spike: a gradient norm above alarm_grad_spike times its median over recent records;
 - collapse: classes covered falls alarm_coverage_drop below the run's best, or diversity below
   alarm_diversity_drop of its best (both relative, so a young generator's blobs do not count).
@@ -75,16 +77,21 @@ class HealthMonitor:
 
     # -------------------------------------------------------------- helpers
     def _judge_d_wins(self, m: ev.MetricsLogged) -> list[Change]:
-        margin = self.cfg.alarm_d_margin
-        winning = self.cfg.loss != "wgan-gp" and m.d_real >= 1 - margin and m.d_fake <= margin
+        margin, loss = self.cfg.alarm_d_margin, self.cfg.loss
+        if loss == "hinge":
+            winning = m.d_loss <= 2 * margin  # 2 at chance, 0 when every score is past its margin
+        else:
+            winning = loss != "wgan-gp" and m.d_real >= 1 - margin and m.d_fake <= margin
         if not winning:
             self._d_wins_since = None
             return self._set("d_wins", m.step, False)
         if self._d_wins_since is None:
             self._d_wins_since = m.step - self.cfg.log_every  # the record covers the interval before it
         sustained = m.step - self._d_wins_since >= self.cfg.alarm_window
+        why = (f"its hinge loss is {m.d_loss:.3f}, nearly every image past its margin, so D has stopped learning"
+               if loss == "hinge" else "the generator gets no useful gradient")
         message = (f"the discriminator is winning outright since step {self._d_wins_since}: D(real) {m.d_real:.3f}, "
-                   f"D(fake) {m.d_fake:.3f}; the generator gets no useful gradient. Lower lr_d or raise lr_g.")
+                   f"D(fake) {m.d_fake:.3f}; {why}. Lower lr_d or raise lr_g.")
         return self._set("d_wins", m.step, True, message) if sustained else []
 
     def _judge_spike(self, m: ev.MetricsLogged) -> list[Change]:

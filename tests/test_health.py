@@ -28,10 +28,19 @@ def feed(monitor, records):
 
 
 def test_d_wins_fires_once_after_the_window_and_clears():
-    monitor = HealthMonitor(tiny_config(log_every=20, alarm_window=100))
+    monitor = HealthMonitor(tiny_config(loss="bce", log_every=20, alarm_window=100))
     winning = [metrics(s, d_real=0.99, d_fake=0.01) for s in range(20, 400, 20)]
     changes = feed(monitor, [metrics(0), *winning, metrics(400)])
     assert changes == [("AlarmRaised", "d_wins", 100), ("AlarmCleared", "d_wins", 400)]
+
+
+def test_a_hinge_d_wins_by_its_loss_not_by_scores_past_one():
+    monitor = HealthMonitor(tiny_config(loss="hinge", log_every=20, alarm_window=100))
+    healthy = [metrics(s, d_real=1.46, d_fake=-1.16, d_loss=0.6) for s in range(20, 400, 20)]
+    assert feed(monitor, healthy) == []  # raw hinge scores pass +-1 in healthy runs
+    won = [metrics(s, d_real=3.0, d_fake=-3.0, d_loss=0.02) for s in range(400, 800, 20)]
+    assert feed(monitor, won) == [("AlarmRaised", "d_wins", 480)]
+    assert "hinge loss is 0.020" in monitor.active["d_wins"].message
 
 
 def test_d_wins_is_not_judged_for_a_wgan_critic():
