@@ -104,7 +104,7 @@ import torch  # noqa: E402
 from engine.config import TrainConfig  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.judge import load_or_train  # noqa: E402
-from engine.quality import QualityReference  # noqa: E402
+from engine.quality import QualityReference, mean_pairwise_distance  # noqa: E402
 from engine.runs import write_grid_png  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
@@ -198,8 +198,6 @@ def main() -> None:
 def class_spread(images: torch.Tensor, labels: torch.Tensor | None) -> float:
     """Mean pairwise pixel distance within each class (up to 100 images a class), averaged over the
     classes: the variety of style inside a class that the all-class diversity figure hides."""
-    from engine.quality import mean_pairwise_distance
-
     if labels is None:
         return float("nan")
     flat = images.reshape(len(images), 1, 28, 28)

@@ -64,7 +64,7 @@ class QualityWorker:
         self._device = device
         self._samples = samples
         self._deliver = deliver
-        self._cache_dir = cache_dir
+        self._cache_dir = cache_dir or default_cache_dir()  # the judge's and the reference's files
         # Its own fixed noise: the same latent points at every measurement, so the curve compares
         # like with like, and the training RNG is never touched.
         self._noise = torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed + 2)).to(device)
@@ -155,7 +155,7 @@ class QualityWorker:
             # torch when the process exits aborts it), and rest while readying, as while training it.
             self._pace_judge_forward = True
             judge.model.body.register_forward_pre_hook(self._between_chunks)
-            reference = QualityReference.cached(judge, self._data, self._samples, self._cache_dir or default_cache_dir())
+            reference = QualityReference.cached(judge, self._data, self._samples, self._cache_dir)
             self._pace_judge_forward = False
         except JudgeCancelled:
             return

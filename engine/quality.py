@@ -70,7 +70,7 @@ class QualityReference:
         n is capped at half the held-out part; the cap is what `QualityReference.n` reports.
         """
         held_out = judge.split.held_out
-        n = max(2, min(n, len(held_out) // 2))
+        n = _capped(n, judge)
         device = next(judge.model.parameters()).device
         images = data.images_at(held_out[: 2 * n], device)
         real, floor_set = images[:n], images[n:]
@@ -94,7 +94,7 @@ class QualityReference:
         built and written there. Building scores 2n images through the judge (seconds of a CPU core at
         the start of every run); the file is about 1.5 MB. A damaged or unwritable file only costs
         the build."""
-        n = max(2, min(n, len(judge.split.held_out) // 2))
+        n = _capped(n, judge)
         fingerprint = judge_fingerprint(judge)
         path = cache_dir / f"{judge.checksum}-reference-{n}.pt"
         try:
@@ -156,6 +156,11 @@ class QualityReference:
         if len(picked) < 2:
             return math.nan  # no samples of this class were asked for
         return frechet_distance(FeatureStats.of(picked), self.class_stats[c])
+
+
+def _capped(n: int, judge: Judge) -> int:
+    """n images a side, at most half the judge's held-out part (two disjoint sets are drawn from it)."""
+    return max(2, min(n, len(judge.split.held_out) // 2))
 
 
 def judge_fingerprint(judge: Judge) -> str:

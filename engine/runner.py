@@ -472,6 +472,9 @@ class Runner:
     def _post_fixed_samples(self) -> None:
         trainer = self.trainer
         assert trainer is not None and self.run is not None
+        if trainer.device.type == "cuda":
+            # sample() waits for the queued steps anyway; waiting first keeps them out of the grid's cost.
+            torch.cuda.synchronize(trainer.device)
         start = time.perf_counter()
         images = trainer.sample()
         cost = time.perf_counter() - start
