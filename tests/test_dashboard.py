@@ -89,6 +89,9 @@ def test_the_footer_keeps_the_help_key_and_never_cuts_a_key(width):
     for key in fit_keys(width - 2):
         assert f"{key.shown} {key.label}" in text  # whole: key and word together
     assert "q Quit" in footer_text(78).plain and "space Pause" in footer_text(78).plain
+    paused = footer_text(width - 2, paused=True).plain
+    assert "space Resume" in paused and "space Pause" not in paused and "h/? Help" in paused
+    assert len(paused) <= width - 2
 
 
 async def test_the_footer_on_screen_shows_the_help_key_at_80x24(tmp_path):
@@ -237,6 +240,7 @@ async def test_palette_finds_help_and_the_paused_status_shows_no_stale_rate(tmp_
         await pilot.pause(0.3)
         status = "\n".join(screen_text(app, app.screen.query_one("#status")))
         assert "PAUSED" in status and "img/s" not in status
+        assert "space Resume" in screen_text(app)[-1]  # the footer says what space does now
 
 
 async def test_an_export_says_so_at_once_then_gives_the_result(tmp_path):

@@ -23,11 +23,16 @@ class Key:
     group: str = "training"  # help screen section
     typing: bool = True  # a printable key: while the form has focus it types instead
     priority: bool = False  # works everywhere, even over a modal (ctrl+c)
+    paused_label: str = ""  # the footer's word while the run is paused ("" = the same label)
 
     @property
     def shown(self) -> str:
         """The key as a person writes it."""
         return self.display or self.keys.split(",")[0]
+
+    def label_for(self, paused: bool) -> str:
+        """The footer's word for this key, given whether the run is paused."""
+        return self.paused_label if paused and self.paused_label else self.label
 
     @property
     def action_name(self) -> str:
@@ -38,7 +43,8 @@ class Key:
 HELP_KEY = "h,question_mark"
 
 KEYS: tuple[Key, ...] = (
-    Key("space", "toggle_pause", "Pause", "pause / resume training", footer=2, palette="Pause / resume"),
+    Key("space", "toggle_pause", "Pause", "pause / resume training", footer=2, palette="Pause / resume",
+        paused_label="Resume"),
     Key("n", "step_once", "Step", "one training step (while paused)", footer=9, palette="Step once"),
     Key("s", "save", "Save", "save a checkpoint now", footer=4, palette="Save checkpoint"),
     Key("e", "export", "Export", "export: grid PNG at a scale, GIF over time, metrics CSV, sample PNGs",

@@ -103,6 +103,7 @@ class DashboardScreen(Screen[None]):
                 self.state.changed.add("plot")  # drawn on a later tick
         if "status" in changes:
             self.query_one(StatusBar).show(self.state, self.app.engine.gpu_memory())
+            self.query_one(KeyFooter).paused = self.state.phase == "paused"
         if "grid" in changes:
             self.redraw_grid()
         if "hparams" in changes:

@@ -7,6 +7,7 @@ drops whole keys, least important first, so what shows is never cut.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui_gan.keys import KEYS, Key, footer_keys
@@ -14,12 +15,12 @@ from tui_gan.keys import KEYS, Key, footer_keys
 _GAP = 2
 
 
-def fit_keys(width: int, keys: list[Key] | None = None) -> list[Key]:
+def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False) -> list[Key]:
     """The most important keys that fit whole in `width` columns (the first always), in table order."""
     chosen: list[Key] = []
     used = 0
     for key in keys if keys is not None else footer_keys():
-        size = len(key.shown) + 1 + len(key.label) + (_GAP if chosen else 0)
+        size = len(key.shown) + 1 + len(key.label_for(paused)) + (_GAP if chosen else 0)
         if chosen and used + size > width:
             continue  # a shorter, less important key may still fit
         chosen.append(key)
@@ -28,14 +29,14 @@ def fit_keys(width: int, keys: list[Key] | None = None) -> list[Key]:
     return sorted(chosen, key=lambda k: rank.get(k.action + k.keys, len(KEYS)))
 
 
-def footer_text(width: int) -> Text:
-    """The footer line for `width` columns (pure, for tests)."""
+def footer_text(width: int, paused: bool = False) -> Text:
+    """The footer line for `width` columns (pure, for tests); `paused`: space says Resume."""
     text = Text(no_wrap=True, overflow="crop")
-    for i, key in enumerate(fit_keys(width)):
+    for i, key in enumerate(fit_keys(width, paused=paused)):
         if i:
             text.append(" " * _GAP)
         text.append(key.shown, style="bold")
-        text.append(" " + key.label)
+        text.append(" " + key.label_for(paused))
     return text
 
 
@@ -46,5 +47,8 @@ class KeyFooter(Widget):
     KeyFooter { height: 1; dock: bottom; background: $footer-background; color: $footer-foreground; padding: 0 1; }
     """
 
+    paused: reactive[bool] = reactive(False)
+    """Whether the run is paused (the dashboard sets it from the run's phase)."""
+
     def render(self) -> Text:
-        return footer_text(self.content_size.width)
+        return footer_text(self.content_size.width, self.paused)
