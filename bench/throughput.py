@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
 from engine.data import ImageData, load_dataset  # noqa: E402
-from engine.devices import training_threads  # noqa: E402
+from engine.devices import cpu_has_bf16, training_threads  # noqa: E402
 from engine.models import build_models, discriminate, generate  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> None:
         return
 
     print()
-    for amp in ("off", "bf16") if device.type == "cuda" or _cpu_has_bf16() else ("off",):
+    for amp in ("off", "bf16") if device.type == "cuda" or cpu_has_bf16() else ("off",):
         cfg = TrainConfig(preset="mlp", batch_size=1024, device=device.type, amp=amp)
         dtype = torch.bfloat16 if amp == "bf16" else torch.float32
         peak = matmul_rate(device, dtype)
@@ -207,7 +207,8 @@ class _product_runner:
     def __call__(self, seconds: float) -> float:
         name = f"r{len(self.runs)}"
         config = self.folder / "bench-config.json"
-        config.write_text(json.dumps({"loss": self.cfg.loss, "diff_augment": self.cfg.diff_augment}))
+        # The loops' arithmetic too: amp auto would pick bf16 on a CPU with bf16 instructions.
+        config.write_text(json.dumps({"loss": self.cfg.loss, "diff_augment": self.cfg.diff_augment, "amp": self.cfg.amp}))
         cmd = [sys.executable, "-m", "tui_gan.cli", "--headless", "--config", str(config),
                "--dataset", "mnist", "--data-root", self.args.data_root,
                "--preset", self.cfg.preset, "--batch-size", str(self.cfg.batch_size), "--steps", str(self.steps),
@@ -309,14 +310,6 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048) -> floa
         _sync(device)
         best = min(best, (time.perf_counter() - start) / 4)
     return 2 * n**3 / best
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _sync(device: torch.device) -> None:

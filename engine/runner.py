@@ -284,7 +284,7 @@ class Runner:
                 run_dir=str(self.run.path),
                 config=self.cfg.to_dict(),
                 device=str(device),
-                device_name=device_name(device),
+                device_name=device_name(device, self.trainer.amp_dtype),
                 dataset=info.describe(),
                 dataset_note=info.note,
                 step=self.trainer.step,
@@ -786,7 +786,8 @@ class Runner:
         if reading is None:
             return
         self._cadence["device"].mark(self.trainer.step)
-        self._emit(ev.DeviceStats(self.trainer.step, str(self.trainer.device), device_name(self.trainer.device),
+        trainer = self.trainer
+        self._emit(ev.DeviceStats(trainer.step, str(trainer.device), device_name(trainer.device, trainer.amp_dtype),
                                   reading.allocated_mb, reading.reserved_mb, reading.total_mb, reading.peak_mb))
 
     def _set_state(self, state: ev.RunState, reason: str = "") -> None:

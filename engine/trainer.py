@@ -16,7 +16,7 @@ from torch import nn
 from engine.config import ConfigError, TrainConfig
 from engine.data import ImageData
 from engine.augment import diff_augment
-from engine.devices import amp_dtype_for, capability
+from engine.devices import amp_dtype_for, capability, cpu_has_bf16
 from engine.losses import d_loss, d_probability, g_loss, gradient_penalty, mode_seeking_penalty, r1_penalty
 from engine.models import build_models, discriminate, generate, grid_labels
 
@@ -50,7 +50,7 @@ def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for this run, or None for full precision (see devices.amp_dtype_for)."""
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp", cfg.amp, f"fp16 needs CUDA and this run trains on {device.type}; use off or bf16")
-    return amp_dtype_for(cfg.amp, device.type, capability(device))
+    return amp_dtype_for(cfg.amp, device.type, capability(device), device.type == "cpu" and cpu_has_bf16())
 
 
 class Trainer:

@@ -28,6 +28,7 @@ def tiny_config(**changes):
         checkpoint_every=20,
         num_samples=16,
         device="cpu",
+        amp="off",  # the same arithmetic on every CI machine (auto is bf16 only where the CPU has it)
         quality_every=0,  # the judge is tested on its own; tiny runs need no classifier
         # Plain step counts (no wall-time budgets) and no throttling: tests see side work at known steps.
         log_every_s=0.0,

@@ -61,7 +61,7 @@ def test_judge_weights_are_drawn_on_the_generators_device_then_moved(monkeypatch
         ("auto", "cuda", (7, 5), torch.float16),  # T4: no bf16 tensor cores, emulated bf16 is slow
         ("auto", "cuda", (7, 0), torch.float16),  # V100
         ("auto", "cuda", (6, 1), None),  # Pascal: slow fp16 too
-        ("auto", "cpu", None, None),
+        ("auto", "cpu", None, None),  # a CPU without bf16 instructions
         ("off", "cuda", (9, 0), None),
         ("fp16", "cuda", (9, 0), torch.float16),
         ("bf16", "cpu", None, torch.bfloat16),
@@ -69,6 +69,41 @@ def test_judge_weights_are_drawn_on_the_generators_device_then_moved(monkeypatch
 )
 def test_amp_auto_picks_bf16_only_from_compute_capability_8(amp, device_type, cap, expected):
     assert devices.amp_dtype_for(amp, device_type, cap) is expected
+
+
+def test_amp_auto_on_a_cpu_picks_bf16_only_where_it_has_bf16_instructions():
+    assert devices.amp_dtype_for("auto", "cpu", None, cpu_bf16=True) is torch.bfloat16
+    assert devices.amp_dtype_for("off", "cpu", None, cpu_bf16=True) is None
+    assert devices.cpu_has_bf16({"avx512_bf16": True, "avx512_f": True})
+    assert devices.cpu_has_bf16({"amx_bf16": True})
+    assert not devices.cpu_has_bf16({"avx2": True, "avx512_f": True})  # emulated bf16 is slower than fp32
+    assert not devices.cpu_has_bf16({"architecture": "arm64", "bf16": True})  # not measured: stays off
+
+
+def test_bf16_autocast_on_the_cpu_trains_finite_and_resumes_exactly(monkeypatch, synthetic_data):
+    """The CPU default where the CPU has bf16 instructions: steps in bf16, samples in full precision,
+    and a run saved halfway and loaded into a fresh trainer goes on exactly as one that never stopped."""
+    import engine.trainer
+
+    monkeypatch.setattr(engine.trainer, "cpu_has_bf16", lambda: True)
+    cfg = tiny_config(preset="cond-mlp", g_hidden=(32,), d_hidden=(32, 16), amp="auto")
+    straight, first = Trainer(cfg, synthetic_data, torch.device("cpu")), Trainer(cfg, synthetic_data, torch.device("cpu"))
+    assert straight.amp_dtype is torch.bfloat16
+    for _ in range(6):
+        straight.train_step()
+    for _ in range(3):
+        first.train_step()
+    second = Trainer(cfg, synthetic_data, torch.device("cpu"))
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    for _ in range(3):
+        second.train_step()
+    assert straight.read_stats().finite
+    a, b = straight.G.state_dict(), second.G.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    images = straight.sample()
+    assert images.shape == (straight.cfg.num_samples, 28, 28) and images.dtype.name == "uint8"
+    assert all(p.dtype == torch.float32 for p in straight.G.parameters())
+    assert devices.device_name(torch.device("cpu"), straight.amp_dtype) == "CPU, bf16"  # what viewers show
 
 
 def test_amp_capability_is_asked_of_the_chosen_gpu(monkeypatch):
@@ -296,7 +331,7 @@ def test_an_ordinary_error_after_which_saving_fails_still_ends_with_a_final_even
 def test_gpu_name_and_memory_travel_in_events_and_round_trip_the_protocol(make_runner, monkeypatch):
     reading = devices.MemoryReading(allocated_mb=812.5, reserved_mb=1024.0, total_mb=81_559.0, peak_mb=900.0)
     monkeypatch.setattr("engine.runner.memory_reading", lambda device: reading)
-    monkeypatch.setattr("engine.runner.device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr("engine.runner.device_name", lambda device, precision=None: "NVIDIA H100 80GB HBM3")
     _, sink = make_runner()
     stats = next(e for e in sink.drain() if isinstance(e, ev.DeviceStats))
     assert stats == ev.DeviceStats(0, "cpu", "NVIDIA H100 80GB HBM3", 812.5, 1024.0, 81_559.0, 900.0)
