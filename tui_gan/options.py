@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for training on the CPU (default 0: all cores but one, so side work and the "
                         "dashboard keep a core)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
-                   help="mixed precision (auto: bf16 on GPUs of compute capability 8.0+, fp16 on 7.x, off on the CPU)")
+                   help="mixed precision (auto: bf16 on GPUs of compute capability 8.0+, fp16 on 7.x; on the CPU bf16 "
+                        "where it has bf16 instructions, else off)")
     p.add_argument("--quality-every", type=_int, metavar="N",
                    help="steps between sample-quality measurements through the dataset's classifier (default 1000; 0: off)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
