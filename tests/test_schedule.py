@@ -106,7 +106,7 @@ def test_duty_cycle_waiting_for_work_is_not_work_and_rests_are_capped():
 def test_budget_fields_are_validated_and_default_to_time():
     cfg = TrainConfig()
     assert (cfg.log_every_s, cfg.sample_every_s, cfg.checkpoint_every_s) == (0.1, 2.0, 60.0)
-    assert (cfg.quality_share, cfg.judge_share) == (0.05, 0.5)
+    assert (cfg.quality_share, cfg.judge_share) == (0.05, 1.0)
     for name, value in (("sample_every_s", -1.0), ("log_every_s", float("nan")), ("checkpoint_every_s", "5"),
                         ("quality_share", 0.0), ("quality_share", 1.5), ("judge_share", -0.1)):
         with pytest.raises(ConfigError) as info:
