@@ -141,6 +141,7 @@ import torch  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
+from engine.devices import precision_name  # noqa: E402
 from engine.judge import load_or_train  # noqa: E402
 from engine.quality import QualityReference, mean_pairwise_distance  # noqa: E402
 from engine.runs import write_grid_png  # noqa: E402
@@ -180,7 +181,7 @@ def main() -> None:
           f"batch={cfg.batch_size} latent={cfg.latent_dim} ema={cfg.g_ema} diff_augment={cfg.diff_augment} "
           f"cutout={cfg.diff_augment_cutout} d_mbstd={cfg.d_mbstd} mode_seeking={cfg.mode_seeking}\n        "
           f"r1_gamma={cfg.r1_gamma} seed={cfg.seed} threads={torch.get_num_threads()} "
-          f"amp={cfg.amp} ({str(trainer.amp_dtype).replace('torch.', '') if trainer.amp_dtype else 'full precision'})")
+          f"amp={cfg.amp} ({precision_name(trainer.amp_dtype)})")
 
     start = time.perf_counter()
     while (trainer.step < args.steps) if args.steps else (time.perf_counter() - start < args.seconds):
@@ -227,7 +228,7 @@ def main() -> None:
         extra = compare_ema_norms(trainer, reference, noise, labels, device, real_spread)
     if args.json:
         record = {**extra, "overrides": overrides, "steps": trainer.step, "seconds": elapsed, "fd": q.fd, "fd_floor": q.fd_floor,
-                  "amp": str(trainer.amp_dtype or "off").replace("torch.", ""),
+                  "amp": precision_name(trainer.amp_dtype),
                   "fd_ratio": q.fd / q.fd_floor, "kl": q.kl_uniform, "confidence": q.confidence, "covered": q.classes_covered,
                   "diversity": q.diversity, "within_class_diversity": within, "agreement": q.label_agreement,
                   "class_fd": list(q.class_fd)}

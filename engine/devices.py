@@ -18,6 +18,8 @@ from engine.config import DEVICE_FORMAT, ConfigError
 # Older cards emulate bf16 slowly and have slow fp16, so there full precision is the faster choice.
 _BF16_FROM = (8, 0)
 _FP16_FROM = (7, 0)
+# The amp settings that name a dtype, and the words viewers and benchmarks show for them.
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Phrases of CUDA errors after which the context is unusable: every later CUDA call fails too.
 _STICKY = ("illegal memory access", "device-side assert", "illegal instruction", "unspecified launch failure",
            "misaligned address", "an illegal", "CUDA error: unknown error", "uncorrectable ECC")
@@ -62,10 +64,8 @@ def amp_dtype_for(amp: str, device_type: str, capability: tuple[int, int] | None
     """
     if amp == "off":
         return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
+    if amp in _AMP_DTYPES:
+        return _AMP_DTYPES[amp]
     if device_type == "cpu":
         return torch.bfloat16 if cpu_bf16 else None
     if device_type != "cuda" or capability is None:
@@ -97,12 +97,15 @@ def capability(device: torch.device) -> tuple[int, int] | None:
     return (major, minor)
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """'bf16' or 'fp16' for an autocast dtype (the amp setting's word), 'fp32' for full precision."""
+    return next((name for name, dtype in _AMP_DTYPES.items() if dtype == amp_dtype), "fp32")
+
+
 def device_name(device: torch.device, precision: torch.dtype | None = None) -> str:
     """'NVIDIA H100 80GB HBM3', or 'CPU'; with an autocast `precision`: 'CPU, bf16'."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    if precision is None:
-        return name
-    return f"{name}, {'bf16' if precision == torch.bfloat16 else 'fp16' if precision == torch.float16 else precision}"
+    return name if precision is None else f"{name}, {precision_name(precision)}"
 
 
 def training_threads(requested: int, cores: int | None = None, environ: Mapping[str, str] = os.environ) -> int:

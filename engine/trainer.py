@@ -50,7 +50,7 @@ def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for this run, or None for full precision (see devices.amp_dtype_for)."""
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp", cfg.amp, f"fp16 needs CUDA and this run trains on {device.type}; use off or bf16")
-    return amp_dtype_for(cfg.amp, device.type, capability(device), device.type == "cpu" and cpu_has_bf16())
+    return amp_dtype_for(cfg.amp, device.type, capability(device), cpu_has_bf16())
 
 
 class Trainer:
