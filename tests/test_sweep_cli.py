@@ -100,12 +100,14 @@ def test_watch_headless_prints_the_table_and_the_best_when_the_sweep_is_over(tmp
 
 def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_hand_change(make_runner, tmp_path):
     """The PBT restore without Ray: the member's weights become the trial's newest checkpoint; a learning
-    rate the member's owner changed by hand is perturbed by PBT's factor, not replaced."""
+    rate the member's owner changed by hand is perturbed by PBT's factor, not replaced. A trainer live on
+    the trial's folder refuses the restore, which then touches nothing."""
     import json
     import shutil
 
     from engine import events as ev
     from engine.checkpoint import load_checkpoint
+    from engine.lock import RunLocked
     from engine.sweep.trial import CKPT_FILE, META_FILE, restore_into
 
     member, _ = make_runner(run_name="trial-001", lr_g=1e-3, lr_d=1e-3)
@@ -127,6 +129,13 @@ def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_han
     shutil.copy2(member.run.checkpoint_path(20), tune_ckpt / CKPT_FILE)
     (tune_ckpt / META_FILE).write_text(json.dumps({"trial": "trial-001", "step": 20,
                                                   "tune_config": {"lr_g": 1e-3, "lr_d": 1e-3}}))
+    before = sorted(p.name for p in (sweep_dir / "trial-000").rglob("*"))
+    with pytest.raises(RunLocked):  # `own` still trains trial-000 (a hand resume, say)
+        restore_into(sweep_dir, "trial-000", tune_ckpt, tiny_config(), origin="X")
+    assert sorted(p.name for p in (sweep_dir / "trial-000").rglob("*")) == before
+    own.submit(ev.Stop(save=False))
+    while own.tick():
+        pass
     # PBT perturbed Ray's view of the member (lr_g 1e-3, lr_d 1e-3) by 1.2 and 0.8.
     cfg = restore_into(sweep_dir, "trial-000", tune_ckpt, tiny_config(lr_g=1.2e-3, lr_d=0.8e-3), origin="X")
     assert cfg.lr_g == pytest.approx(4e-4 * 1.2) and cfg.lr_d == pytest.approx(0.8e-3)

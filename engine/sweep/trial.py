@@ -24,6 +24,7 @@ from engine import events as ev
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import TrainConfig
 from engine.data import ImageData, load_dataset
+from engine.lock import RunLock
 from engine.runs import RunDir, log_record
 from engine.server import SOCKET_NAME, ControlServer
 from engine.sweep.spec import METRIC, SweepSpec, stop_requested, trial_folder_name
@@ -70,48 +71,55 @@ def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, ori
     """Make the Tune checkpoint in `source` the newest checkpoint of trial `name` with `cfg`'s
     hyperparameters, logging an exploit (another member's weights) and an explore (changed
     hyperparameters) as `hparams` records with source "pbt"; `origin` names the Tune checkpoint
-    copied (in the exploit record). Returns the config the trial goes on with."""
+    copied (in the exploit record). Returns the config the trial goes on with.
+
+    Holds the folder's lock while it writes: a trainer already live on the folder (a hand resume of
+    the trial) refuses it with RunLocked and keeps its files as they are."""
     meta = json.loads((source / META_FILE).read_text())
     payload = load_checkpoint(source / CKPT_FILE)
     payload.pop("format", None)
     step = int(payload["trainer"]["step"])
     member = str(meta.get("trial", ""))
     run_path = sweep_dir / name
-    run = RunDir.open(run_path) if (run_path / "config.json").is_file() else RunDir.create(sweep_dir, name, cfg)
-    own = TrainConfig.load(run.config_path).hyperparams()
-    copied = TrainConfig.from_dict(payload["config"]).hyperparams()
-    # A member whose learning rates were changed by hand (through its dashboard) is copied with
-    # those rates, and PBT's perturbation applies to them as a factor: the hand change is the new start.
-    tuned_then = meta.get("tune_config", {})
-    for key in ("lr_g", "lr_d"):
-        then = tuned_then.get(key)
-        if isinstance(then, (int, float)) and then > 0 and not math.isclose(then, copied[key], rel_tol=1e-9):
-            cfg = dataclasses.replace(cfg, **{key: min(1.0, copied[key] * getattr(cfg, key) / then)})
-    new = cfg.hyperparams()
-    history = list(payload["hparam_history"])
-    records = []
-    if member and member != name:
-        records.append(_pbt_record("exploit", step, own, copied, member=member, member_step=step,
-                                   checkpoint=origin))
-        history.append({"step": step, "old": own, "new": copied, "source": "pbt", "member": member})
-        if not (run.path / "fixed_noise.pt").is_file() and (sweep_dir / member / "fixed_noise.pt").is_file():
-            shutil.copy2(sweep_dir / member / "fixed_noise.pt", run.path / "fixed_noise.pt")
-    if new != copied:
-        records.append(_pbt_record("explore", step, copied, new, member=member if member != name else ""))
-        history.append({"step": step, "old": copied, "new": new, "source": "pbt"})
-    run.abandon_checkpoints_after(step)
-    target = run.checkpoint_path(step)
-    if target.is_file():  # the trial's own checkpoint at this step gives way to the copied one, kept aside
-        aside = run.checkpoints_dir / "abandoned" / f"{target.stem}.own-{int(time.time() * 1000)}.pt"
-        aside.parent.mkdir(exist_ok=True)
-        target.replace(aside)
-    save_checkpoint(target, {**payload, "config": cfg.to_dict(), "hparam_history": history})
-    if isinstance(meta.get("quality"), dict):
-        run.record_checkpoint_quality(step, meta["quality"])
-    cfg.save(run.config_path)
-    for record in records:
-        run.append_log(record)
-    return cfg
+    lock = RunLock.acquire(run_path)
+    try:
+        run = RunDir.open(run_path) if (run_path / "config.json").is_file() else RunDir.create(sweep_dir, name, cfg)
+        own = TrainConfig.load(run.config_path).hyperparams()
+        copied = TrainConfig.from_dict(payload["config"]).hyperparams()
+        # A member whose learning rates were changed by hand (through its dashboard) is copied with
+        # those rates, and PBT's perturbation applies to them as a factor: the hand change is the new start.
+        tuned_then = meta.get("tune_config", {})
+        for key in ("lr_g", "lr_d"):
+            then = tuned_then.get(key)
+            if isinstance(then, (int, float)) and then > 0 and not math.isclose(then, copied[key], rel_tol=1e-9):
+                cfg = dataclasses.replace(cfg, **{key: min(1.0, copied[key] * getattr(cfg, key) / then)})
+        new = cfg.hyperparams()
+        history = list(payload["hparam_history"])
+        records = []
+        if member and member != name:
+            records.append(_pbt_record("exploit", step, own, copied, member=member, member_step=step,
+                                       checkpoint=origin))
+            history.append({"step": step, "old": own, "new": copied, "source": "pbt", "member": member})
+            if not (run.path / "fixed_noise.pt").is_file() and (sweep_dir / member / "fixed_noise.pt").is_file():
+                shutil.copy2(sweep_dir / member / "fixed_noise.pt", run.path / "fixed_noise.pt")
+        if new != copied:
+            records.append(_pbt_record("explore", step, copied, new, member=member if member != name else ""))
+            history.append({"step": step, "old": copied, "new": new, "source": "pbt"})
+        run.abandon_checkpoints_after(step)
+        target = run.checkpoint_path(step)
+        if target.is_file():  # the trial's own checkpoint at this step gives way to the copied one, kept aside
+            aside = run.checkpoints_dir / "abandoned" / f"{target.stem}.own-{int(time.time() * 1000)}.pt"
+            aside.parent.mkdir(exist_ok=True)
+            target.replace(aside)
+        save_checkpoint(target, {**payload, "config": cfg.to_dict(), "hparam_history": history})
+        if isinstance(meta.get("quality"), dict):
+            run.record_checkpoint_quality(step, meta["quality"])
+        cfg.save(run.config_path)
+        for record in records:
+            run.append_log(record)
+        return cfg
+    finally:
+        lock.release()
 
 
 class TrialLoop:
