@@ -291,23 +291,34 @@ async def test_c_opens_compare_over_the_runs_folder_and_q_comes_back(tmp_path):
 
 
 async def test_g_then_a_digit_asks_a_conditional_run_for_that_class(tmp_path):
+    """At 80x24 a conditional run's grid (one row per class) shows different classes, not four 0s; a
+    one-digit grid shows its first samples."""
     import dataclasses
+
+    from tui_gan.widgets.sample_grid import SampleGrid
 
     fake = FakeEngine(str(tmp_path))
     fake.config = dataclasses.replace(fake.config, preset="cond-mlp", num_classes=10, num_samples=100)
     app = GanApp(options(tmp_path), engine=fake)
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app, fake)
+        from tests.fakes import known_digits
+
+        app.post_message(EngineEvent(ev.SamplesGenerated(fake.steps, known_digits(100), fixed=True)))
+        grid = app.screen.query_one(SampleGrid)
+        await until(pilot, lambda: len(app.state.shown_grid().images) == 100)
+        await pilot.pause(0.2)  # drawn
+        classes = [i // 10 for i in grid.shown_indices]
+        assert classes == list(range(len(classes))), classes
         await pilot.press("g")
         assert type(app.screen).__name__ == "DigitScreen"
         await pilot.press("3")
         await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen")
         asked = [c for c in fake.commands if isinstance(c, ev.SampleFresh)]
         assert asked and asked[-1].digit == 3 and asked[-1].count == 100
-        from tests.fakes import known_digits
-
         app.post_message(EngineEvent(ev.SamplesGenerated(fake.steps, known_digits(100), fixed=False, digit=3)))
         await until(pilot, lambda: any("digit 3" in line for line in screen_text(app)))
+        await until(pilot, lambda: grid.shown_indices[:2] == [0, 1])
         await pilot.press("g", "a")  # back to the fixed grid
         await until(pilot, lambda: app.state.fresh is None)
 

@@ -14,6 +14,7 @@ from tui_gan.widgets.sample_grid import (
     digit_lines,
     halfblock_cell,
     quantize,
+    shown_order,
 )
 
 
@@ -48,6 +49,22 @@ def test_layout_prefers_full_size_only_when_a_4x4_grid_fits():
     assert choose_layout(200, 100, 64)[0] == 1
     factor, cols, rows = choose_layout(46, 20, 64)
     assert (factor, cols, rows) == (2, 3, 2)
+
+
+def test_a_class_grid_that_does_not_fit_whole_shows_its_classes_in_turn_not_many_of_one():
+    # 10 x 10, row r is class r: at 80x24 the dashboard has room for 2 x 2 half-size digits.
+    order, cols = shown_order(100, 10, cols=2, rows=2)
+    assert [i // 10 for i in order] == [0, 1, 2, 3] and cols == 2
+    order, cols = shown_order(100, 10, cols=4, rows=5)  # the next noise starts after class 9
+    assert [i // 10 for i in order][:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1] and order[10] == 1
+    # All ten rows fit: one class a row, never more columns than the grid has.
+    order, cols = shown_order(100, 10, cols=13, rows=10)
+    assert cols == 10 and order == list(range(100))
+    order, cols = shown_order(100, 10, cols=3, rows=12)
+    assert cols == 3 and order[:6] == [0, 1, 2, 10, 11, 12] and len(order) == 30
+    # Not a class grid: the first digits, as before.
+    assert shown_order(64, 0, cols=3, rows=2) == ([0, 1, 2, 3, 4, 5], 3)
+    assert shown_order(64, 10, cols=3, rows=2) == ([0, 1, 2, 3, 4, 5], 3)
 
 
 def test_ema_downsample_and_log_are_bounded_and_nan_safe():

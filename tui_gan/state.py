@@ -98,8 +98,8 @@ class DashboardState:
         self.run_dir = ""
         self.device = ""
         self.device_name = ""
-        self.device_memory = ""
-        self.fresh_digit: int | None = None  # the class of the fresh grid on screen (conditional runs)  # GPU memory from the trainer's DeviceStats, so attached viewers show it too
+        self.device_memory = ""  # GPU memory from the trainer's DeviceStats, so attached viewers show it too
+        self.fresh_digit: int | None = None  # the class of the fresh grid on screen (conditional runs)
         self.dataset = ""
         self.dataset_note = ""
         self.config: dict[str, Any] = {}

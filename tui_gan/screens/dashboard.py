@@ -128,7 +128,9 @@ class DashboardScreen(Screen[None]):
             except (OSError, ValueError) as exc:  # deleted or damaged since it was listed
                 self.state.note("warning", f"grid of step {grid.step} could not be read: {exc}")
                 return
-        self.query_one(SampleGrid).set_images(grid.images)
+        # A class grid keeps its classes apart when it does not fit whole; a one-digit grid is no class grid.
+        classes = int(self.state.config.get("num_classes") or 0) if grid.fixed or self.state.fresh_digit is None else 0
+        self.query_one(SampleGrid).set_images(grid.images, classes)
         if grid.fixed:
             where = "newest" if self.state.view_index is None else f"{self.state.view_index + 1}/{len(self.state.grids)}"
             titles = (f"samples @ step {grid.step:,} (fixed noise, {where})", f"samples @ step {grid.step:,} ({where})",

@@ -38,4 +38,4 @@ class CompareGrids(Horizontal):
             self.query_one(f"#grid-title-{i}", Static).update(label + Text(f" {where}"))
             if reader.grid_step != self._shown[i]:
                 self._shown[i] = reader.grid_step
-                self.query_one(f"#grid-{i}", SampleGrid).set_images(reader.grid)
+                self.query_one(f"#grid-{i}", SampleGrid).set_images(reader.grid, int(reader.config.get("num_classes") or 0))

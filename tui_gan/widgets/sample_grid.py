@@ -1,7 +1,8 @@
 """Generated digits drawn in the terminal: Unicode half-blocks (two grey pixels per cell) or ASCII.
 
 The pure functions at the top map pixels to cells; `SampleGrid` lays out as many digits as fit and
-caches the rendered lines, so a redraw that changed nothing costs nothing.
+caches the rendered lines, so a redraw that changed nothing costs nothing. A class-conditional grid
+(one row per class) keeps its classes apart when it does not fit whole: see `shown_order`.
 """
 
 from __future__ import annotations
@@ -93,13 +94,16 @@ class SampleGrid(Widget):
         super().__init__(id=id)
         self.ascii = ascii
         self._images: np.ndarray | None = None
+        self._class_rows = 0
         self._lines: list[Strip] = []
         self._layout_for: tuple[int, int, int] | None = None
         self.shown_count = 0
+        self.shown_indices: list[int] = []
 
-    def set_images(self, images: np.ndarray | None) -> None:
-        """Show a new grid (uint8, N x 28 x 28)."""
+    def set_images(self, images: np.ndarray | None, classes: int = 0) -> None:
+        """Show a new grid (uint8, N x 28 x 28); `classes` K > 0 when it is a K x K grid with one row per class."""
         self._images = images
+        self._class_rows = classes
         self._layout_for = None
         self.refresh()
 
@@ -117,18 +121,21 @@ class SampleGrid(Widget):
     def _render_all(self, width: int, height: int) -> list[Strip]:
         images = self._images
         if images is None or len(images) == 0 or width <= 0 or height <= 0:
-            self.shown_count = 0
+            self.shown_count, self.shown_indices = 0, []
             return []
         factor, cols, rows = choose_layout(width, height, len(images))
-        self.shown_count = cols * rows
+        order, cols = shown_order(len(images), self._class_rows, cols, rows)
+        self.shown_indices = order
+        self.shown_count = len(order)
         if self.shown_count == 0:
             return [Strip([Segment("(too small for digits)"[:width])])]
+        rows = (len(order) + cols - 1) // cols
         digit_w = 28 // factor
         blank = Segment(" " * digit_w)
         gap = Segment(" ")
         lines: list[Strip] = []
         for r in range(rows):
-            cells = [digit_lines(images[r * cols + c], factor, self.ascii) for c in range(cols) if r * cols + c < len(images)]
+            cells = [digit_lines(images[i], factor, self.ascii) for i in order[r * cols : (r + 1) * cols]]
             for line in range(len(cells[0]) if cells else 0):
                 segments: list[Segment] = []
                 for c in range(cols):
@@ -151,3 +158,22 @@ def choose_layout(width: int, height: int, count: int) -> tuple[int, int, int]:
         if cols * rows > best[1] * best[2]:
             best = (factor, cols, rows)
     return best
+
+
+def shown_order(count: int, classes: int, cols: int, rows: int) -> tuple[list[int], int]:
+    """(the indices of the digits shown, in reading order; the columns they fill) for a cols x rows space.
+
+    A plain grid shows its first cols x rows digits. A K x K class grid (row r: class r, column c:
+    the same noise in every row) keeps one class per row while all K rows fit, its first `cols`
+    noises each; when they do not, it shows the classes in turn (0, 1, ..., K-1 on the first
+    noise, then on the second, ...), so a small window shows many classes rather than many of one.
+    """
+    if cols <= 0 or rows <= 0:
+        return [], cols
+    if classes < 2 or count != classes * classes:
+        return list(range(min(count, cols * rows))), cols
+    if rows >= classes:
+        cols = min(cols, classes)
+        return [r * classes + c for r in range(classes) for c in range(cols)], cols
+    in_turn = [c * classes + n for n in range(classes) for c in range(classes)]
+    return in_turn[: cols * rows], cols
