@@ -11,6 +11,7 @@ from typing import Sequence
 from engine.runs import RunDir, RunError, resolve_run
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Parser
+from tui_gan.terminal import no_terminal
 
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
@@ -98,6 +99,8 @@ def _attach(argv: Sequence[str]) -> int:
     from engine.sweep.spec import is_sweep  # a sweep folder opens the sweep view
 
     if is_sweep(Path(args.run)):
+        if _refused_without_terminal():
+            return 2
         from tui_gan.screens.sweep import SweepApp
 
         return SweepApp(Path(args.run)).run() or 0
@@ -115,18 +118,27 @@ def _attach(argv: Sequence[str]) -> int:
         print(f"gan-tui: {run.path} is {state}, not running; resume it with: {gan_tui_command('--resume', run.path)}",
               file=sys.stderr)
         return 1
-    from tui_gan.app import GanApp
-    from tui_gan.viewer import run_viewer
-
     try:
         config = TrainConfig.load(run.config_path)
     except (OSError, ValueError) as exc:
         print(f"gan-tui: {run.config_path} is unreadable: {exc}", file=sys.stderr)
         return 1
+    if _refused_without_terminal():
+        return 2
+    from tui_gan.app import GanApp
+    from tui_gan.viewer import run_viewer
+
     options = Options(config, Path(args.runs_dir), run.path.name, str(run.path), headless=False,
                       ascii=args.ascii, refresh_hz=args.refresh)
     engine = SocketEngine(run.path)
     return run_viewer(GanApp(options, engine=engine), engine, run.path, Path(args.runs_dir))
+
+
+def _refused_without_terminal() -> bool:
+    refusal = no_terminal("gan-tui attach", "`gan-tui ls` shows the run's state, and its train.log its progress")
+    if refusal:
+        print(refusal, file=sys.stderr)
+    return refusal is not None
 
 
 def _live_run(runs_dir: Path, spec: str) -> RunDir:
