@@ -42,7 +42,7 @@ def tmux(*args: str) -> str:
 def wait_for_screen(session: str, needle: str, timeout: float = 120.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        screen = tmux("capture-pane", "-p", "-t", session)
+        screen = tmux("capture-pane", "-p", "-J", "-t", session)  # -J: a printed line the pane wrapped, whole
         if needle in screen:
             return screen
         if time.monotonic() > deadline:
@@ -53,7 +53,7 @@ def wait_for_screen(session: str, needle: str, timeout: float = 120.0) -> str:
 def wait_for_any(session: str, needles: tuple[str, ...], timeout: float = 120.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        screen = tmux("capture-pane", "-p", "-t", session)
+        screen = tmux("capture-pane", "-p", "-J", "-t", session)
         if any(n in screen for n in needles):
             return screen
         if time.monotonic() > deadline:
@@ -76,7 +76,7 @@ def test_gan_tui_in_tmux_on_mnist_t10k(tmp_path, mnist_root):
         paused = wait_for_screen(session, "PAUSED")
         step_line = paused.splitlines()[0]
         time.sleep(1.0)
-        assert tmux("capture-pane", "-p", "-t", session).splitlines()[0] == step_line  # the counter stopped
+        assert tmux("capture-pane", "-p", "-J", "-t", session).splitlines()[0] == step_line  # the counter stopped
         tmux("send-keys", "-t", session, "e")
         wait_for_screen(session, "Export")
         tmux("send-keys", "-t", session, "p")
