@@ -40,10 +40,11 @@ LIVE_HYPERPARAMS = ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothin
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the value and what is allowed."""
 
-    def __init__(self, name: str, value: Any, allowed: str) -> None:
+    def __init__(self, name: str, value: Any, allowed: str, short: str = "") -> None:
         self.field = name
         self.value = value
         self.allowed = allowed
+        self.short = short or allowed  # the same rule in a few words, for a narrow form field
         super().__init__(f"{name}: {value!r} is not allowed; {allowed}")
 
 
@@ -337,12 +338,12 @@ def _is_number(value: Any) -> bool:
 
 def _number(name: str, value: Any, low: float, high: float, allowed: str) -> None:
     if not _is_number(value) or not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(name, value, allowed)
+        raise ConfigError(name, value, allowed, short=f"from {low:g} to {high:g}")
 
 
 def _positive(name: str, value: Any, upper: float) -> None:
     if not _is_number(value) or not math.isfinite(value) or not 0 < value <= upper:
-        raise ConfigError(name, value, f"must be a number above 0 and at most {upper:g}")
+        raise ConfigError(name, value, f"must be a number above 0 and at most {upper:g}", short=f"above 0, up to {upper:g}")
 
 
 def _unit_interval(name: str, value: Any) -> None:
@@ -351,7 +352,7 @@ def _unit_interval(name: str, value: Any) -> None:
 
 def _int_range(name: str, value: Any, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(name, value, f"must be a whole number from {low} to {high}")
+        raise ConfigError(name, value, f"must be a whole number from {low} to {high}", short=f"whole, {low} to {high}")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

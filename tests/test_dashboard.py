@@ -104,17 +104,21 @@ async def test_the_footer_on_screen_shows_the_help_key_at_80x24(tmp_path):
         assert bottom.split()[-1] in {k.label.split()[-1] for k in KEYS}  # ends on a whole word
 
 
-async def test_a_refused_form_value_is_shown_whole_at_80x24(tmp_path):
+async def test_a_refused_form_value_is_shown_whole_at_80x24_and_the_plot_keeps_its_rows(tmp_path):
     fake = FakeEngine(str(tmp_path))
     app = GanApp(options(tmp_path), engine=fake)
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app, fake)
+        plot = app.screen.query_one("#loss")
+        rows = plot.region.height
         await pilot.press("tab", "tab", "minus", "1")
         assert app.focused.id == "hp-lr_d"
         await pilot.pause(0.2)
         note = app.screen.query_one("#hp-note-lr_d")
-        shown = " ".join(" ".join(screen_text(app, note)).split())
-        assert shown == "must be a number above 0 and at most 1"
+        assert [line.strip() for line in screen_text(app, note)] == ["above 0, up to 1"] and plot.region.height == rows
+        await pilot.press("backspace", "backspace", *"abc")
+        await pilot.pause(0.2)
+        assert [line.strip() for line in screen_text(app, note)] == ["not a number"]
         await pilot.press("enter")
         assert not any(isinstance(c, ev.SetHyperparams) for c in fake.commands)
 

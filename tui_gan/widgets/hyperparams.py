@@ -33,12 +33,11 @@ def parse_hparam(name: str, text: str) -> tuple[float | int | None, str]:
     try:
         value: float | int = int(text) if name == "d_steps" else float(text)
     except ValueError:
-        kind = "a whole number" if name == "d_steps" else "a number"
-        return None, f"{text!r} is not {kind}"
+        return None, "not a whole number" if name == "d_steps" else "not a number"
     try:
         TrainConfig().with_hyperparams(**{name: value})
     except ConfigError as exc:
-        return None, exc.allowed
+        return None, exc.short  # a few words: the field's note has ~20 columns at 80x24
     return value, ""
 
 
