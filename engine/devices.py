@@ -168,7 +168,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def is_sticky_device_error(exc: BaseException) -> bool:
-    """A CUDA error that poisons the context: saving or sampling afterwards would raise again."""
+    """A CUDA error that poisons the context: saving or sampling afterwards would raise again.
+    Running out of memory is not one ("CUDA error: out of memory" included): the context stays usable."""
+    if is_out_of_memory(exc):
+        return False
     accelerator_error = getattr(torch, "AcceleratorError", None)
     if accelerator_error is not None and isinstance(exc, accelerator_error):
         return True

@@ -182,6 +182,18 @@ class Journal:
         `what` (its target) succeeded first."""
         self._put(_Job(kind, what or KINDS.get(kind, kind), fn, done, retry))
 
+    def drop_unwritten(self, path: Path, keep: Callable[[str], bool]) -> None:
+        """Queue: of the lines of `path` still waiting for room on the disk, keep only those `keep`
+        accepts (a rollback drops the ones that describe the steps it threw away)."""
+
+        def drop() -> None:
+            lines = self._unwritten.pop(Path(path), "").splitlines(keepends=True)
+            kept = "".join(line for line in lines if keep(line))
+            if kept:
+                self._unwritten[Path(path)] = kept
+
+        self._put(_Job("metrics", KINDS.get("metrics", "metrics"), drop, None))
+
     def failed(self, kind: str, exc: BaseException, what: str = "") -> None:
         """Report a write that failed before it reached the queue (e.g. serializing a checkpoint)."""
         self._outcome(_Job(kind, what or KINDS.get(kind, kind), lambda: None, None), exc)

@@ -7,7 +7,8 @@
     runner.submit(Stop())
     runner.join()
 
-Commands are applied only between steps; a Stop among them wins. A paused runner blocks on its
+Commands are applied only between steps, in order; a Stop ends the run after those sent before it
+(pausing and stepping aside) and drops those sent after it. A paused runner blocks on its
 command queue (no sleep loop). Events go to `sink`, which is called on the training thread and
 must not block: the dashboard posts a Textual message, tests use a QueueSink. An exception in
 training becomes an ErrorRaised event, a checkpoint (when the weights are still finite) and a
@@ -54,7 +55,8 @@ from engine.evaluator import QualityWorker
 from engine.health import HealthMonitor
 from engine.journal import Journal, WriteNote, append_text, describe_error
 from engine.lock import RunLock, RunLocked
-from engine.runs import RunDir, RunError, export_target, log_line, log_record, resolve_run, write_grid_png
+from engine.runs import (RunDir, RunError, export_target, log_line, log_record, parse_log_line, resolve_run,
+                         write_grid_png)
 from engine.schedule import Cadence
 from engine.tensorboard import TensorBoardLogger, open_tensorboard
 from engine.trainer import Trainer
@@ -152,7 +154,8 @@ class Runner:
         self._last_fixed_step = -1
         self._last_fixed_grid: Any = None
         self._saved_step = -1
-        self._saving_step = -1  # a checkpoint of this step is queued for the disk
+        self._saving_step = -1  # a checkpoint of this step is queued for the disk...
+        self._saving_generation = -1  # ...holding the hyperparameters of this generation
         self._hp_generation = 0  # bumped by every hyperparameter change (a queued checkpoint may predate it)
         self._done = False
         # Side work by wall time with step bounds (engine/schedule.py); set up in setup() from the config.
@@ -237,6 +240,7 @@ class Runner:
             # This thread's team only (torch keeps the count per thread): the side threads set their own.
             torch.set_num_threads(training_threads(self.cfg.threads))
         resumed_payload = None
+        checkpoint_hp: dict[str, Any] | None = None  # a resumed checkpoint's live hyperparameters
         skipped: list[str] = []
         # The folder's lock comes first: a second trainer on a live run must touch nothing of it.
         if self._resume:
@@ -266,6 +270,9 @@ class Runner:
                 last = self.trainer.step
             self._write_config()
             self._append(log_record("resumed", self.trainer.step, lost_steps=last - self.trainer.step))
+            checkpoint_hp = TrainConfig.from_dict(resumed_payload["config"]).hyperparams()
+            if checkpoint_hp == self.cfg.hyperparams():
+                self._saved_step = self.trainer.step  # the file holds exactly this state: an error save must not replace it
         else:
             self.run = RunDir.create(self._runs_dir, path.name, self.cfg)
             self._open_journal()
@@ -300,6 +307,10 @@ class Runner:
             self._warn(f"resumed at step {self.trainer.step}: {last - self.trainer.step} steps after the last checkpoint were lost", "resume")
         for note in notes:
             self._warn(note, "rng")
+        if checkpoint_hp is not None and checkpoint_hp != self.cfg.hyperparams():
+            # config.json (a change made after the checkpoint, whose record the log just set aside) or a
+            # flag: the run goes on with these, and its history says so from the checkpoint's step.
+            self._record_hyperparams(checkpoint_hp, self.cfg.hyperparams(), reason="resume")
         self._set_state(ev.RunState.RUNNING)
         self._cadence = _cadences(self.cfg, self.trainer.step)  # clocks start with training, not with loading
         self._post_fixed_samples()
@@ -336,8 +347,16 @@ class Runner:
             except queue.Empty:
                 break
         self._take_written()
-        if any(isinstance(c, ev.Stop) for c in commands):
-            stop = next(c for c in commands if isinstance(c, ev.Stop))
+        stop_at = next((i for i, c in enumerate(commands) if isinstance(c, ev.Stop)), None)
+        if stop_at is not None:
+            # What was sent before the Stop was acknowledged to its sender, so it still happens (a
+            # learning-rate change reaches the final checkpoint); pausing and stepping are moot now,
+            # as is everything sent after it, but the quality worker's results are still logged.
+            for i, command in enumerate(commands):
+                if isinstance(command, _Delivered) or (i < stop_at and not isinstance(command, (ev.Pause, ev.Resume, ev.Step))):
+                    self._apply(command)
+            stop = commands[stop_at]
+            assert isinstance(stop, ev.Stop)
             self._finish(ev.RunState.STOPPED, "stopped by the user", save=stop.save)
             return
         for command in commands:
@@ -383,13 +402,17 @@ class Runner:
             return
         self.cfg = new_cfg
         self.trainer.set_hyperparams(new_cfg)
+        self._record_hyperparams(old, new)
+        self._write_config()
+
+    def _record_hyperparams(self, old: dict[str, Any], new: dict[str, Any], **fields: Any) -> None:
+        """A change of the live hyperparameters, now in effect: history, log record, event."""
+        assert self.trainer is not None
         self._saved_step = -1  # a checkpoint at this step would now hold other hyperparameters
         self._hp_generation += 1
         step = self.trainer.step
-        entry = {"step": step, "old": old, "new": new}
-        self.hparam_history.append(entry)
-        self._append(log_record("hparams", step, old=old, new=new))
-        self._write_config()
+        self.hparam_history.append({"step": step, "old": old, "new": new, **fields})
+        self._append(log_record("hparams", step, old=old, new=new, **fields))
         self._emit(ev.HyperparamsChanged(step, old, new))
 
     def _sample_fresh(self, seed: int | None, digit: int | None = None, count: int | None = None) -> None:
@@ -493,7 +516,7 @@ class Runner:
             return False
         step = trainer.step
         path = self.run.checkpoint_path(step)
-        if self._saving_step == step:
+        if self._saving_step == step and self._saving_generation == self._hp_generation:
             if reason not in ("final", "stop", "error"):
                 return True  # already on its way to the disk; its CheckpointSaved will come
             self.settle()  # the run is ending: let the queued one land, then it serves as this save too
@@ -514,10 +537,14 @@ class Runner:
             self._take_written()
             return False
         self._saving_step = step
-        generation = self._hp_generation
+        self._saving_generation = generation = self._hp_generation
         self.journal.write(path, data, "checkpoint", what,
                            done=self._later(lambda ok, _e: self._checkpoint_written(step, path, reason, generation, ok)))
         self._cadence["checkpoint"].mark(step)
+        if self.quality is not None and (self.last_quality is None or self.last_quality.step != step):
+            # The copy is made now, with the weights this checkpoint holds: by the time the file has
+            # landed, training has moved on (its measurement is filed under this step).
+            self.quality.submit(step, trainer.sampler, keep=True)
         return True
 
     def _checkpoint_written(self, step: int, path: Path, reason: str, generation: int, ok: bool) -> None:
@@ -527,18 +554,11 @@ class Runner:
             return  # the journal warned (once); the older checkpoints are intact
         if generation == self._hp_generation:
             self._saved_step = step
-        self._remember_quality(step)
+        if self.last_quality is not None and self.last_quality.step == step:  # measured before the file existed
+            self._record_quality(step, _quality_record(self.last_quality))
         run, keep = self.run, self.cfg.keep_checkpoints
         self._write("checkpoint", lambda: run.prune_checkpoints(keep), "pruning old checkpoints")
         self._emit(ev.CheckpointSaved(step, str(path), reason))
-
-    def _remember_quality(self, step: int) -> None:
-        """Give the checkpoint at `step` its quality: now if measured, else when the measurement lands."""
-        assert self.trainer is not None and self.run is not None
-        if self.last_quality is not None and self.last_quality.step == step:
-            self._record_quality(step, _quality_record(self.last_quality))
-        elif self.quality is not None:
-            self.quality.submit(step, self.trainer.sampler, keep=True)
 
     def _record_quality(self, step: int, record: dict[str, Any]) -> None:
         run = self.run
@@ -635,6 +655,10 @@ class Runner:
         if self.quality is not None:
             self.quality.invalidate()
         self.last_quality = None
+        step = trainer.step
+        assert self.journal is not None
+        # Lines a full disk kept waiting describe the steps thrown away too: they must not land after this.
+        self.journal.drop_unwritten(self.run.metrics_path, lambda line: (parse_log_line(line) or {}).get("step", 0) <= step)
         try:
             self.run.truncate_log(trainer.step)
             self.run.abandon_checkpoints_after(trainer.step)
@@ -730,13 +754,20 @@ class Runner:
         """Report a failure and end the run. Never raises: each part that fails again (a full disk, a
         broken device) becomes a warning and the rest still happens."""
         step = self._step()
-        # A poisoned CUDA context raises again on any device call: no save, no finiteness check.
-        save = save and not is_sticky_device_error(exc)
+        # A poisoned CUDA context raises again on any device call: no save, no finiteness check. A
+        # failure inside a step (out of memory after D's update, say) leaves nets, optimizers and
+        # RNG part-way through it: saved, that state would pass for step `step` and resume wrong.
+        torn = self.trainer is not None and self.trainer.mid_step
+        save = save and not is_sticky_device_error(exc) and not torn
         explained = ""
         try:
             explained = describe_failure(exc, self.cfg.batch_size) or ""
         except Exception:  # noqa: BLE001 - the plain message below still says what happened
             pass
+        if explained and torn:
+            newest = self.run.latest_checkpoint() if self.run is not None else None
+            explained += (f" (it failed inside step {step + 1}, so the newest checkpoint, {newest.name}, is where it "
+                          "resumes from)" if newest is not None else " (no checkpoint had been saved yet)")
         if explained and save and self.trainer is not None:
             # Out of memory: the weights are fine, so the checkpoint comes first and the message says where.
             self._save_after_failure()

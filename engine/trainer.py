@@ -102,6 +102,9 @@ class Trainer:
         self._sums = torch.zeros(len(_STAT_NAMES), device=device)
         self._amp_sums = torch.zeros(len(_AMP_STAT_NAMES), device=device)
         self._count = 0
+        # True while a step is under way, and after an exception inside one: the nets, optimizers and
+        # RNG then hold part of a step (D updated, G not), which no checkpoint should pass off as whole.
+        self.mid_step = False
 
     # ------------------------------------------------------------------ API
     @property
@@ -111,6 +114,7 @@ class Trainer:
 
     def train_step(self) -> None:
         """`d_steps` discriminator updates, then one generator update. No host sync."""
+        self.mid_step = True
         cfg = self.cfg
         batch = cfg.batch_size
         for i in range(cfg.d_steps):
@@ -185,6 +189,7 @@ class Trainer:
             )
         self._count += 1
         self.step += 1
+        self.mid_step = False
 
     @property
     def conditional(self) -> bool:
@@ -348,6 +353,7 @@ class Trainer:
             else:  # saved on the CPU: dropout masks on this GPU start from the run's seed
                 torch.cuda.manual_seed(self.cfg.seed)
         self.discard_stats()
+        self.mid_step = False
 
     # -------------------------------------------------------------- helpers
     @torch.no_grad()

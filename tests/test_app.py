@@ -200,7 +200,8 @@ async def test_resume_latest_reopens_the_run_with_its_history(tmp_path):
         await until(pilot, lambda: not first.is_running)
     stopped_at = runner_of(first).trainer.step
     opts = options(tmp_path, sample_every=5)
-    resumed = GanApp(Options(opts.config, opts.runs_dir, None, "latest", False, False, 20.0))
+    saved = TrainConfig.load(runner_of(first).run.config_path)  # what `--resume` starts from, as the CLI does
+    resumed = GanApp(Options(saved, opts.runs_dir, None, "latest", False, False, 20.0))
     async with resumed.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: len(resumed.state.history) > 0 and resumed.state.history.step[0] < stopped_at)
         assert resumed.state.markers == first.state.markers  # the hyperparameter change is drawn again

@@ -67,6 +67,56 @@ def test_resume_restores_hyperparam_history_and_rolls_the_log_back(make_runner):
     assert "10 steps" in warning.message
 
 
+def test_a_change_made_after_the_checkpoint_is_recorded_when_the_resume_goes_on_with_it(make_runner):
+    """config.json holds a learning rate set after the newest checkpoint (the log's record of it is set
+    aside with the lost steps): the resumed run trains with it and its history says so."""
+    runner, _ = make_runner(steps=1000, checkpoint_every=0)
+    run_steps(runner, 5)
+    runner.submit(ev.SaveCheckpoint())
+    run_steps(runner, 3)
+    runner.submit(ev.SetHyperparams({"lr_g": 4e-4}))
+    run_steps(runner, 3)
+    old = runner.hparam_history[0]["old"]
+    runner.abandon()
+    resumed, sink = make_runner(resume="latest", lr_g=4e-4, steps=1000, checkpoint_every=0)
+    assert resumed.trainer.step == 5 and resumed.trainer.opt_g.param_groups[0]["lr"] == 4e-4
+    assert resumed.hparam_history == [{"step": 5, "old": old, "new": {**old, "lr_g": 4e-4}, "reason": "resume"}]
+    events = sink.drain()
+    started = next(i for i, e in enumerate(events) if isinstance(e, ev.RunStarted))
+    changed = next(i for i, e in enumerate(events) if isinstance(e, ev.HyperparamsChanged))
+    assert changed > started and events[changed].new["lr_g"] == 4e-4
+    resumed.settle()
+    assert any(r["type"] == "hparams" and r["step"] == 5 and r.get("reason") == "resume" for r in resumed.run.read_log())
+    resumed.abandon()
+    again, _ = make_runner(resume="latest", steps=1000, checkpoint_every=0)  # the checkpoint's own values
+    assert again.hparam_history == []
+
+
+def test_a_failure_inside_a_step_saves_no_torn_state_over_the_checkpoint_it_resumed_from(make_runner, monkeypatch):
+    """Out of memory after D's update: D, its optimizer and the batch RNG have moved, G has not. That
+    state is no step's: the checkpoint it resumed from stays byte for byte, and the message names it."""
+    import engine.trainer
+
+    runner, _ = make_runner(steps=1000, checkpoint_every=0)
+    run_steps(runner, 5)
+    runner.submit(ev.SaveCheckpoint())
+    run_steps(runner, 1)
+    runner.settle()
+    runner.abandon()
+    resumed, sink = make_runner(resume="latest", steps=1000, checkpoint_every=0)
+    path = resumed.run.checkpoint_path(5)
+    before = path.read_bytes()
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine.trainer, "g_loss", out_of_memory)
+    assert resumed.tick() is False
+    assert path.read_bytes() == before and resumed.run.latest_checkpoint() == path
+    error = next(e for e in sink.drain() if isinstance(e, ev.ErrorRaised))
+    assert "ran out of memory" in error.message and "step_00000005.pt" in error.message, error.message
+
+
 def test_checkpoint_loads_weights_only_and_holds_everything(make_runner):
     runner, _ = make_runner()
     run_steps(runner, 3)

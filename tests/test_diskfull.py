@@ -124,6 +124,33 @@ def test_full_disk_run_reaches_its_last_step_warns_once_per_kind_and_resumes_wri
     assert json.loads(runner.run.config_path.read_text())["lr_g"] == 5e-4
 
 
+def test_log_lines_a_full_disk_kept_waiting_do_not_land_after_a_rollback_past_them(make_runner, monkeypatch):
+    from engine import events as ev
+
+    runner, _ = make_runner(steps=1000, checkpoint_every=0)
+    disk = InjectedDisk(runner.run.path, monkeypatch)
+    while runner.trainer.step < 10:
+        runner.tick()
+    runner.submit(ev.SaveCheckpoint())
+    runner.tick()
+    runner.settle()
+    disk.fill()  # the records of steps 11-30 wait in memory
+    while runner.trainer.step < 30:
+        runner.tick()
+    runner.settle()
+    disk.free()
+    runner.submit(ev.RollBack("10"))
+    runner.tick()
+    assert runner.trainer.step <= 11
+    while runner.trainer.step < 15:
+        runner.tick()
+    runner.settle()
+    records = runner.run.read_log()
+    at = next(i for i, r in enumerate(records) if r["type"] == "rollback")
+    assert records[at]["step"] == 10
+    assert all(r["step"] <= 10 for r in records[:at]), [r["step"] for r in records[:at]]
+
+
 def test_torch_save_runtime_error_is_a_write_failure_like_any_other(make_runner, monkeypatch):
     import engine.checkpoint as ck
 

@@ -393,3 +393,12 @@ def test_threads_is_validated_and_reaches_the_config_from_the_command_line():
     assert parse_options(["--dataset", "synthetic", "--threads", "3"]).config.threads == 3
     with pytest.raises(ConfigError, match="threads"):
         TrainConfig(threads=-1)
+
+
+def test_running_out_of_memory_is_no_poisoned_context_so_the_checkpoint_is_still_saved():
+    from engine.devices import describe_failure, is_sticky_device_error
+
+    for exc in (RuntimeError("CUDA error: out of memory"), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")):
+        assert not is_sticky_device_error(exc)
+        assert "--batch-size 32" in describe_failure(exc, 64)
+    assert is_sticky_device_error(RuntimeError("CUDA error: an illegal memory access was encountered"))

@@ -122,6 +122,21 @@ def test_stop_wins_and_saves(make_runner):
     assert runner.run.latest_checkpoint() is not None
 
 
+def test_a_change_sent_just_before_a_stop_reaches_the_final_checkpoint(make_runner):
+    from engine.checkpoint import load_checkpoint
+
+    runner, sink = make_runner()
+    runner.tick()
+    runner.submit(ev.SetHyperparams({"lr_g": 4e-4}))
+    runner.submit(ev.Stop())
+    runner.submit(ev.SetHyperparams({"lr_d": 4e-4}))  # after the stop: moot
+    assert runner.tick() is False
+    changed = [e for e in sink.drain() if isinstance(e, ev.HyperparamsChanged)]
+    assert len(changed) == 1 and changed[0].new["lr_g"] == 4e-4
+    final = load_checkpoint(runner.run.latest_checkpoint())
+    assert final["config"]["lr_g"] == 4e-4 and final["config"]["lr_d"] != 4e-4
+
+
 def test_exception_in_training_is_an_error_event_a_checkpoint_and_a_clean_stop(make_runner, monkeypatch):
     runner, sink = make_runner()
     runner.tick()
@@ -180,3 +195,71 @@ def test_thread_paused_runner_blocks_on_its_queue_and_obeys_commands(tmp_path, s
     runner.submit(ev.Stop())
     assert runner.join(30)
     assert runner.trainer.step > step
+
+
+def _slow_checkpoints(write, seconds: float):
+    """journal.atomic_write, with checkpoint files taking `seconds` to land (training moves on meanwhile)."""
+
+    def slow(path, content) -> None:
+        if path.name.startswith("step_") and path.suffix == ".pt":
+            time.sleep(seconds)
+        write(path, content)
+
+    return slow
+
+
+class _QualityRecorder:
+    """Stands in for the quality worker: the weights it was asked to measure, by step."""
+
+    failed = ""
+    ready = False
+
+    def __init__(self) -> None:
+        self.sent: dict[int, dict[str, torch.Tensor]] = {}
+
+    def submit(self, step, generator, keep=False) -> None:
+        self.sent[step] = {k: v.clone() for k, v in generator.state_dict().items()}
+
+    def invalidate(self) -> None:
+        pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        pass
+
+
+def test_a_checkpoints_quality_is_measured_on_the_weights_it_holds(make_runner, monkeypatch):
+    """The copy for a checkpoint's measurement is taken as it is saved, not once its file has landed
+    (steps later): quality.json, the best checkpoint and a rollback to best rank what the files hold."""
+    import engine.journal as journal
+    from engine.checkpoint import load_checkpoint
+
+    runner, _ = make_runner(steps=60)
+    runner.quality = recorder = _QualityRecorder()
+    write = journal.atomic_write
+    monkeypatch.setattr(journal, "atomic_write", _slow_checkpoints(write, 0.2))
+    while runner.trainer.step < 45:
+        runner.tick()
+    runner.settle()
+    for step in (20, 40):
+        held = load_checkpoint(runner.run.checkpoint_path(step))["trainer"]["generator_ema"]
+        assert all(torch.equal(held[k], recorder.sent[step][k]) for k in held), step
+
+
+def test_a_save_asked_for_after_a_change_is_written_even_while_the_steps_periodic_one_is_in_flight(make_runner, monkeypatch):
+    import engine.journal as journal
+    from engine.checkpoint import load_checkpoint
+
+    runner, sink = make_runner(steps=1000)
+    write = journal.atomic_write
+    monkeypatch.setattr(journal, "atomic_write", _slow_checkpoints(write, 0.3))
+    while runner.trainer.step < 20:
+        runner.tick()  # the periodic checkpoint of step 20 is now on its way to the disk
+    runner.submit(ev.Pause())
+    runner.submit(ev.SetHyperparams({"lr_g": 4e-4}))
+    runner.submit(ev.SaveCheckpoint())
+    runner.tick()
+    runner.settle()
+    saved = [e for e in sink.drain() if isinstance(e, ev.CheckpointSaved)]
+    assert [e.reason for e in saved if e.step == 20] == ["periodic", "requested"]
+    payload = load_checkpoint(runner.run.checkpoint_path(20))
+    assert payload["config"]["lr_g"] == 4e-4 and payload["hparam_history"][-1]["new"]["lr_g"] == 4e-4
