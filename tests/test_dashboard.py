@@ -92,6 +92,8 @@ def test_the_footer_keeps_the_help_key_and_never_cuts_a_key(width):
     paused = footer_text(width - 2, paused=True).plain
     assert "space Resume" in paused and "space Pause" not in paused and "h/? Help" in paused
     assert len(paused) <= width - 2
+    attached = footer_text(width - 2, attached=True).plain  # `gan-tui attach`: q leaves the run training
+    assert "q Detach" in attached and "q Quit" not in attached and len(attached) <= width - 2
 
 
 async def test_the_footer_on_screen_shows_the_help_key_at_80x24(tmp_path):
@@ -197,6 +199,7 @@ async def test_an_attached_viewer_detaches_on_q_and_asks_before_x_stops_the_run(
     app = GanApp(options(tmp_path), engine=fake)
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app, fake)
+        assert "q Detach" in screen_text(app)[-1]
         await pilot.press("X")
         assert type(app.screen).__name__ == "ConfirmScreen"
         await pilot.press("n")

@@ -118,6 +118,20 @@ def test_paths_break_only_at_slashes_and_status_parts_never_cut():
     assert wrapped.replace("\n", "") == message and "exports/" in wrapped.split("\n")[1]
 
 
+def test_the_status_line_says_how_old_its_quality_figures_are():
+    from tui_gan.widgets.status import status_text
+
+    state = DashboardState()
+    state.apply(ev.RunStarted("runs/x", {"lr_g": 1, "lr_d": 1, "beta1": 0.5, "beta2": 0.9, "d_steps": 1,
+                              "label_smoothing": 0}, "cpu", "CPU", "d", "", 0, 10_000, False))
+    state.apply(ev.StateChanged(ev.RunState.RUNNING, 0))
+    state.apply(ev.QualityMeasured(200, 730.7, 9.34, 1000, (0.1,) * 10, 5, 0.5, 0.8, 0.3))
+    state.apply(ev.MetricsLogged(200, 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 2e-4, 2e-4, 100.0, 10.0))
+    assert "FD 730.7 (78.2x floor)  5/10 classes" in status_text(state, width=80).plain  # measured at this step
+    state.apply(ev.MetricsLogged(1560, 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 2e-4, 2e-4, 100.0, 60.0))
+    assert "FD 730.7 (78.2x floor) @ 200  5/10 classes" in status_text(state, width=80).plain
+
+
 def test_the_quality_figures_show_label_agreement_and_the_worst_class_for_conditional_runs():
     from engine import events as ev
     from tui_gan.state import QualityHistory

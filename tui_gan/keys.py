@@ -24,15 +24,18 @@ class Key:
     typing: bool = True  # a printable key: while the form has focus it types instead
     priority: bool = False  # works everywhere, even over a modal (ctrl+c)
     paused_label: str = ""  # the footer's word while the run is paused ("" = the same label)
+    attached_label: str = ""  # the footer's word in a dashboard opened with `gan-tui attach`
 
     @property
     def shown(self) -> str:
         """The key as a person writes it."""
         return self.display or self.keys.split(",")[0]
 
-    def label_for(self, paused: bool) -> str:
-        """The footer's word for this key, given whether the run is paused."""
-        return self.paused_label if paused and self.paused_label else self.label
+    def label_for(self, paused: bool, attached: bool = False) -> str:
+        """The footer's word for this key, given whether the run is paused and the dashboard attached."""
+        if paused and self.paused_label:
+            return self.paused_label
+        return self.attached_label if attached and self.attached_label else self.label
 
     @property
     def action_name(self) -> str:
@@ -85,7 +88,7 @@ KEYS: tuple[Key, ...] = (
     Key("ctrl+p", "command_palette", "Palette", "command palette (every action)", display="^p", footer=10,
         group="app", typing=False),
     Key("q", "quit_run", "Quit", "quit: asks whether to stop the run (enter, saves a checkpoint) or leave it "
-        "training (d); attached: detach", footer=6, palette="Quit", group="app"),
+        "training (d); attached: detach", footer=6, palette="Quit", group="app", attached_label="Detach"),
     Key("ctrl+q,ctrl+c", "quit_run", "Quit", "the same as q, also while typing", display="^q/^c", group="app",
         typing=False, priority=True),
     Key("X", "stop_run", "Stop run", "stop the run, keep the dashboard (asks; saves a checkpoint)",

@@ -75,6 +75,7 @@ class DashboardScreen(Screen[None]):
         yield KeyFooter()
 
     def on_mount(self) -> None:
+        self.query_one(KeyFooter).attached = bool(getattr(self.app, "attached", False))
         self.on_resize()
         self.set_interval(1.0 / self.app.options.refresh_hz, self.redraw)
         self.redraw()

@@ -15,12 +15,12 @@ from tui_gan.keys import KEYS, Key, footer_keys
 _GAP = 2
 
 
-def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False) -> list[Key]:
+def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False, attached: bool = False) -> list[Key]:
     """The most important keys that fit whole in `width` columns (the first always), in table order."""
     chosen: list[Key] = []
     used = 0
     for key in keys if keys is not None else footer_keys():
-        size = len(key.shown) + 1 + len(key.label_for(paused)) + (_GAP if chosen else 0)
+        size = len(key.shown) + 1 + len(key.label_for(paused, attached)) + (_GAP if chosen else 0)
         if chosen and used + size > width:
             continue  # a shorter, less important key may still fit
         chosen.append(key)
@@ -29,14 +29,15 @@ def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False) ->
     return sorted(chosen, key=lambda k: rank.get(k.action + k.keys, len(KEYS)))
 
 
-def footer_text(width: int, paused: bool = False) -> Text:
-    """The footer line for `width` columns (pure, for tests); `paused`: space says Resume."""
+def footer_text(width: int, paused: bool = False, attached: bool = False) -> Text:
+    """The footer line for `width` columns (pure, for tests); `paused`: space says Resume; `attached`:
+    q says Detach."""
     text = Text(no_wrap=True, overflow="crop")
-    for i, key in enumerate(fit_keys(width, paused=paused)):
+    for i, key in enumerate(fit_keys(width, paused=paused, attached=attached)):
         if i:
             text.append(" " * _GAP)
         text.append(key.shown, style="bold")
-        text.append(" " + key.label_for(paused))
+        text.append(" " + key.label_for(paused, attached))
     return text
 
 
@@ -49,6 +50,8 @@ class KeyFooter(Widget):
 
     paused: reactive[bool] = reactive(False)
     """Whether the run is paused (the dashboard sets it from the run's phase)."""
+    attached: reactive[bool] = reactive(False)
+    """Whether the dashboard was opened with `gan-tui attach` (q detaches there)."""
 
     def render(self) -> Text:
-        return footer_text(self.content_size.width, self.paused)
+        return footer_text(self.content_size.width, self.paused, self.attached)

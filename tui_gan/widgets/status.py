@@ -59,7 +59,8 @@ def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -
         parts.append((whole if len(whole) <= width // 2 else "  error: see the notes (m)", "bold red"))
     q = state.quality.latest
     if q is not None and q.fd_floor > 0:
-        parts.append((f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor)  {q.classes_covered}/{len(q.class_hist)} classes ", ""))
+        at = f" @ {q.step:,}" if q.step < state.step else ""  # measurements are minutes apart: say how old
+        parts.append((f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor){at}  {q.classes_covered}/{len(q.class_hist)} classes ", ""))
     if state.judge_status:
         parts.append((f" {state.judge_status} ", "bold"))
     gpu_memory = gpu_memory or state.device_memory
