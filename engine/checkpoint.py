@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own text here advises loading with weights_only=False, i.e. running the file's code:
+        # never advice to pass on about a file that is damaged or not gan-tui's.
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a checkpoint gan-tui wrote "
+                              "(it is not a torch file, or holds more than tensors and plain data)") from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {_first_line(exc)})") from exc
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
