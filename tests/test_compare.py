@@ -13,6 +13,7 @@ from textual.app import App
 
 from engine.runner import QueueSink, Runner
 from tests.conftest import tiny_config
+from tests.test_dashboard import screen_text
 from tui_gan.compare_app import CompareApp
 from tui_gan.compare_data import CompareError, RunReader, config_diff, open_runs, short_names, sort_rows, summary
 from tui_gan.screens.compare import CompareScreen
@@ -71,6 +72,9 @@ async def test_both_runs_named_with_curves_and_the_lr_g_diff_row(runs):
         await until(pilot, lambda: len(app.screen.query_one(ComparePlot).lines) == 2)
         plot = screen.query_one(ComparePlot)
         assert [(name, n) for name, n in plot.lines] == [("lr-fast", 12), ("lr-slow", 12)]  # every 5th of 60 steps
+        await pilot.pause(0.3)
+        axis = next(line for line in screen_text(app) if line.strip().startswith(("5 ", "10 ")))
+        assert "." not in axis and len(axis.split()) >= 2, axis  # whole steps, not plotext's 27.5
         table = screen.query_one(SummaryTable)
         assert {str(k.value) for k in table.rows} == {"lr-fast", "lr-slow"}
         legend = str(screen.query_one("#cmp-legend").render())

@@ -6,7 +6,7 @@ import numpy as np
 from textual_plotext import PlotextPlot
 
 from tui_gan.compare_data import METRICS, X_AXES, RunReader, curves, x_at_steps
-from tui_gan.widgets.loss_plot import downsample, ema
+from tui_gan.widgets.loss_plot import downsample, ema, step_ticks
 
 #: A run's colour is its place in the list: the first run is always blue, the second orange, ...
 PALETTE = (
@@ -35,9 +35,16 @@ class ComparePlot(PlotextPlot):
         self.lines: list[tuple[str, int]] = []  # (run name, points) of every line drawn last
         self.markers: list[tuple[str, float]] = []  # (run name, x) of every hyperparameter-change marker
         self.x_range: tuple[float, float] | None = None
+        self._shown: tuple[list[RunReader], str, str, float] | None = None
+
+    def on_resize(self) -> None:
+        # The first show() can come before layout (width 0): the downsampling and the ticks follow the width.
+        if self._shown is not None:
+            self.show(*self._shown)
 
     def show(self, readers: list[RunReader], metric: str, x_axis: str, smoothing: float) -> None:
         """Redraw from the readers' series."""
+        self._shown = (readers, metric, x_axis, smoothing)
         self.lines, self.markers = [], []
         low, high = float("inf"), float("-inf")
         plt = self.plt
@@ -67,4 +74,6 @@ class ComparePlot(PlotextPlot):
                     plt.vline(float(x), colour)
                     self.markers.append((reader.name, float(x)))
         self.x_range = (low, high) if self.lines else None
+        if self.x_range is not None and x_axis in ("step", "images"):
+            plt.xticks(*step_ticks(low, high, width))  # whole steps at round spacing, not plotext's 2499.2
         self.refresh()
