@@ -118,6 +118,18 @@ def test_paths_break_only_at_slashes_and_status_parts_never_cut():
     assert wrapped.replace("\n", "") == message and "exports/" in wrapped.split("\n")[1]
 
 
+def test_a_resume_after_a_pause_is_a_note_too():
+    state = DashboardState()
+    state.apply(ev.RunStarted("runs/x", {"lr_g": 1, "lr_d": 1, "beta1": 0.5, "beta2": 0.9, "d_steps": 1,
+                              "label_smoothing": 0}, "cpu", "CPU", "d", "", 0, 100, False))
+    state.apply(ev.StateChanged(ev.RunState.RUNNING, 0))
+    state.apply(ev.StateChanged(ev.RunState.PAUSED, 40, "paused by the user"))
+    state.apply(ev.StateChanged(ev.RunState.RUNNING, 40))
+    texts = [text for _, text in state.notes]
+    assert any("paused by the user" in t for t in texts) and any("resumed at step 40" in t for t in texts), texts
+    assert not any("resumed" in t for t in texts[:-1])  # the start is no resume
+
+
 def test_the_status_line_says_how_old_its_quality_figures_are():
     from tui_gan.widgets.status import status_text
 

@@ -291,10 +291,13 @@ class DashboardState:
         self.note("info", f"samples exported: {e.path}")
 
     def _on_StateChanged(self, e: ev.StateChanged) -> None:
+        was = self.phase
         self.phase = e.state.value
         self.step = e.step
         if e.reason and e.state != ev.RunState.RUNNING:
             self.note("info", f"{e.state.value}: {e.reason}")
+        elif e.state == ev.RunState.RUNNING and was == ev.RunState.PAUSED.value:
+            self.note("info", f"resumed at step {e.step:,}")  # the pause's note is no longer the news
         self.changed.add("status")
 
     def _on_JudgeProgress(self, e: ev.JudgeProgress) -> None:
