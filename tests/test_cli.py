@@ -38,6 +38,7 @@ def test_flags_override_the_config_file(tmp_path):
         (["--preset", "vgg"], "invalid choice: 'vgg'"),
         (["--batch-size", "0"], "batch_size: 0 is not allowed"),
         (["--resume", "latest", "--runs-dir", "/nonexistent-runs"], "no runs in /nonexistent-runs"),
+        (["--runs-dir", "/tmp", "ls"], "ls is a subcommand and goes first: gan-tui ls"),
     ],
 )
 def test_bad_values_exit_non_zero_with_one_line(args, needle):

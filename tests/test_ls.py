@@ -67,6 +67,15 @@ def test_damaged_files_never_stop_the_listing(tmp_path):
     assert good.path.name in out.stdout
 
 
+def test_ls_of_a_folder_that_is_not_there_says_so_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tui_gan.cli", "ls", "--runs-dir", str(tmp_path / "typo")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no runs folder" in out.stderr, out.stderr
+    empty = subprocess.run([sys.executable, "-m", "tui_gan.cli", "ls", "--runs-dir", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 0 and "no runs in" in empty.stdout
+
+
 def test_ls_into_a_closed_pipe_prints_no_traceback(tmp_path):
     for i in range(300):
         folder = tmp_path / f"run-{i:03d}"

@@ -71,6 +71,9 @@ def _ls(argv: Sequence[str]) -> int:
     p = Parser(prog="gan-tui ls", description="List the runs in a runs folder, newest first.")
     p.add_argument("--runs-dir", default="runs", metavar="DIR")
     args = p.parse_args(argv)
+    if not Path(args.runs_dir).is_dir():
+        print(f"gan-tui ls: there is no runs folder {args.runs_dir} (pass --runs-dir DIR)", file=sys.stderr)
+        return 2
     rows = list_runs(Path(args.runs_dir))
     # 100 columns when written to a file or a pipe; a terminal's own width when it is wider or narrower.
     width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100

@@ -179,10 +179,17 @@ def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+SUBCOMMANDS = ("attach", "ls", "export", "compare", "sweep")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (no usage block), exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        extra = message.removeprefix("unrecognized arguments:").split()
+        if message.startswith("unrecognized arguments:") and extra and extra[0] in SUBCOMMANDS:
+            # `gan-tui --runs-dir X ls`: the subcommand came after an option of the training command.
+            message = f"{extra[0]} is a subcommand and goes first: gan-tui {' '.join(extra)} followed by the options"
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
