@@ -198,3 +198,18 @@ def test_ls_shows_the_last_quality_figures(tmp_path):
     (row,) = list_runs(tmp_path)
     assert row["quality"] == "2.5x 9/10"
     assert "2.5x 9/10" in format_table([row])
+
+
+def test_commands_to_paste_name_the_script_that_was_typed(monkeypatch, tmp_path):
+    from tui_gan import formatting
+
+    script = tmp_path / "venv" / "bin" / "gan-tui"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
+    monkeypatch.setattr(sys, "argv", [str(script), "--detach"])
+    assert formatting.gan_tui_command("attach", "runs/x") == f"{script} attach runs/x"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/tui_gan/cli.py"])
+    assert formatting.gan_tui_command("ls") == f"{sys.executable} -m tui_gan.cli ls"

@@ -30,7 +30,8 @@ def format_age(seconds: float) -> str:
 def gan_tui_command(*args: object) -> str:
     """A `gan-tui ...` command line the user can paste: `uv run gan-tui ...` when gan-tui is not on
     their PATH (launched through `uv run`, which puts the project's .venv/bin on PATH only for its
-    child), `python -m tui_gan.cli ...` when neither works."""
+    child), the script's own path when it was typed as one (`.venv/bin/gan-tui`), `python -m
+    tui_gan.cli ...` when none of these works."""
     import shlex
 
     return " ".join([*_gan_tui_prefix(), *(shlex.quote(str(a)) for a in args)])
@@ -52,4 +53,7 @@ def _gan_tui_prefix() -> list[str]:
         return ["gan-tui"]
     if under_uv:
         return ["uv", "run", "gan-tui"]
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "gan-tui" and os.access(script, os.X_OK):
+        return [os.path.abspath(script)]
     return [sys.executable, "-m", "tui_gan.cli"]
