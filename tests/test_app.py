@@ -65,8 +65,8 @@ async def test_applying_a_learning_rate_changes_the_optimizer(tmp_path):
         await until(pilot, lambda: runner.trainer.opt_g.param_groups[0]["lr"] == 1e-4)
         await until(pilot, lambda: app.state.hparams.get("lr_g") == 1e-4)
         assert app.state.markers and runner.trainer.opt_d.param_groups[0]["lr"] == TrainConfig().lr_d
-        log = runner.run.read_log()
-        assert any(r["type"] == "hparams" and r["new"]["lr_g"] == 1e-4 for r in log)
+        # The record reaches the disk on the run's writer thread: wait for it, do not race it.
+        await until(pilot, lambda: any(r["type"] == "hparams" and r["new"]["lr_g"] == 1e-4 for r in runner.run.read_log()))
         await pilot.press("escape", "q", "enter")
         await until(pilot, lambda: not app.is_running)
 

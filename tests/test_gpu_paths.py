@@ -252,6 +252,7 @@ def test_steps_the_fp16_scaler_skips_are_counted_not_alarmed(make_runner):
     assert all(torch.isfinite(torch.tensor([m.grad_norm_d, m.grad_norm_g])).all() for m in metrics)
     assert not any(isinstance(e, ev.AlarmRaised) for e in events)
     assert runner.state == ev.RunState.RUNNING and "nonfinite" not in runner.health.active
+    runner.settle()  # the log's lines reach the disk on the journal's writer thread
     records = [r for r in runner.run.read_log() if r["type"] == "metrics"]
     assert [r["amp_skipped"] for r in records] == [3, 0]
 

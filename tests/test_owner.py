@@ -129,6 +129,7 @@ def test_rollback_restores_the_hyperparameters_of_the_checkpoint_then_scales(mak
     assert changed.old["lr_g"] == 3e-4 and changed.new["lr_g"] == 1e-3
     assert runner.cfg.lr_g == 1e-3 and runner.trainer.opt_g.param_groups[0]["lr"] == 1e-3
     assert runner.trainer.opt_g.param_groups[0]["betas"][0] == 0.5
+    runner.settle()  # the log's lines reach the disk on the journal's writer thread
     log = runner.run.read_log()
     assert any(r["type"] == "hparams" and r.get("reason") == "rollback" and r["new"]["lr_g"] == 1e-3 for r in log)
     # U: the checkpoint's rates, then scaled.

@@ -42,6 +42,7 @@ def test_nan_then_one_key_rollback_restores_the_last_good_checkpoint_exactly_and
     assert any(isinstance(e, ev.AlarmCleared) and e.kind == "nonfinite" for e in events)
     assert runner.state == ev.RunState.RUNNING
     assert runner.cfg.lr_g == 1e-4 and runner.trainer.opt_g.param_groups[0]["lr"] == 1e-4  # half the default 2e-4
+    runner.settle()  # the log's lines reach the disk on the journal's writer thread
     log = runner.run.read_log()
     assert max(r["step"] for r in log) <= 41
     assert any(r["type"] == "rollback" and r["from_step"] == 50 for r in log)
