@@ -46,9 +46,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's own text here advises loading with weights_only=False, i.e. running the file's code:
-        # never advice to pass on about a file that is damaged or not gan-tui's.
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a checkpoint gan-tui wrote "
-                              "(it is not a torch file, or holds more than tensors and plain data)") from exc
+        # never advice to pass on about a file that is damaged or not gan-tui's. Its detail is kept.
+        detail = str(exc).split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in str(exc) else ""
+        detail = _first_line(RuntimeError(detail.split(". Please", 1)[0])) if detail else "not a torch file"
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a checkpoint gan-tui wrote ({detail})") from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {_first_line(exc)})") from exc
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):

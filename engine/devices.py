@@ -179,11 +179,13 @@ def is_sticky_device_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("CUDA error" in text or ("CUDA" in text and any(p in text for p in _STICKY)))
 
 
-def describe_failure(exc: BaseException, batch_size: int) -> str | None:
-    """A one-line explanation for device failures a user can act on, or None for other errors."""
+def describe_failure(exc: BaseException, batch_size: int, resumable: bool = True) -> str | None:
+    """A one-line explanation for device failures a user can act on, or None for other errors.
+    `resumable`: a checkpoint exists to resume from (else the advice is to start again)."""
     if is_out_of_memory(exc):
+        then = "then --resume to continue this run" if resumable else "then start the run again (nothing was saved to resume from)"
         return (f"training ran out of memory at batch size {batch_size}; try --batch-size {max(1, batch_size // 2)} "
-                "(or a smaller preset), then --resume to continue this run")
+                f"(or a smaller preset), {then}")
     if is_sticky_device_error(exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return (f"the GPU reported an unrecoverable error ({first[:160]}); this process cannot use it any more. "

@@ -192,7 +192,7 @@ class Journal:
             if kept:
                 self._unwritten[Path(path)] = kept
 
-        self._put(_Job("metrics", KINDS.get("metrics", "metrics"), drop, None))
+        self._put(_Job("", "", drop, None))  # kind "": it writes nothing, so it says nothing of the disk
 
     def failed(self, kind: str, exc: BaseException, what: str = "") -> None:
         """Report a write that failed before it reached the queue (e.g. serializing a checkpoint)."""

@@ -541,7 +541,7 @@ class Runner:
         self.journal.write(path, data, "checkpoint", what,
                            done=self._later(lambda ok, _e: self._checkpoint_written(step, path, reason, generation, ok)))
         self._cadence["checkpoint"].mark(step)
-        if self.quality is not None and (self.last_quality is None or self.last_quality.step != step):
+        if self.quality is not None and reason != "error" and (self.last_quality is None or self.last_quality.step != step):
             # The copy is made now, with the weights this checkpoint holds: by the time the file has
             # landed, training has moved on (its measurement is filed under this step).
             self.quality.submit(step, trainer.sampler, keep=True)
@@ -759,15 +759,17 @@ class Runner:
         # RNG part-way through it: saved, that state would pass for step `step` and resume wrong.
         torn = self.trainer is not None and self.trainer.mid_step
         save = save and not is_sticky_device_error(exc) and not torn
+        newest = None
+        if torn and self.run is not None:
+            self._quietly("writing the run folder", self.settle)  # a checkpoint on its way counts
+            newest = self.run.latest_checkpoint()
         explained = ""
         try:
-            explained = describe_failure(exc, self.cfg.batch_size) or ""
+            explained = describe_failure(exc, self.cfg.batch_size, resumable=not torn or newest is not None) or ""
         except Exception:  # noqa: BLE001 - the plain message below still says what happened
             pass
-        if explained and torn:
-            newest = self.run.latest_checkpoint() if self.run is not None else None
-            explained += (f" (it failed inside step {step + 1}, so the newest checkpoint, {newest.name}, is where it "
-                          "resumes from)" if newest is not None else " (no checkpoint had been saved yet)")
+        if explained and torn and newest is not None:
+            explained += f" (it failed inside step {step + 1}, so the newest checkpoint, {newest.name}, is where it resumes from)"
         if explained and save and self.trainer is not None:
             # Out of memory: the weights are fine, so the checkpoint comes first and the message says where.
             self._save_after_failure()

@@ -117,6 +117,21 @@ def test_a_failure_inside_a_step_saves_no_torn_state_over_the_checkpoint_it_resu
     assert "ran out of memory" in error.message and "step_00000005.pt" in error.message, error.message
 
 
+def test_out_of_memory_in_the_first_step_says_to_start_again_not_to_resume(make_runner, monkeypatch):
+    import engine.trainer
+
+    runner, sink = make_runner(steps=1000, checkpoint_every=0)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine.trainer, "g_loss", out_of_memory)
+    assert runner.tick() is False
+    error = next(e for e in sink.drain() if isinstance(e, ev.ErrorRaised))
+    assert "start the run again" in error.message and "--resume" not in error.message, error.message
+    assert runner.run.latest_checkpoint() is None
+
+
 def test_checkpoint_loads_weights_only_and_holds_everything(make_runner):
     runner, _ = make_runner()
     run_steps(runner, 3)
@@ -167,7 +182,8 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     torch.save({"format": 1, "config": {}, "trainer": Evil(), "hparam_history": []}, path)
     with pytest.raises(CheckpointError, match="not a checkpoint gan-tui wrote") as info:
         load_checkpoint(path)
-    assert "weights_only" not in str(info.value)  # torch's advice to run the file's code is not passed on
+    assert "weights_only" not in str(info.value) and "safe_globals" not in str(info.value)  # no advice to run its code
+    assert "GLOBAL print" in str(info.value)  # torch's finding is kept
 
 
 def test_resume_with_another_preset_or_a_missing_run_is_a_clear_error(make_runner, tmp_path):

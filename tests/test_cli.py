@@ -114,10 +114,10 @@ def test_a_second_trainer_on_a_live_run_is_refused_and_touches_nothing(tmp_path,
 
 
 def test_without_a_terminal_the_dashboards_refuse_in_one_line_and_start_nothing(tmp_path):
-    """stdin from /dev/null and stdout into a pipe (nohup, cron): no app that would spin unseen."""
+    """stdin from /dev/null and stderr (where Textual draws) into a pipe (nohup, cron): no app that would spin unseen."""
     run = _fake_run(tmp_path, "done", "finished", 500)
     for argv, needle in ((["--dataset", "synthetic", "--runs-dir", str(tmp_path / "new")], "add --headless"),
-                         (["compare", str(run)], "gan-tui compare: stdin and stdout are not a terminal")):
+                         (["compare", str(run)], "gan-tui compare: stdin and stderr are not a terminal")):
         result = gan_tui(*argv, stdin=subprocess.DEVNULL, timeout=60)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and needle in result.stderr, result.stderr
         assert result.stdout == ""  # no escape codes
@@ -133,9 +133,9 @@ def test_the_terminal_check_names_what_is_missing():
         def isatty(self) -> bool:
             return True
 
-    assert no_terminal("gan-tui", "x", stdin=Tty(), stdout=Tty()) is None
-    assert no_terminal("gan-tui", "use --headless", stdin=Tty(), stdout=io.StringIO()) == (
-        "gan-tui: stdout is not a terminal, and the dashboard needs one; use --headless")
+    assert no_terminal("gan-tui", "x", stdin=Tty(), stderr=Tty()) is None
+    assert no_terminal("gan-tui", "use --headless", stdin=Tty(), stderr=io.StringIO()) == (
+        "gan-tui: stderr is not a terminal, and the dashboard needs one; use --headless")
 
 
 def test_headless_run_writes_the_run_folder(tmp_path, mnist_root):

@@ -72,9 +72,11 @@ async def test_both_runs_named_with_curves_and_the_lr_g_diff_row(runs):
         await until(pilot, lambda: len(app.screen.query_one(ComparePlot).lines) == 2)
         plot = screen.query_one(ComparePlot)
         assert [(name, n) for name, n in plot.lines] == [("lr-fast", 12), ("lr-slow", 12)]  # every 5th of 60 steps
-        await pilot.pause(0.3)
-        axis = next(line for line in screen_text(app) if line.strip().startswith(("5 ", "10 ")))
-        assert "." not in axis and len(axis.split()) >= 2, axis  # whole steps, not plotext's 27.5
+        def x_axis() -> str:
+            return next((line for line in screen_text(app) if line.strip().startswith(("5 ", "10 "))), "")
+
+        await until(pilot, lambda: len(x_axis().split()) >= 2)
+        assert "." not in x_axis(), x_axis()  # whole steps, not plotext's 27.5
         table = screen.query_one(SummaryTable)
         assert {str(k.value) for k in table.rows} == {"lr-fast", "lr-slow"}
         legend = str(screen.query_one("#cmp-legend").render())

@@ -313,8 +313,8 @@ async def test_g_then_a_digit_asks_a_conditional_run_for_that_class(tmp_path):
 
         app.post_message(EngineEvent(ev.SamplesGenerated(fake.steps, known_digits(100), fixed=True)))
         grid = app.screen.query_one(SampleGrid)
-        await until(pilot, lambda: len(app.state.shown_grid().images) == 100)
-        await pilot.pause(0.2)  # drawn
+        # Drawn at the dashboard's next redraw: until then the indices are the first grid's (64 digits).
+        await until(pilot, lambda: len(grid.shown_indices) >= 2 and grid.shown_indices[1] == 10)
         classes = [i // 10 for i in grid.shown_indices]
         assert classes == list(range(len(classes))), classes
         await pilot.press("g")

@@ -151,6 +151,20 @@ def test_log_lines_a_full_disk_kept_waiting_do_not_land_after_a_rollback_past_th
     assert all(r["step"] <= 10 for r in records[:at]), [r["step"] for r in records[:at]]
 
 
+def test_dropping_waiting_lines_on_a_still_full_disk_says_nothing_of_the_disk(tmp_path, monkeypatch):
+    from engine.journal import Journal
+
+    notes = []
+    journal = Journal(notes.append)
+    disk = InjectedDisk(tmp_path, monkeypatch)
+    disk.fill()
+    journal.append(tmp_path / "metrics.jsonl", '{"step": 30}\n')
+    journal.drop_unwritten(tmp_path / "metrics.jsonl", lambda line: False)
+    journal.flush()
+    journal.close()
+    assert [n.ok for n in notes] == [False]  # "NOT saved", and no "saved again" while it is still full
+
+
 def test_torch_save_runtime_error_is_a_write_failure_like_any_other(make_runner, monkeypatch):
     import engine.checkpoint as ck
 

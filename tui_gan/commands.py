@@ -69,11 +69,12 @@ def _ls(argv: Sequence[str]) -> int:
     from tui_gan.runs_list import format_table, list_runs
 
     p = Parser(prog="gan-tui ls", description="List the runs in a runs folder, newest first.")
-    p.add_argument("--runs-dir", default="runs", metavar="DIR")
+    p.add_argument("--runs-dir", default=None, metavar="DIR", help="default: runs")
     args = p.parse_args(argv)
-    if not Path(args.runs_dir).is_dir():
-        print(f"gan-tui ls: there is no runs folder {args.runs_dir} (pass --runs-dir DIR)", file=sys.stderr)
+    if args.runs_dir is not None and not Path(args.runs_dir).is_dir():
+        print(f"gan-tui ls: there is no runs folder {args.runs_dir}", file=sys.stderr)  # named, so most likely a typo
         return 2
+    args.runs_dir = args.runs_dir or "runs"  # a fresh checkout has none yet: "no runs in runs"
     rows = list_runs(Path(args.runs_dir))
     # 100 columns when written to a file or a pipe; a terminal's own width when it is wider or narrower.
     width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
@@ -138,7 +139,7 @@ def _attach(argv: Sequence[str]) -> int:
 
 
 def _refused_without_terminal() -> bool:
-    refusal = no_terminal("gan-tui attach", "`gan-tui ls` shows the run's state, and its train.log its progress")
+    refusal = no_terminal("gan-tui attach", "`gan-tui ls` shows where runs stand")
     if refusal:
         print(refusal, file=sys.stderr)
     return refusal is not None

@@ -39,6 +39,7 @@ def gan_tui_command(*args: object) -> str:
 
 def _gan_tui_prefix() -> list[str]:
     import os
+    import shlex
     import shutil
     import sys
 
@@ -55,5 +56,5 @@ def _gan_tui_prefix() -> list[str]:
         return ["uv", "run", "gan-tui"]
     script = sys.argv[0] if sys.argv else ""
     if os.path.basename(script) == "gan-tui" and os.access(script, os.X_OK):
-        return [os.path.abspath(script)]
-    return [sys.executable, "-m", "tui_gan.cli"]
+        return [shlex.quote(os.path.abspath(script))]
+    return [shlex.quote(sys.executable), "-m", "tui_gan.cli"]
