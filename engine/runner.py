@@ -692,6 +692,8 @@ class Runner:
     def _finish(self, state: ev.RunState, reason: str, save: bool) -> None:
         if self.trainer is not None:
             self._log_metrics_quietly()
+            if self._last_fixed_step != self.trainer.step:  # grids go by time: the run's last one shows where it ended
+                self._quietly("drawing the last samples", self._post_fixed_samples)
             if save:
                 self._save("final" if state == ev.RunState.FINISHED else "stop")
         self.settle()  # the final checkpoint is on disk (or its failure known) before the run says so
