@@ -121,7 +121,7 @@ def test_a_run_on_time_budgets_does_side_work_by_time_not_by_steps(make_runner):
     while runner.tick():
         pass
     events = sink.drain()
-    assert [e.step for e in events if isinstance(e, ev.SamplesGenerated)] == [0]  # the start-up grid only
+    assert [e.step for e in events if isinstance(e, ev.SamplesGenerated)] == [0, 60]  # the start-up grid and the last
     assert [e.step for e in events if isinstance(e, ev.MetricsLogged)] == [60]  # the final record only
     assert [(e.step, e.reason) for e in events if isinstance(e, ev.CheckpointSaved)] == [(60, "final")]
 
