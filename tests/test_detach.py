@@ -239,3 +239,12 @@ def test_protocol_round_trips_events_and_refuses_bad_commands():
             decode_command(bad)
     with pytest.raises(ProtocolError):
         parse_line(b"x" * (MAX_LINE + 1))
+
+
+def test_a_viewer_whose_shutdown_hangs_still_ends_after_a_signal():
+    """The safety net behind SIGHUP/SIGTERM/SIGINT: a hung exit (seen in Textual's writer queue once
+    the terminal hung up) cannot keep a viewer process alive for good."""
+    code = "import time\nfrom tui_gan.viewer import exit_later\nexit_later(0.5, 3)\ntime.sleep(60)\n"
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30)
+    assert done.returncode == 3 and time.monotonic() - start < 20

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from tui_gan.socket_link import SocketEngine
 
 _TRAINER_EXIT_S = 15.0  # a stopped trainer closes its socket and files, then exits
+# After a signal the viewer must end even if Textual's shutdown hangs (seen: its writer queue stuck
+# after the terminal hung up, the process idle for good). It holds nothing the run needs.
+_SIGNAL_EXIT_S = 30.0
 
 
 def run_viewer(app: App[Any], engine: SocketEngine, run_dir: Path, runs_dir: Path) -> int:
@@ -27,6 +30,7 @@ def run_viewer(app: App[Any], engine: SocketEngine, run_dir: Path, runs_dir: Pat
     def leave() -> None:
         engine.detach()  # a viewer that leaves is not a trainer that went away: no "connection lost"
         exit_app(app)
+        exit_later(_SIGNAL_EXIT_S + _TRAINER_EXIT_S, 0)
 
     on_signals(leave)
     try:
@@ -64,6 +68,15 @@ def exit_app(app: App[Any]) -> None:
             pass
 
     threading.Thread(target=leave, name="gan-tui-signal", daemon=True).start()
+
+
+def exit_later(seconds: float, status: int) -> None:
+    """End this process with `status` after `seconds`, unless it has ended by then (a daemon timer)."""
+    import os
+
+    timer = threading.Timer(seconds, os._exit, args=(status,))
+    timer.daemon = True
+    timer.start()
 
 
 def exit_status(app: App[Any]) -> int:
