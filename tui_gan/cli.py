@@ -15,7 +15,7 @@ from typing import Sequence
 
 from engine.config import ConfigError
 from tui_gan.options import Options, build_parser, parse_options
-from tui_gan.terminal import no_terminal
+from tui_gan.terminal import refused_without_terminal
 
 _IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run, after its dashboard closed
 
@@ -48,11 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Refused as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)
         return 2
-    if not options.headless and not options.detach:
-        refusal = no_terminal("gan-tui", "add --headless for a progress line, or --detach to train in the background")
-        if refusal:
-            print(refusal, file=sys.stderr)
-            return 2
+    if not options.headless and not options.detach and refused_without_terminal(
+            "gan-tui", "add --headless for a progress line, or --detach to train in the background"):
+        return 2
     if options.headless:
         from tui_gan.headless import run_headless
 

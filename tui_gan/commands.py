@@ -11,7 +11,9 @@ from typing import Sequence
 from engine.runs import RunDir, RunError, resolve_run
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Parser
-from tui_gan.terminal import no_terminal
+from tui_gan.terminal import refused_without_terminal
+
+_ATTACH_INSTEAD = "`gan-tui ls` shows where runs stand"
 
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
@@ -103,7 +105,7 @@ def _attach(argv: Sequence[str]) -> int:
     from engine.sweep.spec import is_sweep  # a sweep folder opens the sweep view
 
     if is_sweep(Path(args.run)):
-        if _refused_without_terminal():
+        if refused_without_terminal("gan-tui attach", _ATTACH_INSTEAD):
             return 2
         from tui_gan.screens.sweep import SweepApp
 
@@ -127,7 +129,7 @@ def _attach(argv: Sequence[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"gan-tui: {run.config_path} is unreadable: {exc}", file=sys.stderr)
         return 1
-    if _refused_without_terminal():
+    if refused_without_terminal("gan-tui attach", _ATTACH_INSTEAD):
         return 2
     from tui_gan.app import GanApp
     from tui_gan.viewer import run_viewer
@@ -136,13 +138,6 @@ def _attach(argv: Sequence[str]) -> int:
                       ascii=args.ascii, refresh_hz=args.refresh)
     engine = SocketEngine(run.path)
     return run_viewer(GanApp(options, engine=engine), engine, run.path, Path(args.runs_dir))
-
-
-def _refused_without_terminal() -> bool:
-    refusal = no_terminal("gan-tui attach", "`gan-tui ls` shows where runs stand")
-    if refusal:
-        print(refusal, file=sys.stderr)
-    return refusal is not None
 
 
 def _live_run(runs_dir: Path, spec: str) -> RunDir:

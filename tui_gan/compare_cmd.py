@@ -8,7 +8,7 @@ from typing import Sequence
 
 from tui_gan.compare_data import MAX_RUNS, CompareError, open_runs
 from tui_gan.options import Parser
-from tui_gan.terminal import no_terminal
+from tui_gan.terminal import refused_without_terminal
 
 
 def run_compare(argv: Sequence[str]) -> int:
@@ -27,9 +27,7 @@ def run_compare(argv: Sequence[str]) -> int:
     except CompareError as exc:
         print(f"gan-tui compare: {exc}", file=sys.stderr)
         return 2
-    refusal = no_terminal("gan-tui compare", "run it from a terminal")
-    if refusal:
-        print(refusal, file=sys.stderr)
+    if refused_without_terminal("gan-tui compare", "run it from a terminal"):
         return 2
     from tui_gan.compare_app import CompareApp  # Textual only now: --help and bad input answer at once
 

@@ -25,7 +25,7 @@ from engine.lock import pid_alive
 from engine.sweep.spec import (LOG_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus, parse_batch_sizes,
                                request_stop)
 from tui_gan.options import Parser, parse_options
-from tui_gan.terminal import no_terminal
+from tui_gan.terminal import refused_without_terminal
 
 INSTALL_HINT = "gan-tui sweep needs Ray Tune: pip install 'gan-tui[sweep]' (or, in a clone: uv sync --extra sweep)"
 _TRAINING_ONLY = ("--resume", "--detach", "--serve", "--run-name")
@@ -45,9 +45,7 @@ def main(argv: Sequence[str]) -> int:
     if not ray_installed():
         print(INSTALL_HINT, file=sys.stderr)
         return 2
-    refusal = None if headless else no_terminal("gan-tui sweep", "add --headless for a refreshing table")
-    if refusal:
-        print(refusal, file=sys.stderr)
+    if not headless and refused_without_terminal("gan-tui sweep", "add --headless for a refreshing table"):
         return 2
     try:
         launch_driver(spec)

@@ -18,3 +18,11 @@ def no_terminal(command: str, instead: str, stdin: TextIO | None = None, stderr:
     if not missing:
         return None
     return f"{command}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not a terminal, and the dashboard needs one; {instead}"
+
+
+def refused_without_terminal(command: str, instead: str) -> bool:
+    """Print `no_terminal`'s refusal on stderr and say True when there is one (the caller exits 2)."""
+    refusal = no_terminal(command, instead)
+    if refusal:
+        print(refusal, file=sys.stderr)
+    return refusal is not None

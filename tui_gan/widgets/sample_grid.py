@@ -97,7 +97,6 @@ class SampleGrid(Widget):
         self._class_rows = 0
         self._lines: list[Strip] = []
         self._layout_for: tuple[int, int, int] | None = None
-        self.shown_count = 0
         self.shown_indices: list[int] = []
 
     def set_images(self, images: np.ndarray | None, classes: int = 0) -> None:
@@ -121,13 +120,12 @@ class SampleGrid(Widget):
     def _render_all(self, width: int, height: int) -> list[Strip]:
         images = self._images
         if images is None or len(images) == 0 or width <= 0 or height <= 0:
-            self.shown_count, self.shown_indices = 0, []
+            self.shown_indices = []
             return []
         factor, cols, rows = choose_layout(width, height, len(images))
         order, cols = shown_order(len(images), self._class_rows, cols, rows)
         self.shown_indices = order
-        self.shown_count = len(order)
-        if self.shown_count == 0:
+        if not order:
             return [Strip([Segment("(too small for digits)"[:width])])]
         rows = (len(order) + cols - 1) // cols
         digit_w = 28 // factor
