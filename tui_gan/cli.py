@@ -84,7 +84,7 @@ def _run_in_process(options: Options, run_dir: Path) -> int:
     from engine import events as ev
     from tui_gan.app import GanApp
     from tui_gan.engine_link import LocalEngine
-    from tui_gan.viewer import exit_app, exit_status, on_signals, print_leave_note
+    from tui_gan.viewer import exit_app, exit_later, exit_status, on_signals, print_leave_note
 
     engine = LocalEngine(options.config, options.runs_dir, run_dir.name if not options.resume else None,
                          str(run_dir) if options.resume else None)
@@ -93,6 +93,9 @@ def _run_in_process(options: Options, run_dir: Path) -> int:
     def stop() -> None:
         engine.send(ev.Stop(save=True))
         exit_app(app)
+        # Textual's shutdown can hang once the terminal is gone; the run's own thread saves and ends
+        # regardless, so after the save's time limit the process goes too.
+        exit_later(_IN_PROCESS_SAVE_TIMEOUT_S + 30.0, 0)
 
     on_signals(stop)
     try:
