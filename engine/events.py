@@ -1,6 +1,7 @@
-"""Where the engine meets any user interface: events out (past tense), commands in (imperative).
+"""Where the engine meets any user interface: events out (past tense). Commands in (imperative)
+are declared in engine/commands.py.
 
-Both are frozen dataclasses of plain data (numbers, strings, dicts, numpy uint8 arrays), never
+Events are frozen dataclasses of plain data (numbers, strings, dicts, numpy uint8 arrays), never
 device tensors, so a consumer can hold them as long as it likes and they can cross a thread or a
 process boundary.
 """
@@ -238,69 +239,3 @@ Event = Union[
     RolledBack,
     DeviceStats,
 ]
-
-
-# ---------------------------------------------------------------- commands
-@dataclass(frozen=True)
-class Pause:
-    """Stop stepping after the current step; wait for commands."""
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Go on training."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """While paused: run this many steps, then stay paused."""
-
-    count: int = 1
-
-
-@dataclass(frozen=True)
-class SetHyperparams:
-    """Change live hyperparameters; only the fields given change."""
-
-    values: dict[str, float | int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SaveCheckpoint:
-    """Write a checkpoint now."""
-
-
-@dataclass(frozen=True)
-class ExportSamples:
-    """Write the fixed-noise grid as a PNG (into the run folder unless a path is given)."""
-
-    path: str = ""
-
-
-@dataclass(frozen=True)
-class SampleFresh:
-    """Post a grid from new random noise (the fixed grid is unchanged); with `digit`, every image is
-    that class (conditional runs; else a warning). `count`: images (default: the fixed grid's size)."""
-
-    seed: int | None = None
-    digit: int | None = None
-    count: int | None = None
-
-
-@dataclass(frozen=True)
-class RollBack:
-    """Restore a checkpoint: "last-good" (the newest with finite weights), "best" (lowest Frechet
-    distance), or a step number; learning rates are multiplied by lr_scale (1: unchanged)."""
-
-    to: str = "last-good"
-    lr_scale: float = 1.0
-
-
-@dataclass(frozen=True)
-class Stop:
-    """End the run, saving a checkpoint first unless told not to."""
-
-    save: bool = True
-
-
-Command = Union[Pause, Resume, Step, SetHyperparams, SaveCheckpoint, ExportSamples, SampleFresh, RollBack, Stop]

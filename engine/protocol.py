@@ -20,10 +20,10 @@ single line of UTF-8 JSON of at most MAX_LINE bytes:
 Events carry the fields of the dataclasses in engine/events.py; image arrays travel as
 {"shape": [N, 28, 28], "uint8_base64": "..."}; RunState values as their strings.
 
-Every value of a command is checked here, before the trainer answers "ok": anything that would
-fail when applied (a seed torch cannot take, a learning rate of 10**400, an export path outside the
-run) gets an error reply instead. Hostile input (deep nesting, huge numbers, bytes that are not
-UTF-8) is a ProtocolError like any other bad line.
+Commands are named and checked by the one command table (engine/commands.py) before the trainer
+answers "ok": anything that would fail when applied (a seed torch cannot take, a learning rate of
+10**400, an export path outside the run) gets an error reply instead. Hostile input (deep nesting,
+huge numbers, bytes that are not UTF-8) is a ProtocolError like any other bad line.
 """
 
 from __future__ import annotations
@@ -32,32 +32,18 @@ import base64
 import dataclasses
 import json
 import math
-import sys
 from typing import Any
 
 import numpy as np
 
 from engine import events as ev
-from engine.config import SEED_LIMIT
+from engine.commands import Command, CommandError, from_wire, to_wire
 
 MAX_LINE = 1 << 20  # 1 MiB: a command is tiny; anything far larger from a viewer is refused
 # Events come from the trainer the viewer chose: a 32x32-class grid (1,024 images) is ~1 MB encoded.
 MAX_EVENT_LINE = 16 << 20
-ROLLBACK_TARGETS = ("last-good", "latest", "best")
 
 _EVENT_TYPES: dict[str, type] = {t.__name__: t for t in ev.Event.__args__}  # type: ignore[attr-defined]
-_COMMANDS: dict[str, type] = {
-    "pause": ev.Pause,
-    "resume": ev.Resume,
-    "step": ev.Step,
-    "set_hyperparams": ev.SetHyperparams,
-    "save": ev.SaveCheckpoint,
-    "export": ev.ExportSamples,
-    "sample_fresh": ev.SampleFresh,
-    "roll_back": ev.RollBack,
-    "stop": ev.Stop,
-}
-_COMMAND_NAMES = {cls: name for name, cls in _COMMANDS.items()}
 
 
 class ProtocolError(ValueError):
@@ -95,49 +81,20 @@ def decode_event(message: dict[str, Any]) -> ev.Event:
 
 
 # ---------------------------------------------------------------- commands
-def encode_command(command: ev.Command) -> bytes:
-    """A command as one JSON line."""
-    body = {"command": _COMMAND_NAMES[type(command)], **dataclasses.asdict(command)}
-    return _line(body)
+def encode_command(command: Command) -> bytes:
+    """A command as one JSON line (its wire form from the command table)."""
+    try:
+        return _line(to_wire(command))
+    except CommandError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
-def decode_command(message: dict[str, Any]) -> ev.Command:
+def decode_command(message: dict[str, Any]) -> Command:
     """Validate and rebuild a command; ProtocolError for anything off (the trainer then replies an error)."""
-    name = message.get("command")
-    cls = _COMMANDS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ProtocolError(f"unknown command {name!r}; known: {', '.join(_COMMANDS)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    args = {k: v for k, v in message.items() if k != "command"}
-    for key in args:
-        if key not in fields:
-            raise ProtocolError(f"{name} takes no {key!r}")
-    if cls is ev.Step:
-        count = args.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
-            raise ProtocolError("step count must be a whole number from 1 to 10000")
-    elif cls is ev.SetHyperparams:
-        values = args.get("values")
-        if not isinstance(values, dict) or not values:
-            raise ProtocolError("set_hyperparams needs a non-empty 'values' object")
-        _check_hyperparams(values)
-    elif cls is ev.ExportSamples:
-        _check_export(args.get("path", ""))
-    elif cls is ev.Stop and not isinstance(args.get("save", True), bool):
-        raise ProtocolError("stop 'save' must be true or false")
-    elif cls is ev.RollBack:
-        scale = args.get("lr_scale", 1.0)
-        to = args.get("to", "last-good")
-        if not isinstance(to, str) or not (to in ROLLBACK_TARGETS or to.isascii() and to.isdigit() and len(to) <= 18):
-            raise ProtocolError("roll_back 'to' must be last-good, latest, best or a step number")
-        if not _is_number(scale) or not 0 < scale <= 1:
-            raise ProtocolError("roll_back lr_scale must be a number above 0 and at most 1")
-    elif cls is ev.SampleFresh:
-        for key, low, high in (("seed", 0, SEED_LIMIT - 1), ("digit", 0, 9999), ("count", 1, 1024)):
-            value = args.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
-                raise ProtocolError(f"sample_fresh {key} must be a whole number from {low} to {high}")
-    return cls(**args)
+    try:
+        return from_wire(message)
+    except CommandError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def parse_line(line: bytes, limit: int = MAX_LINE) -> dict[str, Any]:
@@ -161,47 +118,6 @@ def reply(ok: bool, text: str = "", command: str = "") -> bytes:
 
 
 # ----------------------------------------------------------------- helpers
-def _check_hyperparams(values: dict[str, Any]) -> None:
-    from engine.config import ConfigError, TrainConfig
-
-    for name, value in values.items():
-        if not _is_number(value):
-            raise ProtocolError(f"{name} must be a number, got {_short(value)}")
-    try:
-        TrainConfig().with_hyperparams(**values)  # the config's own rules, the same the trainer applies
-    except (ConfigError, TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(_short(str(exc), 300)) from None
-
-
-def _check_export(path: Any) -> None:
-    from engine.runs import RunError, check_export_name
-
-    if not isinstance(path, str):
-        raise ProtocolError("export path must be a string (a file name inside the run's exports/)")
-    try:
-        check_export_name(path)
-    except RunError as exc:
-        raise ProtocolError(str(exc)) from None
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float (not a bool, not an int too large for a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = value if isinstance(value, str) else repr(value)
-    except ValueError:  # repr of an int past the digits limit
-        text = f"a number of more than {sys.get_int_max_str_digits()} digits"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         array = np.ascontiguousarray(value, dtype=np.uint8)

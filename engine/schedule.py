@@ -23,7 +23,10 @@ Both take an injectable clock (and sleep) so they are tested with a fake one.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from engine.config import TrainConfig
 
 Clock = Callable[[], float]
 
@@ -106,3 +109,22 @@ class DutyCycle:
     def hurry(self) -> None:
         """No more resting (the run is ending)."""
         self._hurry = True
+
+
+_DEVICE_STATS_EVERY_S = 5.0  # GPU memory readings travel with metrics records at most this often
+_GRID_SHARE = 0.02  # most of the training thread's time that sample grids may take (they space out to keep it)
+
+
+def run_cadences(cfg: TrainConfig, step: int = 0) -> dict[str, Cadence]:
+    """Each kind of side work's timetable: wall time with step bounds, or plain step counts (seconds 0)."""
+    cadences = {
+        "log": Cadence(cfg.log_every, cfg.log_every_s),
+        "grid": Cadence(cfg.sample_every, cfg.sample_every_s, share=_GRID_SHARE),
+        "checkpoint": Cadence(cfg.checkpoint_every, cfg.checkpoint_every_s),
+        # The step bound only: quality's time rule is the worker's share of the machine (see `accepting`).
+        "quality": Cadence(cfg.quality_every, 0.0 if cfg.quality_share >= 1 else 1e-9),
+        "device": Cadence(1, _DEVICE_STATS_EVERY_S),
+    }
+    for cadence in cadences.values():
+        cadence.mark(step)
+    return cadences

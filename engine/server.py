@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_LINE, ProtocolError, decode_command, encode_event, parse_line, reply
 
@@ -74,7 +75,7 @@ def _fits(path: Path) -> bool:
 class ControlServer:
     """Serves one run to any number of local viewers."""
 
-    def __init__(self, path: Path, submit: Callable[[ev.Command], None]) -> None:
+    def __init__(self, path: Path, submit: Callable[[cmd.Command], None]) -> None:
         """`path`: RUN/control.sock (bound where socket_path says), or any other socket path."""
         self.path = socket_path(path.parent) if path.name == SOCKET_NAME else path
         self.pointer = path if self.path != path else None  # RUN/control.sock as a symlink to a private path

@@ -72,7 +72,7 @@ def make_runner(tmp_path, synthetic_data):
     """Build a Runner on tiny data with a QueueSink, set up but not started (drive it with tick())."""
     from engine.runner import QueueSink, Runner
 
-    def make(resume: str | None = None, data=None, run_name: str = "run", judge_cache=None, **changes):
+    def make(resume: str | None = None, data=None, run_name: str = "run", judge_cache=None, exploit=None, **changes):
         sink = QueueSink()
         runner = Runner(
             tiny_config(**changes),
@@ -82,6 +82,7 @@ def make_runner(tmp_path, synthetic_data):
             resume=resume,
             data=data or synthetic_data,
             judge_cache=judge_cache,
+            exploit=exploit,
         )
         runner.setup()
         return runner, sink

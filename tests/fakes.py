@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.config import TrainConfig
 
@@ -23,7 +24,7 @@ class FakeEngine:
     def __init__(self, run_dir: str, steps: int = 400) -> None:
         self.run_dir = run_dir
         self.steps = steps
-        self.commands: list[ev.Command] = []
+        self.commands: list[cmd.Command] = []
         self.config = TrainConfig(dataset="synthetic", steps=1000, lr_g=1e-3, lr_d=1e-3)  # the snapshots show these
 
     def start(self, emit, progress) -> None:
@@ -41,7 +42,7 @@ class FakeEngine:
             hist = tuple(0.1 + 0.01 * ((c + step // 100) % 3 - 1) for c in range(10))
             emit(ev.QualityMeasured(step, 8.6 + 5000 / step, 8.6, 1000, hist, 10, 0.01, 0.9, 0.95))
 
-    def send(self, command: ev.Command) -> None:
+    def send(self, command: cmd.Command) -> None:
         self.commands.append(command)
 
     def gpu_memory(self) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.checkpoint import load_checkpoint
 from engine.config import TrainConfig
@@ -84,7 +85,7 @@ async def test_each_invalid_form_value_is_refused_with_a_reason_and_changes_noth
         note = str(app.query_one("#hp-note-lr_d").render())
         assert note.strip(), "no reason shown"
         assert "not a number" in note or "above 0" in note or "at most 1" in note
-        assert not any(isinstance(c, ev.SetHyperparams) for c in fake.commands)
+        assert not any(isinstance(c, cmd.SetHyperparams) for c in fake.commands)
         assert app.state.hparams["lr_d"] == fake.config.lr_d
 
 
@@ -123,14 +124,14 @@ async def test_quality_events_fill_the_panel_and_a_nan_alarm_offers_one_key_roll
         assert "NaN/inf" in str(app.query_one("#quality-alarms").render())
         assert "nonfinite" in str(app.query_one("#status").render())
         await pilot.press("U")
-        assert fake.commands[-1] == ev.RollBack("last-good", 0.5)  # at once, no question
+        assert fake.commands[-1] == cmd.RollBack("last-good", 0.5)  # at once, no question
         app.post_message(EngineEvent(ev.AlarmCleared(200, "nonfinite")))
         app.post_message(EngineEvent(ev.RolledBack(400, 200, "ckpt", 1e-3, 1e-3)))
         await until(pilot, lambda: not app.state.alarms and app.state.history.step[-1] == 200)
         assert app.state.quality.step == [100, 200]
         await pilot.press("b")  # no checkpoint in this folder: says so, sends nothing
         await pilot.pause(0.3)
-        assert fake.commands[-1] == ev.RollBack("last-good", 0.5)
+        assert fake.commands[-1] == cmd.RollBack("last-good", 0.5)
 
 
 async def test_s_writes_a_checkpoint_that_loads_and_q_saves_and_exits(tmp_path):
@@ -156,7 +157,7 @@ async def test_keys_browse_grids_fresh_noise_help_and_plot_options(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.state.step == fake.steps)
         await pilot.press("r")
-        assert isinstance(fake.commands[-1], ev.SampleFresh)
+        assert isinstance(fake.commands[-1], cmd.SampleFresh)
         await pilot.press("l", "plus", "w")
         plot = app.query_one("LossPlot")
         assert plot.log_scale and plot.smoothing == 0.95 and not plot.whole_run
@@ -165,7 +166,7 @@ async def test_keys_browse_grids_fresh_noise_help_and_plot_options(tmp_path):
         await pilot.press("escape")
         assert type(app.screen).__name__ == "DashboardScreen"
         await pilot.press("space", "s")
-        assert isinstance(fake.commands[-2], ev.Pause) and isinstance(fake.commands[-1], ev.SaveCheckpoint)
+        assert isinstance(fake.commands[-2], cmd.Pause) and isinstance(fake.commands[-1], cmd.SaveCheckpoint)
         titles = [command.title for command in app.get_system_commands(app.screen)]
         assert {"Pause / resume", "Save checkpoint", "Export", "Roll back", "Quality view", "Quit"} <= set(titles)
         assert titles.count("Quit") == 1 and "Keys" not in titles  # one Quit (ours: it asks), our help not Textual's
@@ -248,4 +249,4 @@ async def test_b_asks_before_rolling_back_to_the_best_checkpoint(tmp_path):
         assert "step 200" in question and "12.5" in question and "hyperparameters in force" in question
         await pilot.press("y")
         await until(pilot, lambda: bool(fake.commands))
-        assert fake.commands[-1] == ev.RollBack("200", 1.0)
+        assert fake.commands[-1] == cmd.RollBack("200", 1.0)

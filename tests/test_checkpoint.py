@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.events import RunFinished, RunState, StateChanged
@@ -30,7 +31,7 @@ def test_n_steps_save_resume_n_steps_equals_2n_straight(make_runner, preset):
 
     first, _ = make_runner(run_name="split", **changes)
     run_steps(first, 12)
-    first.submit(ev.Stop(save=True))
+    first.submit(cmd.Stop(save=True))
     first.tick()
     second, _ = make_runner(resume=str(first.run.path), **changes)
     assert second.trainer.step == 12
@@ -50,8 +51,8 @@ def test_n_steps_save_resume_n_steps_equals_2n_straight(make_runner, preset):
 def test_resume_restores_hyperparam_history_and_rolls_the_log_back(make_runner):
     runner, _ = make_runner(steps=1000, checkpoint_every=0)
     run_steps(runner, 5)
-    runner.submit(ev.SetHyperparams({"lr_g": 1e-4}))
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.SetHyperparams({"lr_g": 1e-4}))
+    runner.submit(cmd.SaveCheckpoint())
     run_steps(runner, 10)  # these steps are after the checkpoint and will be lost
     runner.abandon()  # as if the process were killed here: its folder is free for a resume
     resumed, sink = make_runner(resume="latest", lr_g=1e-4, steps=1000, checkpoint_every=0)
@@ -72,9 +73,9 @@ def test_a_change_made_after_the_checkpoint_is_recorded_when_the_resume_goes_on_
     aside with the lost steps): the resumed run trains with it and its history says so."""
     runner, _ = make_runner(steps=1000, checkpoint_every=0)
     run_steps(runner, 5)
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.SaveCheckpoint())
     run_steps(runner, 3)
-    runner.submit(ev.SetHyperparams({"lr_g": 4e-4}))
+    runner.submit(cmd.SetHyperparams({"lr_g": 4e-4}))
     run_steps(runner, 3)
     old = runner.hparam_history[0]["old"]
     runner.abandon()
@@ -99,7 +100,7 @@ def test_a_failure_inside_a_step_saves_no_torn_state_over_the_checkpoint_it_resu
 
     runner, _ = make_runner(steps=1000, checkpoint_every=0)
     run_steps(runner, 5)
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.SaveCheckpoint())
     run_steps(runner, 1)
     runner.settle()
     runner.abandon()
@@ -135,7 +136,7 @@ def test_out_of_memory_in_the_first_step_says_to_start_again_not_to_resume(make_
 def test_checkpoint_loads_weights_only_and_holds_everything(make_runner):
     runner, _ = make_runner()
     run_steps(runner, 3)
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.SaveCheckpoint())
     runner.tick()
     runner.settle()
     payload = torch.load(runner.run.latest_checkpoint(), weights_only=True)
@@ -188,7 +189,7 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
 
 def test_resume_with_another_preset_or_a_missing_run_is_a_clear_error(make_runner, tmp_path):
     runner, _ = make_runner()
-    runner.submit(ev.Stop())
+    runner.submit(cmd.Stop())
     runner.tick()
     with pytest.raises(CheckpointError, match="preset 'mlp-small'.*asked for 'mlp'"):
         make_runner(resume=str(runner.run.path), preset="mlp", g_hidden=(), d_hidden=())
@@ -201,7 +202,7 @@ def test_corrupt_latest_checkpoint_fails_setup_with_a_message(make_runner, synth
     from tests.conftest import tiny_config
 
     runner, _ = make_runner()
-    runner.submit(ev.Stop())
+    runner.submit(cmd.Stop())
     runner.tick()
     runner.run.latest_checkpoint().write_bytes(b"\x00" * 10)
     sink = QueueSink()

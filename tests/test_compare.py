@@ -24,7 +24,7 @@ from tui_gan.widgets.compare_tables import DiffTable, SummaryTable
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, synthetic_data) -> Path:
     """runs/lr-fast and runs/lr-slow: 60 steps each, lr_g 1e-3 and 3e-4 (the second changes lr_d at 30)."""
-    from engine import events as ev
+    from engine import commands as cmd
 
     runs_dir = tmp_path_factory.mktemp("compare") / "runs"
     for name, lr_g in (("lr-fast", 1e-3), ("lr-slow", 3e-4)):
@@ -33,7 +33,7 @@ def two_runs(tmp_path_factory, synthetic_data) -> Path:
         runner.setup()
         while runner.tick():
             if name == "lr-slow" and runner.trainer.step == 30:
-                runner.submit(ev.SetHyperparams({"lr_d": 5e-4}))
+                runner.submit(cmd.SetHyperparams({"lr_d": 5e-4}))
     return runs_dir
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.config import CONDITIONAL_PRESETS, TrainConfig
 from engine.data import ImageData
@@ -108,7 +109,7 @@ def test_label_agreement_is_near_one_for_real_labels_and_near_chance_when_shuffl
 
 
 def test_conditional_commands_and_figures_cross_the_wire():
-    command = ev.SampleFresh(seed=1, digit=3, count=20)
+    command = cmd.SampleFresh(seed=1, digit=3, count=20)
     assert decode_command(parse_line(encode_command(command))) == command
     with pytest.raises(ValueError, match="digit"):
         decode_command({"command": "sample_fresh", "digit": -1})
@@ -144,11 +145,11 @@ def test_picking_a_digit_draws_that_digit_and_rows_are_classes(short_conditional
     rows_right = (read == torch.arange(10).view(10, 1)).float().mean()
     assert rows_right >= 0.6, read  # 10 samples a row; most rows read as their class
     sink.drain()
-    runner._apply(ev.SampleFresh(seed=3, digit=7, count=50))
+    cmd.apply(runner, cmd.SampleFresh(seed=3, digit=7, count=50))
     (event,) = [e for e in sink.drain() if isinstance(e, ev.SamplesGenerated)]
     assert event.digit == 7 and event.images.shape == (50, 28, 28) and not event.fixed
     assert _mostly(_read_as(mnist_judge, event.images), 7)
-    runner._apply(ev.SampleFresh(digit=12))
+    cmd.apply(runner, cmd.SampleFresh(digit=12))
     assert any(isinstance(e, ev.WarningRaised) and "from 0 to 9" in e.message for e in sink.drain())
 
 
@@ -181,7 +182,7 @@ def test_a_conditional_run_resumes_exactly(make_runner):
     run_steps(straight, 16)
     first, _ = make_runner(run_name="split", **changes)
     run_steps(first, 8)
-    first.submit(ev.Stop(save=True))
+    first.submit(cmd.Stop(save=True))
     first.tick()
     second, _ = make_runner(resume=str(first.run.path), **changes)
     assert (second.cfg.preset, second.cfg.num_classes) == ("cond-mlp", 10)
@@ -262,7 +263,7 @@ def test_an_old_conditional_run_resumes_with_the_nets_it_trained(make_runner):
 
     first, _ = make_runner(run_name="old", preset="cond-mlp", steps=1000, checkpoint_every=0, **LEGACY_VALUES)
     run_steps(first, 4)
-    first.submit(ev.Stop(save=True))
+    first.submit(cmd.Stop(save=True))
     first.tick()
     before = {k: v.clone() for k, v in first.trainer.D.state_dict().items()}
     path = first.run.path
@@ -275,7 +276,7 @@ def test_an_old_conditional_run_resumes_with_the_nets_it_trained(make_runner):
         payload["config"] = {k: v for k, v in payload["config"].items() if k not in LEGACY_VALUES}
         torch.save(payload, checkpoint)
     runner = Runner(TrainConfig.load(first.run.config_path), QueueSink(), runs_dir=path.parent, resume=str(path),
-                    data=first._data)
+                    data=first.data)
     runner.setup()
     assert runner.trainer.cfg.d_mbstd == 0 and runner.trainer.step == 4
     assert all(torch.equal(before[k], v) for k, v in runner.trainer.D.state_dict().items())

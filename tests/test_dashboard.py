@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine import commands as cmd
 from engine import events as ev
 from tests.fakes import FakeEngine
 from tests.test_app import options, until
@@ -30,9 +31,9 @@ class OwnedEngine(FakeEngine):
         self._emit = emit
         super().start(emit, progress)
 
-    def send(self, command: ev.Command) -> None:
+    def send(self, command: cmd.Command) -> None:
         super().send(command)
-        if isinstance(command, ev.Stop) and self._emit is not None:
+        if isinstance(command, cmd.Stop) and self._emit is not None:
             self._emit(ev.StateChanged(ev.RunState.STOPPED, self.steps, "stopped by the user"))
             self._emit(ev.RunFinished(self.steps, ev.RunState.STOPPED, self.run_dir))
 
@@ -122,7 +123,7 @@ async def test_a_refused_form_value_is_shown_whole_at_80x24_and_the_plot_keeps_i
         await pilot.pause(0.2)
         assert [line.strip() for line in screen_text(app, note)] == ["not a number"]
         await pilot.press("enter")
-        assert not any(isinstance(c, ev.SetHyperparams) for c in fake.commands)
+        assert not any(isinstance(c, cmd.SetHyperparams) for c in fake.commands)
 
 
 async def test_the_notes_log_opens_scrolls_and_closes(tmp_path):
@@ -158,7 +159,7 @@ async def test_quit_question_enter_stops_with_a_checkpoint_and_exits(tmp_path):
         assert any("leave it training" in line for line in screen_text(app))
         await pilot.press("enter")
         await until(pilot, lambda: not app.is_running)
-    assert ev.Stop(save=True) in fake.commands and not fake.detached
+    assert cmd.Stop(save=True) in fake.commands and not fake.detached
     assert app.run_dir == str(tmp_path) and not app.left_running
 
 
@@ -171,7 +172,7 @@ async def test_quit_question_d_leaves_the_run_training(tmp_path):
         assert type(app.screen).__name__ == "QuitScreen"
         await pilot.press("d")
         await until(pilot, lambda: not app.is_running)
-    assert fake.detached and not any(isinstance(c, ev.Stop) for c in fake.commands)
+    assert fake.detached and not any(isinstance(c, cmd.Stop) for c in fake.commands)
     assert app.left_running and app.run_dir == str(tmp_path)
 
 
@@ -205,7 +206,7 @@ async def test_an_attached_viewer_detaches_on_q_and_asks_before_x_stops_the_run(
         await pilot.press("n")
         assert not fake.commands
         await pilot.press("X", "y")
-        assert fake.commands[-1] == ev.Stop(save=True)
+        assert fake.commands[-1] == cmd.Stop(save=True)
     fake = AttachedEngine(str(tmp_path))
     app = GanApp(options(tmp_path), engine=fake)
     async with app.run_test(size=SMALL) as pilot:
@@ -321,7 +322,7 @@ async def test_g_then_a_digit_asks_a_conditional_run_for_that_class(tmp_path):
         assert type(app.screen).__name__ == "DigitScreen"
         await pilot.press("3")
         await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen")
-        asked = [c for c in fake.commands if isinstance(c, ev.SampleFresh)]
+        asked = [c for c in fake.commands if isinstance(c, cmd.SampleFresh)]
         assert asked and asked[-1].digit == 3 and asked[-1].count == 100
         app.post_message(EngineEvent(ev.SamplesGenerated(fake.steps, known_digits(100), fixed=False, digit=3)))
         await until(pilot, lambda: any("digit 3" in line for line in screen_text(app)))
@@ -338,4 +339,4 @@ async def test_g_on_an_unconditional_run_says_why_nothing_happens(tmp_path):
         await pilot.press("g")
         await pilot.pause(0.2)
         assert type(app.screen).__name__ == "DashboardScreen"
-        assert not any(isinstance(c, ev.SampleFresh) for c in fake.commands)
+        assert not any(isinstance(c, cmd.SampleFresh) for c in fake.commands)

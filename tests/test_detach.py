@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_LINE, ProtocolError, decode_command, decode_event, encode_command, encode_event, parse_line
 from engine.config import TrainConfig
@@ -226,12 +227,12 @@ def test_protocol_round_trips_events_and_refuses_bad_commands():
     assert str(decode_event(parse_line(encode_event(metrics))).d_loss) == "nan"
     state = decode_event(parse_line(encode_event(ev.StateChanged(ev.RunState.PAUSED, 3))))
     assert state.state is ev.RunState.PAUSED
-    assert decode_command({"command": "step", "count": 3}) == ev.Step(3)
+    assert decode_command({"command": "step", "count": 3}) == cmd.Step(3)
     quality = ev.QualityMeasured(500, 20.0, 8.6, 1000, (0.1,) * 10, 10, 0.01, 0.95, 0.98)
     assert decode_event(parse_line(encode_event(quality))) == quality
     alarm = ev.AlarmRaised(7, "collapse", "mode collapse")
     assert decode_event(parse_line(encode_event(alarm))) == alarm
-    assert decode_command(parse_line(encode_command(ev.RollBack("best", 0.5)))) == ev.RollBack("best", 0.5)
+    assert decode_command(parse_line(encode_command(cmd.RollBack("best", 0.5)))) == cmd.RollBack("best", 0.5)
     for bad in ({"command": "step", "count": True}, {"command": "stop", "save": "yes"}, {}, {"command": 1},
                 {"command": "roll_back", "lr_scale": 2}, {"command": "roll_back", "to": 3},
                 {"command": "set_hyperparams", "values": {"beta1": 2}}, {"command": "set_hyperparams", "values": {"preset": "x"}}):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.journal import WRITE_FAILED_PREFIX, WRITE_RECOVERED_PREFIX
 
@@ -94,7 +95,7 @@ def test_full_disk_run_reaches_its_last_step_warns_once_per_kind_and_resumes_wri
     runner.setup()
     run_to(runner, 10)
     disk.fill()
-    runner.submit(ev.SetHyperparams({"lr_g": 5e-4}))  # config.json too
+    runner.submit(cmd.SetHyperparams({"lr_g": 5e-4}))  # config.json too
     run_to(runner, 45)  # checkpoints at 20 and 40, grids, metrics, state: all fail
     failed = [e for e in sink.drain() if isinstance(e, ev.WarningRaised) and e.kind.startswith(WRITE_FAILED_PREFIX)]
     per_kind = Counter(e.kind for e in failed)
@@ -131,7 +132,7 @@ def test_log_lines_a_full_disk_kept_waiting_do_not_land_after_a_rollback_past_th
     disk = InjectedDisk(runner.run.path, monkeypatch)
     while runner.trainer.step < 10:
         runner.tick()
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.SaveCheckpoint())
     runner.tick()
     runner.settle()
     disk.fill()  # the records of steps 11-30 wait in memory
@@ -139,7 +140,7 @@ def test_log_lines_a_full_disk_kept_waiting_do_not_land_after_a_rollback_past_th
         runner.tick()
     runner.settle()
     disk.free()
-    runner.submit(ev.RollBack("10"))
+    runner.submit(cmd.RollBack("10"))
     runner.tick()
     assert runner.trainer.step <= 11
     while runner.trainer.step < 15:
@@ -191,7 +192,7 @@ def test_run_folder_files_follow_the_umask(make_runner):
     try:
         runner, _ = make_runner(steps=20)
         runner.tick()
-        runner.submit(ev.ExportSamples("from-viewer.png"))
+        runner.submit(cmd.ExportSamples("from-viewer.png"))
         while runner.tick():
             pass
         exports = [export_grid(runner.run, scale=2), export_csv(runner.run)[0]]

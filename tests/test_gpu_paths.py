@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from engine import devices
+from engine import commands as cmd
 from engine import events as ev
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ConfigError, TrainConfig
@@ -165,7 +166,7 @@ def _as_if_saved_on_cuda(path):
 def test_a_checkpoint_from_a_gpu_resumes_on_the_cpu_with_a_note_and_reseeded_batches(make_runner):
     first, _ = make_runner(run_name="gpu-run", steps=1000, checkpoint_every=0)
     run_to(first, 12)
-    first.submit(ev.Stop(save=True))
+    first.submit(cmd.Stop(save=True))
     first.tick()
     _as_if_saved_on_cuda(first.run.latest_checkpoint())
 
@@ -177,7 +178,7 @@ def test_a_checkpoint_from_a_gpu_resumes_on_the_cpu_with_a_note_and_reseeded_bat
         assert len(notes) == 1 and "written on cuda" in notes[0].message and "reseeded" in notes[0].message
         run_to(resumed, 20)
         results.append(weights(resumed.trainer))
-        resumed.submit(ev.Stop(save=False))
+        resumed.submit(cmd.Stop(save=False))
         resumed.tick()
     # Reseeded deterministically: the same checkpoint resumed twice trains the same way.
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
@@ -189,7 +190,7 @@ def test_rollback_to_a_gpu_checkpoint_works_and_a_broken_one_never_half_restores
     runner.settle()  # checkpoints reach the disk on the journal's writer thread
     _as_if_saved_on_cuda(runner.run.checkpoint_path(10))
     run_to(runner, 25)
-    runner.submit(ev.RollBack("10"))
+    runner.submit(cmd.RollBack("10"))
     runner.tick()
     events = sink.drain()
     assert any(isinstance(e, ev.RolledBack) and e.step == 10 for e in events)
@@ -206,7 +207,7 @@ def test_rollback_to_a_gpu_checkpoint_works_and_a_broken_one_never_half_restores
     run_to(runner, 33)
     before, opt_before = weights(runner.trainer), copy.deepcopy(runner.trainer.opt_g.state_dict())
     rng_before = runner.trainer.rng.get_state()
-    runner.submit(ev.RollBack("30"))
+    runner.submit(cmd.RollBack("30"))
     runner.tick()
     warning = next(e for e in sink.drain() if isinstance(e, ev.WarningRaised))
     assert warning.kind == "rollback" and "not rolled back" in warning.message
@@ -303,7 +304,7 @@ def test_a_sticky_cuda_error_never_raises_in_the_failure_handler(make_runner, mo
     # After such an error every device call fails: stepping, reading weights, saving.
     monkeypatch.setattr(runner.trainer, "train_step", fail)
     monkeypatch.setattr(runner.trainer, "state_dict", fail)
-    monkeypatch.setattr("engine.runner._weights_finite", fail)
+    monkeypatch.setattr("engine.saver.weights_finite", fail)
     assert not runner.tick()
     events = sink.drain()
     assert not any(isinstance(e, ev.CheckpointSaved) for e in events)
@@ -321,7 +322,7 @@ def test_an_ordinary_error_after_which_saving_fails_still_ends_with_a_final_even
         raise RuntimeError("boom")
 
     monkeypatch.setattr(runner.trainer, "train_step", fail)
-    monkeypatch.setattr("engine.runner._weights_finite", fail)
+    monkeypatch.setattr("engine.saver.weights_finite", fail)
     assert not runner.tick()
     events = sink.drain()
     assert isinstance(events[-1], ev.RunFinished) and events[-1].state == ev.RunState.FAILED
@@ -331,8 +332,8 @@ def test_an_ordinary_error_after_which_saving_fails_still_ends_with_a_final_even
 # ------------------------------------------------------------ device readings
 def test_gpu_name_and_memory_travel_in_events_and_round_trip_the_protocol(make_runner, monkeypatch):
     reading = devices.MemoryReading(allocated_mb=812.5, reserved_mb=1024.0, total_mb=81_559.0, peak_mb=900.0)
-    monkeypatch.setattr("engine.runner.memory_reading", lambda device: reading)
-    monkeypatch.setattr("engine.runner.device_name", lambda device, precision=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr("engine.monitoring.memory_reading", lambda device: reading)
+    monkeypatch.setattr("engine.monitoring.device_name", lambda device, precision=None: "NVIDIA H100 80GB HBM3")
     _, sink = make_runner()
     stats = next(e for e in sink.drain() if isinstance(e, ev.DeviceStats))
     assert stats == ev.DeviceStats(0, "cpu", "NVIDIA H100 80GB HBM3", 812.5, 1024.0, 81_559.0, 900.0)

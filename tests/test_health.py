@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.health import HealthMonitor
 from tests.conftest import tiny_config
@@ -133,5 +134,5 @@ def test_a_generator_forced_to_collapse_raises_collapse(make_runner, mnist_data,
     assert measured[-1].step == 60 and len(measured) >= 2  # a snapshot waiting for the judge is replaced by a newer one
     assert measured[-1].diversity < 0.05
     assert [a.kind for a in alarms_of(events)] == ["collapse"]
-    runner.submit(ev.Stop(save=False))
+    runner.submit(cmd.Stop(save=False))
     runner.tick()

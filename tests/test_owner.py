@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.lock import RunLocked
 from engine.server import SOCKET_NAME
@@ -42,7 +43,7 @@ def test_a_second_trainer_on_a_live_folder_is_refused_and_touches_nothing(make_r
         assert events[0].message == str(info.value) and events[-1].state == ev.RunState.FAILED
     assert snapshot(live.run.path) == before
     assert live.tick()  # the live run goes on
-    live.submit(ev.Stop())
+    live.submit(cmd.Stop())
     while live.tick():
         pass
     resumed, _ = make_runner(resume=str(live.run.path), steps=10**6)  # released at the end: resumable
@@ -55,7 +56,7 @@ def test_stop_before_setup_ends_with_a_checkpoint(tmp_path, synthetic_data):
 
     sink = QueueSink()
     runner = Runner(tiny_config(steps=10**6), sink, runs_dir=tmp_path, run_name="s", data=synthetic_data)
-    runner.submit(ev.Stop())  # a signal during start-up
+    runner.submit(cmd.Stop())  # a signal during start-up
     runner.start()
     assert runner.join(60)
     events = sink.drain()
@@ -88,11 +89,11 @@ def test_commands_that_fail_when_applied_are_warnings_and_change_nothing(make_ru
                runner.run.checkpoint_path(5))
     misfit = dict(good, trainer=dict(good["trainer"], discriminator={"net.0.weight": torch.zeros(3, 3)}))
     torch.save(misfit, runner.run.checkpoint_path(15))
-    for command in (ev.RollBack("5"), ev.RollBack("15"), ev.SampleFresh(seed=2**70), ev.SampleFresh(seed=-1),
-                    ev.ExportSamples("/etc/passwd"), ev.ExportSamples("../config.json"),
-                    ev.SetHyperparams({"lr_g": 10**400})):
+    for command in (cmd.RollBack("5"), cmd.RollBack("15"), cmd.SampleFresh(seed=2**70), cmd.SampleFresh(seed=-1),
+                    cmd.ExportSamples("/etc/passwd"), cmd.ExportSamples("../config.json"),
+                    cmd.SetHyperparams({"lr_g": 10**400})):
         runner.submit(command)
-    runner.submit(ev.Pause())
+    runner.submit(cmd.Pause())
     runner.tick()
     runner.settle()
     events = sink.drain()
@@ -104,7 +105,7 @@ def test_commands_that_fail_when_applied_are_warnings_and_change_nothing(make_ru
     for k, v in runner.trainer.G.state_dict().items():
         assert torch.equal(v, weights[k])
     assert not (runner.run.path.parent / "config.json").exists()
-    runner.submit(ev.Resume())
+    runner.submit(cmd.Resume())
     runner.tick()
     assert runner.trainer.step == 21  # and it trains on
 
@@ -113,12 +114,12 @@ def test_rollback_restores_the_hyperparameters_of_the_checkpoint_then_scales(mak
     runner, sink = make_runner(steps=10**6, checkpoint_every=10, lr_g=1e-3, lr_d=2e-3)
     while runner.trainer.step < 10:
         runner.tick()
-    runner.submit(ev.SetHyperparams({"lr_g": 3e-4, "beta1": 0.2}))
+    runner.submit(cmd.SetHyperparams({"lr_g": 3e-4, "beta1": 0.2}))
     while runner.trainer.step < 15:
         runner.tick()
     runner.settle()
     sink.drain()
-    runner.submit(ev.RollBack("10"))
+    runner.submit(cmd.RollBack("10"))
     runner.tick()
     runner.settle()
     events = sink.drain()
@@ -133,9 +134,9 @@ def test_rollback_restores_the_hyperparameters_of_the_checkpoint_then_scales(mak
     log = runner.run.read_log()
     assert any(r["type"] == "hparams" and r.get("reason") == "rollback" and r["new"]["lr_g"] == 1e-3 for r in log)
     # U: the checkpoint's rates, then scaled.
-    runner.submit(ev.SetHyperparams({"lr_g": 7e-4}))
+    runner.submit(cmd.SetHyperparams({"lr_g": 7e-4}))
     runner.tick()
-    runner.submit(ev.RollBack("10", lr_scale=0.5))
+    runner.submit(cmd.RollBack("10", lr_scale=0.5))
     runner.tick()
     runner.settle()
     assert runner.cfg.lr_g == 5e-4 and runner.cfg.lr_d == 1e-3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.checkpoint import load_checkpoint
 
@@ -32,7 +33,7 @@ def test_nan_then_one_key_rollback_restores_the_last_good_checkpoint_exactly_and
         next(runner.trainer.D.parameters()).view(-1)[0] = float("nan")
     run_to(runner, 50)
     assert runner.state == ev.RunState.PAUSED and "nonfinite" in runner.health.active
-    runner.submit(ev.RollBack("last-good", lr_scale=0.5))
+    runner.submit(cmd.RollBack("last-good", lr_scale=0.5))
     runner.tick()
     runner.settle()
     assert runner.trainer.step == 41  # back at 40 and resumed at once: the same tick ran one step
@@ -55,22 +56,22 @@ def test_rollback_weights_equal_the_checkpoint_and_training_on_retraces_the_same
     run_to(runner, 40)
     later = load_checkpoint(runner.run.checkpoint_path(40))
     run_to(runner, 47)
-    runner.submit(ev.Pause())
+    runner.submit(cmd.Pause())
     runner.tick()
-    runner.submit(ev.RollBack("20"))
+    runner.submit(cmd.RollBack("20"))
     runner.tick()
     assert runner.trainer.step == 20 and runner.state == ev.RunState.PAUSED
     assert_state_equals(runner.trainer, load_checkpoint(runner.run.checkpoint_path(20)))
     assert (runner.run.checkpoints_dir / "abandoned" / "step_00000040.pt").is_file()
     assert [s for s, _ in runner.run.checkpoints()] == [20]
-    runner.submit(ev.Resume())
+    runner.submit(cmd.Resume())
     run_to(runner, 40)
     assert_state_equals(runner.trainer, later)  # exact: the same batches, noise and updates again
 
 
 def test_rollback_to_best_uses_the_quality_index_and_refusals_are_warnings(make_runner):
     runner, sink = make_runner(steps=10**6, checkpoint_every=10, keep_checkpoints=2)
-    runner.submit(ev.RollBack("best"))
+    runner.submit(cmd.RollBack("best"))
     runner.tick()
     assert any(isinstance(e, ev.WarningRaised) and "has a quality figure yet" in e.message for e in sink.drain())
     run_to(runner, 10)
@@ -78,9 +79,9 @@ def test_rollback_to_best_uses_the_quality_index_and_refusals_are_warnings(make_
     run_to(runner, 40)
     assert [s for s, _ in runner.run.checkpoints()] == [10, 30, 40]  # the best survives pruning
     runner.run.record_checkpoint_quality(30, {"fd": 30.0})
-    runner.submit(ev.RollBack("best"))
+    runner.submit(cmd.RollBack("best"))
     runner.tick()
     assert runner.trainer.step in (10, 11)
-    runner.submit(ev.RollBack("999"))
+    runner.submit(cmd.RollBack("999"))
     runner.tick()
     assert any(isinstance(e, ev.WarningRaised) and "no checkpoint '999'" in e.message for e in sink.drain())

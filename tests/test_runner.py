@@ -7,6 +7,7 @@ import time
 import numpy as np
 import torch
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.config import TrainConfig
 from engine.runs import read_grid_png
@@ -42,17 +43,17 @@ def test_startup_events_then_metrics_samples_and_checkpoints_in_order(make_runne
 def test_pause_stops_steps_single_step_moves_one_resume_goes_on(make_runner):
     runner, sink = make_runner()
     runner.tick()
-    runner.submit(ev.Pause())
+    runner.submit(cmd.Pause())
     runner.tick()
     paused_at = runner.trainer.step
     for _ in range(5):
         runner.tick()
     assert runner.trainer.step == paused_at and runner.state == ev.RunState.PAUSED
-    runner.submit(ev.Step())
+    runner.submit(cmd.Step())
     runner.tick()
     runner.tick()
     assert runner.trainer.step == paused_at + 1
-    runner.submit(ev.Resume())
+    runner.submit(cmd.Resume())
     runner.tick()
     runner.tick()
     assert runner.trainer.step == paused_at + 3
@@ -63,7 +64,7 @@ def test_pause_stops_steps_single_step_moves_one_resume_goes_on(make_runner):
 def test_set_hyperparams_reaches_the_optimizers_at_once_and_is_logged(make_runner):
     runner, sink = make_runner()
     runner.tick()
-    runner.submit(ev.SetHyperparams({"lr_g": 1e-5, "lr_d": 3e-5, "beta1": 0.1, "d_steps": 2}))
+    runner.submit(cmd.SetHyperparams({"lr_g": 1e-5, "lr_d": 3e-5, "beta1": 0.1, "d_steps": 2}))
     runner.tick()
     assert runner.trainer.opt_g.param_groups[0]["lr"] == 1e-5
     assert runner.trainer.opt_d.param_groups[0]["lr"] == 3e-5
@@ -81,7 +82,7 @@ def test_invalid_hyperparams_change_nothing_and_warn(make_runner):
     runner, sink = make_runner()
     runner.tick()
     for bad in ({"lr_g": -1.0}, {"lr_d": float("nan")}, {"beta2": 1.5}, {"preset": "mlp"}, {"d_steps": "x"}):
-        runner.submit(ev.SetHyperparams(bad))
+        runner.submit(cmd.SetHyperparams(bad))
     runner.tick()
     assert runner.trainer.opt_g.param_groups[0]["lr"] == TrainConfig().lr_g
     events = sink.drain()
@@ -93,9 +94,9 @@ def test_invalid_hyperparams_change_nothing_and_warn(make_runner):
 def test_save_and_export_write_files_and_report_paths(make_runner, tmp_path):
     runner, sink = make_runner()
     runner.tick()
-    runner.submit(ev.SaveCheckpoint())
-    runner.submit(ev.ExportSamples("out.png"))
-    runner.submit(ev.SampleFresh(seed=12345))
+    runner.submit(cmd.SaveCheckpoint())
+    runner.submit(cmd.ExportSamples("out.png"))
+    runner.submit(cmd.SampleFresh(seed=12345))
     runner.tick()
     runner.settle()  # the writes happen on the journal's thread; their events follow once done
     events = sink.drain()
@@ -112,9 +113,9 @@ def test_save_and_export_write_files_and_report_paths(make_runner, tmp_path):
 def test_stop_wins_and_saves(make_runner):
     runner, sink = make_runner()
     runner.tick()
-    runner.submit(ev.Pause())
-    runner.submit(ev.Stop())
-    runner.submit(ev.Resume())
+    runner.submit(cmd.Pause())
+    runner.submit(cmd.Stop())
+    runner.submit(cmd.Resume())
     assert runner.tick() is False
     events = sink.drain()
     assert kinds(events)[-3:] == ["CheckpointSaved", "StateChanged", "RunFinished"]
@@ -127,9 +128,9 @@ def test_a_change_sent_just_before_a_stop_reaches_the_final_checkpoint(make_runn
 
     runner, sink = make_runner()
     runner.tick()
-    runner.submit(ev.SetHyperparams({"lr_g": 4e-4}))
-    runner.submit(ev.Stop())
-    runner.submit(ev.SetHyperparams({"lr_d": 4e-4}))  # after the stop: moot
+    runner.submit(cmd.SetHyperparams({"lr_g": 4e-4}))
+    runner.submit(cmd.Stop())
+    runner.submit(cmd.SetHyperparams({"lr_d": 4e-4}))  # after the stop: moot
     assert runner.tick() is False
     changed = [e for e in sink.drain() if isinstance(e, ev.HyperparamsChanged)]
     assert len(changed) == 1 and changed[0].new["lr_g"] == 4e-4
@@ -152,7 +153,7 @@ def test_exception_in_training_is_an_error_event_a_checkpoint_and_a_clean_stop(m
 
 def test_a_broken_consumer_never_stops_training(make_runner, capsys):
     runner, _ = make_runner()
-    runner._sink = lambda event: 1 / 0
+    runner.record.sink = lambda event: 1 / 0
     for _ in range(10):
         assert runner.tick()
     assert runner.trainer.step == 10
@@ -168,7 +169,7 @@ def test_full_disk_on_save_is_a_warning_and_training_goes_on(make_runner, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ck.torch, "save", full_disk)
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.SaveCheckpoint())
     assert runner.tick()
     warning = next(e for e in sink.drain() if isinstance(e, ev.WarningRaised))
     assert "NOT saved" in warning.message and "No space left" in warning.message
@@ -183,16 +184,16 @@ def test_thread_paused_runner_blocks_on_its_queue_and_obeys_commands(tmp_path, s
     runner = Runner(tiny_config(steps=10**6), sink, runs_dir=tmp_path, run_name="t", data=synthetic_data)
     runner.start()
     sink.wait_for(ev.MetricsLogged)
-    runner.submit(ev.Pause())
+    runner.submit(cmd.Pause())
     sink.wait_for(ev.StateChanged)
     step = runner.trainer.step
     time.sleep(0.3)
     assert runner.trainer.step == step
     waiting = [t for t in threading.enumerate() if t.name == "gan-tui-trainer"][0]
     assert waiting.is_alive()
-    runner.submit(ev.Resume())
+    runner.submit(cmd.Resume())
     sink.wait_for(ev.MetricsLogged)
-    runner.submit(ev.Stop())
+    runner.submit(cmd.Stop())
     assert runner.join(30)
     assert runner.trainer.step > step
 
@@ -234,7 +235,7 @@ def test_a_checkpoints_quality_is_measured_on_the_weights_it_holds(make_runner, 
     from engine.checkpoint import load_checkpoint
 
     runner, _ = make_runner(steps=60)
-    runner.quality = recorder = _QualityRecorder()
+    runner.monitor.quality = recorder = _QualityRecorder()
     write = journal.atomic_write
     monkeypatch.setattr(journal, "atomic_write", _slow_checkpoints(write, 0.2))
     while runner.trainer.step < 45:
@@ -254,9 +255,9 @@ def test_a_save_asked_for_after_a_change_is_written_even_while_the_steps_periodi
     monkeypatch.setattr(journal, "atomic_write", _slow_checkpoints(write, 0.3))
     while runner.trainer.step < 20:
         runner.tick()  # the periodic checkpoint of step 20 is now on its way to the disk
-    runner.submit(ev.Pause())
-    runner.submit(ev.SetHyperparams({"lr_g": 4e-4}))
-    runner.submit(ev.SaveCheckpoint())
+    runner.submit(cmd.Pause())
+    runner.submit(cmd.SetHyperparams({"lr_g": 4e-4}))
+    runner.submit(cmd.SaveCheckpoint())
     runner.tick()
     runner.settle()
     saved = [e for e in sink.drain() if isinstance(e, ev.CheckpointSaved)]

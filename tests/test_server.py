@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_LINE, ProtocolError, decode_command, parse_line
 from engine.server import SOCKET_NAME, ControlServer, socket_path
@@ -46,7 +47,7 @@ class Viewer:
 
 @pytest.fixture
 def served(tmp_path):
-    commands: list[ev.Command] = []
+    commands: list[cmd.Command] = []
     server = ControlServer(tmp_path / SOCKET_NAME, commands.append)
     server.start()
     yield server, commands, tmp_path
@@ -94,7 +95,7 @@ def test_a_hostile_line_gets_an_error_reply_and_the_server_still_answers(served,
     assert answer["reply"] == "error" and answer["message"]
     viewer.send(b'{"command":"pause"}\n')
     assert viewer.reply() == {"reply": "ok", "command": "Pause"}
-    assert commands == [ev.Pause()]  # the hostile line submitted nothing
+    assert commands == [cmd.Pause()]  # the hostile line submitted nothing
 
 
 def test_an_oversized_line_closes_that_viewer_only(served):
@@ -115,7 +116,7 @@ def test_values_in_range_pass(served):
                  b'{"command":"set_hyperparams","values":{"lr_g":0.0001,"d_steps":2}}'):
         viewer.send(line + b"\n")
         assert viewer.reply()["reply"] == "ok", line
-    assert commands[0] == ev.SampleFresh(2**63 - 1) and commands[1] == ev.RollBack("120", 0.5)
+    assert commands[0] == cmd.SampleFresh(2**63 - 1) and commands[1] == cmd.RollBack("120", 0.5)
 
 
 def test_replies_are_never_dropped_behind_queued_events(served):
@@ -137,7 +138,7 @@ def test_replies_are_never_dropped_behind_queued_events(served):
         else:
             steps.append(message["data"]["step"])
     assert seen_reply == {"reply": "ok", "command": "SaveCheckpoint"}
-    assert commands == [ev.SaveCheckpoint()]
+    assert commands == [cmd.SaveCheckpoint()]
     assert len(steps) < 10000  # events were dropped, the reply was not
 
 
@@ -148,7 +149,7 @@ def test_a_long_run_path_gets_a_short_private_socket_found_by_socket_path(tmp_pa
     path = socket_path(run_dir)
     assert len(os.fsencode(path)) <= 107 and path.parent == Path(f"/tmp/gan-tui-{os.getuid()}")
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-    commands: list[ev.Command] = []
+    commands: list[cmd.Command] = []
     server = ControlServer(run_dir / SOCKET_NAME, commands.append)
     server.start()
     try:
@@ -189,4 +190,4 @@ def test_decode_command_checks_every_value():
         decode_command({"command": "set_hyperparams", "values": {"lr_g": 10**400}})
     with pytest.raises(ProtocolError, match="seed"):
         decode_command({"command": "sample_fresh", "seed": 2**70})
-    assert decode_command({"command": "export", "path": ""}) == ev.ExportSamples("")
+    assert decode_command({"command": "export", "path": ""}) == cmd.ExportSamples("")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import commands as cmd
+
 from engine.sweep.driver import grid_points
 from engine.sweep.rows import describe_best, format_table, read_trials, sparkline
 from engine.sweep.spec import Range, SweepError, SweepSpec, SweepStatus
@@ -99,45 +101,49 @@ def test_watch_headless_prints_the_table_and_the_best_when_the_sweep_is_over(tmp
 
 
 def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_hand_change(make_runner, tmp_path):
-    """The PBT restore without Ray: the member's weights become the trial's newest checkpoint; a learning
+    """The PBT exploit without Ray: the member's weights become the trial's newest checkpoint; a learning
     rate the member's owner changed by hand is perturbed by PBT's factor, not replaced. A trainer live on
-    the trial's folder refuses the restore, which then touches nothing."""
+    the trial's folder refuses the exploit, which then touches nothing."""
     import json
     import shutil
 
     from engine import events as ev
     from engine.checkpoint import load_checkpoint
     from engine.lock import RunLocked
-    from engine.sweep.trial import CKPT_FILE, META_FILE, restore_into
+    from engine.restore import Exploit
+    from engine.sweep.trial import CKPT_FILE, META_FILE
 
     member, _ = make_runner(run_name="trial-001", lr_g=1e-3, lr_d=1e-3)
-    member.submit(ev.SetHyperparams({"lr_g": 4e-4}))  # by hand, through its dashboard
+    member.submit(cmd.SetHyperparams({"lr_g": 4e-4}))  # by hand, through its dashboard
     while member.trainer.step < 20:
         member.tick()
-    member.submit(ev.SaveCheckpoint())
+    member.submit(cmd.SaveCheckpoint())
     member.tick()
     member.settle()
     own, _ = make_runner(run_name="trial-000", lr_g=2e-4, lr_d=2e-4)
     for _ in range(30):
         own.tick()
-    own.submit(ev.SaveCheckpoint())
+    own.submit(cmd.SaveCheckpoint())
     own.tick()
     own.settle()  # checkpoints reach the disk on the journal's writer thread
     sweep_dir = Path(member.run.path).parent
     tune_ckpt = tmp_path / "tune-ckpt"
     tune_ckpt.mkdir()
     shutil.copy2(member.run.checkpoint_path(20), tune_ckpt / CKPT_FILE)
-    (tune_ckpt / META_FILE).write_text(json.dumps({"trial": "trial-001", "step": 20,
-                                                  "tune_config": {"lr_g": 1e-3, "lr_d": 1e-3}}))
+    meta = {"trial": "trial-001", "step": 20, "tune_config": {"lr_g": 1e-3, "lr_d": 1e-3}}
+    (tune_ckpt / META_FILE).write_text(json.dumps(meta))
+    exploit = Exploit(tune_ckpt / CKPT_FILE, meta, origin="X")
     before = sorted(p.name for p in (sweep_dir / "trial-000").rglob("*"))
     with pytest.raises(RunLocked):  # `own` still trains trial-000 (a hand resume, say)
-        restore_into(sweep_dir, "trial-000", tune_ckpt, tiny_config(), origin="X")
+        make_runner(run_name="trial-000", exploit=exploit)
     assert sorted(p.name for p in (sweep_dir / "trial-000").rglob("*")) == before
-    own.submit(ev.Stop(save=False))
+    own.submit(cmd.Stop(save=False))
     while own.tick():
         pass
     # PBT perturbed Ray's view of the member (lr_g 1e-3, lr_d 1e-3) by 1.2 and 0.8.
-    cfg = restore_into(sweep_dir, "trial-000", tune_ckpt, tiny_config(lr_g=1.2e-3, lr_d=0.8e-3), origin="X")
+    trial, _ = make_runner(run_name="trial-000", exploit=exploit, lr_g=1.2e-3, lr_d=0.8e-3)
+    trial.settle()  # the restored state reaches the disk on the journal's writer thread
+    cfg = trial.cfg
     assert cfg.lr_g == pytest.approx(4e-4 * 1.2) and cfg.lr_d == pytest.approx(0.8e-3)
     records = [json.loads(line) for line in (sweep_dir / "trial-000" / "metrics.jsonl").read_text().splitlines()]
     pbt = [r for r in records if r.get("source") == "pbt"]
@@ -151,3 +157,4 @@ def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_han
     assert restored["config"]["lr_g"] == cfg.lr_g
     assert not (sweep_dir / "trial-000" / "checkpoints" / "step_00000030.pt").exists()  # set aside, not lost
     assert (sweep_dir / "trial-000" / "checkpoints" / "abandoned" / "step_00000030.pt").exists()
+    trial.abandon()

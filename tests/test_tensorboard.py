@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.tensorboard import TensorBoardLogger, grid_image, quality_scalars
 
@@ -40,7 +41,7 @@ def run_to(runner, step: int) -> None:
 
 
 def finish(runner) -> None:
-    runner.submit(ev.Stop())
+    runner.submit(cmd.Stop())
     while runner.tick():
         pass
     runner.tensorboard.close()
@@ -97,7 +98,7 @@ def test_after_resume_and_rollback_no_step_appears_twice(make_runner):
     finish(runner)  # stopped at 30 with a checkpoint at 30; the records to 30 stay
     runner, _ = make_runner(resume=str(runner.run.path), steps=10**6, checkpoint_every=20, log_every=5, sample_every=10, tensorboard=True)
     run_to(runner, 47)
-    runner.submit(ev.RollBack("40"))
+    runner.submit(cmd.RollBack("40"))
     runner.tick()
     assert runner.trainer.step in (40, 41)
     run_to(runner, 55)

@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from engine import commands as cmd
 from engine import events as ev
 from tui_gan.engine_link import EngineLink, LocalEngine
 from tui_gan.keys import KEYS, palette_keys
@@ -145,7 +146,7 @@ class GanApp(App[int]):
         self.state.load_history(message.records, message.grids)
 
     def on_hyperparams_form_applied(self, message: Any) -> None:
-        self.engine.send(ev.SetHyperparams(message.values))
+        self.engine.send(cmd.SetHyperparams(message.values))
 
     # ------------------------------------------------------------------ quit
     def action_quit_run(self) -> None:
@@ -167,7 +168,7 @@ class GanApp(App[int]):
             self._detach()
         elif answer == "stop":
             self._quitting = True
-            self.engine.send(ev.Stop(save=True))
+            self.engine.send(cmd.Stop(save=True))
             self.notify("saving a checkpoint, then quitting (q again quits at once)", timeout=10)
             self.set_timer(_QUIT_TIMEOUT_S, lambda: self.exit(self.exit_status))
 

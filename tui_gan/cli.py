@@ -81,7 +81,7 @@ def _run_dashboard(options: Options, argv: Sequence[str], run_dir: Path) -> int:
 def _run_in_process(options: Options, run_dir: Path) -> int:
     """`--in-process` (tests, debugging): the Runner on a thread here. A signal stops the run with a
     checkpoint; the process waits for that checkpoint before it ends."""
-    from engine import events as ev
+    from engine import commands as cmd
     from tui_gan.app import GanApp
     from tui_gan.engine_link import LocalEngine
     from tui_gan.viewer import exit_app, exit_later, exit_status, on_signals, print_leave_note
@@ -91,7 +91,7 @@ def _run_in_process(options: Options, run_dir: Path) -> int:
     app = GanApp(options, engine=engine)
 
     def stop() -> None:
-        engine.send(ev.Stop(save=True))
+        engine.send(cmd.Stop(save=True))
         exit_app(app)
         # Textual's shutdown can hang once the terminal is gone; the run's own thread saves and ends
         # regardless, so after the save's time limit the process goes too.
@@ -101,7 +101,7 @@ def _run_in_process(options: Options, run_dir: Path) -> int:
     try:
         app.run()
     finally:
-        engine.send(ev.Stop(save=True))  # the run cannot outlive this process: end it with a checkpoint
+        engine.send(cmd.Stop(save=True))  # the run cannot outlive this process: end it with a checkpoint
         engine.wait(_IN_PROCESS_SAVE_TIMEOUT_S)
         print_leave_note(app, run_dir, options.runs_dir)
     return exit_status(app)

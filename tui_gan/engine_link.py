@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from engine import commands as cmd
 from engine import events as ev
 
 Emit = Callable[[ev.Event], None]
@@ -23,7 +24,7 @@ class EngineLink(Protocol):
     def start(self, emit: Emit, progress: Progress) -> None:
         """Begin training; deliver every event to `emit` (from any thread). May block while loading."""
 
-    def send(self, command: ev.Command) -> None:
+    def send(self, command: cmd.Command) -> None:
         """Queue a command; never blocks."""
 
     def gpu_memory(self) -> str:
@@ -48,7 +49,7 @@ class LocalEngine:
     def __init__(self, config: object, runs_dir: object, run_name: str | None, resume: str | None) -> None:
         self._args = (config, runs_dir, run_name, resume)
         self._runner: object | None = None
-        self._early: list[ev.Command] = []
+        self._early: list[cmd.Command] = []
 
     def start(self, emit: Emit, progress: Progress) -> None:
         progress("importing torch...")
@@ -62,7 +63,7 @@ class LocalEngine:
         self._runner = runner
         runner.start()
 
-    def send(self, command: ev.Command) -> None:
+    def send(self, command: cmd.Command) -> None:
         if self._runner is None:
             self._early.append(command)  # pressed before torch finished loading: applied first thing
         else:

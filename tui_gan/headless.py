@@ -11,21 +11,16 @@ figures and the commands to go on from there.
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from engine import events as ev
-from engine.server import SOCKET_NAME, ControlServer
 from tui_gan.formatting import eta_seconds, format_duration, gan_tui_command
 from tui_gan.options import Options
-
-if TYPE_CHECKING:
-    from engine.runner import Runner
 
 _PLAIN_EVERY_S = 5.0  # without a terminal, one metrics line per this many seconds keeps logs readable
 
@@ -33,61 +28,23 @@ _PLAIN_EVERY_S = 5.0  # without a terminal, one metrics line per this many secon
 def run_headless(options: Options) -> int:
     """Train until the run ends or a signal stops it. Exit status: 0 done or stopped, 1 failed."""
     progress = ProgressLine(sys.stderr)
-    runners: list[Runner] = []
-    stopping: list[int] = []
 
-    def on_signal(signum: int, _frame: object) -> None:
-        if not runners:  # still importing torch: nothing trained, nothing to save
-            progress.note(f"{signal.Signals(signum).name}: stopped before training started")
-            os._exit(0)
-        if stopping and signum == signal.SIGINT:
-            progress.note("second Ctrl-C: quitting without waiting for the checkpoint")
-            os._exit(130)
-        stopping.append(signum)
-        progress.note(f"{signal.Signals(signum).name}: saving a checkpoint and stopping...")
-        runners[0].submit(ev.Stop(save=True))
+    def before_training(signum: int, _frame: object) -> None:
+        progress.note(f"{signal.Signals(signum).name}: stopped before training started")  # nothing to save yet
+        os._exit(0)
 
     # Before the slow import: a Ctrl-C or a hang-up while torch loads ends quietly, not in a traceback.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+        signal.signal(sig, before_training)
     progress.note("importing torch...")  # also what a starting dashboard shows (it reads train.log)
-    from engine.runner import QueueSink, Runner
+    from engine.serve import ServedRun, finish_process
 
-    queue_sink = QueueSink()
-    server: list[ControlServer] = []
-
-    def sink(event: ev.Event) -> None:
-        if not server and isinstance(event, ev.RunStarted):  # every trainer serves: one transport for all viewers
-            serving = ControlServer(Path(event.run_dir) / SOCKET_NAME, runner.submit)
-            try:
-                serving.start()
-                server.append(serving)
-            except OSError as exc:  # training goes on; only viewers cannot reach it
-                progress.note(f"no control socket ({exc}); this run cannot be attached to, training goes on")
-        if server:
-            server[0].publish(event)
-        queue_sink(event)
-
-    runner = Runner(options.config, sink, options.runs_dir, options.run_name, options.resume)
-    runners.append(runner)
+    served = ServedRun(options.config, options.runs_dir, options.run_name, options.resume, note=progress.note)
+    served.stop_on_signals()
     progress.note("loading the dataset and building the models...")
-    runner.start()
-    final: ev.RunFinished | None = None
-    while final is None:
-        try:
-            event = queue_sink.queue.get(timeout=0.5)
-        except queue.Empty:
-            if not runner.join(0):
-                continue
-            break
-        progress.show(event)
-        if isinstance(event, ev.RunFinished):
-            final = event
-    runner.join()
-    if server:
-        server[0].close()
+    final = served.run(progress.show)
     progress.summary(final)
-    return 1 if final is None or final.state == ev.RunState.FAILED else 0
+    return finish_process(1 if final is None or final.state == ev.RunState.FAILED else 0)
 
 
 class ProgressLine:

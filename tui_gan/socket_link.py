@@ -15,6 +15,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_EVENT_LINE, ProtocolError, decode_event, encode_command, parse_line
 from engine.server import socket_path
@@ -43,7 +44,7 @@ class SocketEngine:
         self.log_path = log_path
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._early: deque[ev.Command] = deque()
+        self._early: deque[cmd.Command] = deque()
         self._detached = False
         self._step = 0
         self.finished = False
@@ -107,14 +108,14 @@ class SocketEngine:
             emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
             emit(ev.RunFinished(self._step, ev.RunState.INTERRUPTED, str(self.run_dir)))
 
-    def send(self, command: ev.Command) -> None:
+    def send(self, command: cmd.Command) -> None:
         """Send one command line (small, local: does not wait on training). Before the connection is
         up it is queued, except a Stop to a trainer still starting: that one is a SIGTERM (which the
         trainer answers by saving and stopping, or, still importing torch, by simply ending)."""
         with self._lock:
             sock = self._sock
             if sock is None:
-                if isinstance(command, ev.Stop) and self.process is not None and self.process.poll() is None:
+                if isinstance(command, cmd.Stop) and self.process is not None and self.process.poll() is None:
                     self.process.send_signal(signal.SIGTERM)
                 else:
                     self._early.append(command)

@@ -3,30 +3,31 @@
 Each report to Tune is one quality interval: the runner trains to the next multiple of
 `quality_every`, waits for the judge's measurement of that step (milliseconds on a GPU), saves a
 checkpoint there and reports its FD/floor to Tune with a copy of that checkpoint. When PBT exploits, Tune restarts this
-function with the chosen member's checkpoint and perturbed hyperparameters; `restore_into` turns
-that into the trial's own newest checkpoint plus two `hparams` records with `source: "pbt"` (the
-exploit, naming the member copied, and the explore), and the runner resumes from it as from any
-checkpoint. A `stop` file in the sweep folder makes the runner save a checkpoint and end.
+function with the chosen member's checkpoint and perturbed hyperparameters; the runner starts from
+it as an exploit (engine/restore.py: the checkpoint read once, loaded into the new trainer, two
+`hparams` records with `source: "pbt"` for the exploit and the explore, and the restored state
+saved as the trial's own checkpoint, under the trial folder's lock). A `stop` file in the sweep
+folder makes the runner save a checkpoint and end. The trial is served like any run
+(engine/serve.py), so `gan-tui attach` works on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from engine import commands as cmd
 from engine import events as ev
-from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import TrainConfig
 from engine.data import ImageData, load_dataset
-from engine.lock import RunLock
-from engine.runs import RunDir, log_record
-from engine.server import SOCKET_NAME, ControlServer
+from engine.restore import Exploit
+from engine.runs import RunDir
+from engine.serve import ServedRun
 from engine.sweep.spec import METRIC, SweepSpec, stop_requested, trial_folder_name
 
 TUNED = ("lr_g", "lr_d", "batch_size", "d_steps")
@@ -46,13 +47,15 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     name = trial_folder_name(tune.get_context().get_trial_id())
     cfg = trial_config(spec.base_config(), config)
     run_path = spec.path / name
-    resume: str | None = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            cfg = restore_into(spec.path, name, Path(folder), cfg, origin=str(checkpoint.path))
-        resume = str(run_path)
-    elif (run_path / "config.json").is_file() and RunDir(run_path).latest_checkpoint() is not None:
+        with checkpoint.as_directory() as folder:  # the member's files stay there while the trial reads them
+            meta = json.loads((Path(folder) / META_FILE).read_text())
+            exploit = Exploit(Path(folder) / CKPT_FILE, meta, origin=str(checkpoint.path))
+            TrialLoop(spec, name, cfg, None, tuned=config, exploit=exploit).run(tune)
+        return
+    resume: str | None = None
+    if (run_path / "config.json").is_file() and RunDir(run_path).latest_checkpoint() is not None:
         resume = str(run_path)  # Ray restarted this trial (a failure, a resumed sweep): go on from its folder
     elif run_path.exists():
         # Started before but died before its first checkpoint: keep what it wrote, begin afresh.
@@ -67,79 +70,23 @@ def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
-def restore_into(sweep_dir: Path, name: str, source: Path, cfg: TrainConfig, origin: str = "") -> TrainConfig:
-    """Make the Tune checkpoint in `source` the newest checkpoint of trial `name` with `cfg`'s
-    hyperparameters, logging an exploit (another member's weights) and an explore (changed
-    hyperparameters) as `hparams` records with source "pbt"; `origin` names the Tune checkpoint
-    copied (in the exploit record). Returns the config the trial goes on with.
-
-    Holds the folder's lock while it writes: a trainer already live on the folder (a hand resume of
-    the trial) refuses it with RunLocked and keeps its files as they are."""
-    meta = json.loads((source / META_FILE).read_text())
-    payload = load_checkpoint(source / CKPT_FILE)
-    payload.pop("format", None)
-    step = int(payload["trainer"]["step"])
-    member = str(meta.get("trial", ""))
-    run_path = sweep_dir / name
-    lock = RunLock.acquire(run_path)
-    try:
-        run = RunDir.open(run_path) if (run_path / "config.json").is_file() else RunDir.create(sweep_dir, name, cfg)
-        own = TrainConfig.load(run.config_path).hyperparams()
-        copied = TrainConfig.from_dict(payload["config"]).hyperparams()
-        # A member whose learning rates were changed by hand (through its dashboard) is copied with
-        # those rates, and PBT's perturbation applies to them as a factor: the hand change is the new start.
-        tuned_then = meta.get("tune_config", {})
-        for key in ("lr_g", "lr_d"):
-            then = tuned_then.get(key)
-            if isinstance(then, (int, float)) and then > 0 and not math.isclose(then, copied[key], rel_tol=1e-9):
-                cfg = dataclasses.replace(cfg, **{key: min(1.0, copied[key] * getattr(cfg, key) / then)})
-        new = cfg.hyperparams()
-        history = list(payload["hparam_history"])
-        records = []
-        if member and member != name:
-            records.append(_pbt_record("exploit", step, own, copied, member=member, member_step=step,
-                                       checkpoint=origin))
-            history.append({"step": step, "old": own, "new": copied, "source": "pbt", "member": member})
-            if not (run.path / "fixed_noise.pt").is_file() and (sweep_dir / member / "fixed_noise.pt").is_file():
-                shutil.copy2(sweep_dir / member / "fixed_noise.pt", run.path / "fixed_noise.pt")
-        if new != copied:
-            records.append(_pbt_record("explore", step, copied, new, member=member if member != name else ""))
-            history.append({"step": step, "old": copied, "new": new, "source": "pbt"})
-        run.abandon_checkpoints_after(step)
-        target = run.checkpoint_path(step)
-        if target.is_file():  # the trial's own checkpoint at this step gives way to the copied one, kept aside
-            aside = run.checkpoints_dir / "abandoned" / f"{target.stem}.own-{int(time.time() * 1000)}.pt"
-            aside.parent.mkdir(exist_ok=True)
-            target.replace(aside)
-        save_checkpoint(target, {**payload, "config": cfg.to_dict(), "hparam_history": history})
-        if isinstance(meta.get("quality"), dict):
-            run.record_checkpoint_quality(step, meta["quality"])
-        cfg.save(run.config_path)
-        for record in records:
-            run.append_log(record)
-        return cfg
-    finally:
-        lock.release()
-
-
 class TrialLoop:
     """Drives one Runner step by step on this thread, reporting each quality interval to Tune."""
 
     def __init__(self, spec: SweepSpec, name: str, cfg: TrainConfig, resume: str | None,
-                 tuned: dict[str, Any] | None = None) -> None:
-        from engine.runner import Runner
-
+                 tuned: dict[str, Any] | None = None, exploit: Exploit | None = None) -> None:
         self.spec = spec
         self.name = name
         self.cfg = cfg
-        self.server: ControlServer | None = None
         self.quality: dict[int, ev.QualityMeasured] = {}
         self.saved: dict[int, str] = {}
         self.error = ""
         self.tuned = {k: v for k, v in trial_config(cfg, tuned or {}).hyperparams().items()}  # what Ray believes
         judge_cache = Path(spec.judge_cache) if spec.judge_cache else None
-        self.runner = Runner(cfg, self._sink, runs_dir=spec.path, run_name=None if resume else name,
-                             resume=resume, data=_dataset(cfg), judge_cache=judge_cache)
+        self.served = ServedRun(cfg, spec.path, None if resume else name, resume, data=_dataset(cfg),
+                                judge_cache=judge_cache, exploit=exploit)
+        self.served.listen(self._sink)
+        self.runner = self.served.runner
 
     def run(self, tune: Any) -> None:
         """Train to the end, a sweep stop, or Tune's own stop (an exploit: SystemExit out of report)."""
@@ -148,8 +95,7 @@ class TrialLoop:
             runner.setup()
         except Exception as exc:
             runner.fail(exc)  # the folder's lock and the runner's threads go with the final events
-            if self.server is not None:
-                self.server.close()
+            self.served.close()
             raise
         every = self.cfg.quality_every
         assert runner.trainer is not None
@@ -158,7 +104,7 @@ class TrialLoop:
         try:
             while True:
                 if stop_requested(self.spec.path) and runner.state != ev.RunState.STOPPED:
-                    runner.submit(ev.Stop(save=True))
+                    runner.submit(cmd.Stop(save=True))
                 alive = runner.tick(block=False)
                 if saving:
                     # The checkpoint goes to disk on the run's writer thread: let it land (CheckpointSaved)
@@ -174,7 +120,7 @@ class TrialLoop:
                     # The measurement of `pending` lands before the save and the next step, so the
                     # checkpoint reported holds exactly the weights that were measured.
                     self._wait_for_quality()
-                    runner.submit(ev.SaveCheckpoint())
+                    runner.submit(cmd.SaveCheckpoint())
                     saving = True
                 if runner.quality is not None and runner.quality.failed:
                     raise RuntimeError(runner.quality.failed)
@@ -190,7 +136,7 @@ class TrialLoop:
                     return
         except SystemExit:
             # Tune ends this incarnation (PBT pauses or exploits it): end the runner cleanly, quickly.
-            runner.submit(ev.Stop(save=False))
+            runner.submit(cmd.Stop(save=False))
             while runner.tick(block=False):
                 pass
             raise
@@ -202,8 +148,7 @@ class TrialLoop:
         finally:
             if not runner.done:
                 runner.fail(RuntimeError(f"trial {self.name} ended without finishing its run"))
-            if self.server is not None:
-                self.server.close()
+            self.served.close()
 
     # ------------------------------------------------------------ helpers
     def _wait_for_quality(self) -> None:
@@ -213,11 +158,6 @@ class TrialLoop:
                 return
 
     def _sink(self, event: ev.Event) -> None:
-        if isinstance(event, ev.RunStarted) and self.server is None:
-            self.server = ControlServer(Path(event.run_dir) / SOCKET_NAME, self.runner.submit)
-            self.server.start()
-        if self.server is not None:
-            self.server.publish(event)
         if isinstance(event, ev.QualityMeasured):
             self.quality[event.step] = event
         elif isinstance(event, ev.CheckpointSaved):
@@ -262,7 +202,3 @@ def _dataset(cfg: TrainConfig) -> ImageData:
         _DATA.clear()
         _DATA[key] = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
     return _DATA[key]
-
-
-def _pbt_record(action: str, step: int, old: dict[str, Any], new: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return log_record("hparams", step, old=old, new=new, source="pbt", action=action, **fields)

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Input, Label, RichLog
 
-from engine import events as ev
+from engine import commands as cmd
 from tui_gan.keys import TYPING_ACTIONS, bindings
 from tui_gan.paths import shown_path
 from tui_gan.screens.confirm import ConfirmScreen, rollback_question
@@ -159,21 +159,21 @@ class DashboardScreen(Screen[None]):
     def action_toggle_pause(self) -> None:
         """Pause or resume training."""
         if self.state.phase == "running":
-            self.app.engine.send(ev.Pause())
+            self.app.engine.send(cmd.Pause())
         elif self.state.phase == "paused":
-            self.app.engine.send(ev.Resume())
+            self.app.engine.send(cmd.Resume())
 
     def action_step_once(self) -> None:
         """One training step while paused."""
         if self.state.phase == "paused":
-            self.app.engine.send(ev.Step(1))
+            self.app.engine.send(cmd.Step(1))
         else:
             self.notify("pause first (space); n steps once while paused", timeout=3)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""
         if self.state.phase in _LIVE:
-            self.app.engine.send(ev.SaveCheckpoint())
+            self.app.engine.send(cmd.SaveCheckpoint())
             self.notify("saving a checkpoint...", timeout=2)
         else:
             last = shown_path(self.state.last_checkpoint) if self.state.last_checkpoint else "none"
@@ -248,13 +248,13 @@ class DashboardScreen(Screen[None]):
 
     def _send_roll_back(self, yes: bool | None, target: str, lr_scale: float) -> None:
         if yes:
-            self.app.engine.send(ev.RollBack(target, lr_scale))
+            self.app.engine.send(cmd.RollBack(target, lr_scale))
             lower = f" with learning rates x{lr_scale:g}" if lr_scale != 1 else ""
             self.notify(f"rolling back to {target}{lower}...", timeout=3)
 
     def action_fresh_samples(self) -> None:
         """Show a grid from new random noise."""
-        self.app.engine.send(ev.SampleFresh())
+        self.app.engine.send(cmd.SampleFresh())
 
     def action_pick_digit(self) -> None:
         """Samples of one class (conditional runs): 0-9 draws that digit, a returns to the fixed grid."""
@@ -273,7 +273,7 @@ class DashboardScreen(Screen[None]):
                 self.state.changed.add("grid")
                 return
             count = int(self.state.config.get("num_samples") or 64)
-            self.app.engine.send(ev.SampleFresh(digit=digit, count=count))
+            self.app.engine.send(cmd.SampleFresh(digit=digit, count=count))
             self.notify(f"drawing {count} samples of digit {digit}...")
 
         self.app.push_screen(DigitScreen(num_classes), picked)
@@ -282,7 +282,7 @@ class DashboardScreen(Screen[None]):
         """Stop the training process, keep the dashboard (asks first; a checkpoint is saved)."""
         def answered(yes: bool | None) -> None:
             if yes:
-                self.app.engine.send(ev.Stop(save=True))
+                self.app.engine.send(cmd.Stop(save=True))
                 self.notify("stopping the run (a checkpoint is saved first)", timeout=5)
 
         self.app.push_screen(ConfirmScreen(f"Stop the run at step {self.state.step:,}?\n"
