@@ -75,6 +75,7 @@ class QualityWorker:
         self._closed = False
         self.generation = 0  # bumped by a rollback: results from before it are dropped
         self.reference: QualityReference | None = None
+        self.judge_progress: ev.JudgeProgress | None = None  # while the judge trains: the epoch under way
         self.failed = ""
         self._pace_judge_forward = False
         self._wake = threading.Event()  # cuts a rest short (closing, or the run's last figures are awaited)
@@ -144,13 +145,14 @@ class QualityWorker:
 
     # ------------------------------------------------------------- the thread
     def _run(self) -> None:
-        _lower_thread_priority()
         # One thread: the worker's limit is a share of the time, not of the cores, and a thread team of
-        # its own would spin on the cores the training step's team uses.
+        # its own would spin on the cores the training step's team uses. While the judge trains it keeps
+        # its full priority: niced, it starved on a busy 2-core box (another job on one core, training
+        # on the other) and the run ended before its first quality figure.
         torch.set_num_threads(1)
         try:
             judge = load_or_train(self._data, self._device, self._cache_dir, cancelled=self._judge_pace,
-                                  progress=lambda k, n: self._deliver(ev.JudgeProgress(k, n)))
+                                  progress=self._judge_progress)
             # Between the judge's chunks of images: stop promptly when closed (a daemon thread still inside
             # torch when the process exits aborts it), and rest while readying, as while training it.
             self._pace_judge_forward = True
@@ -172,6 +174,7 @@ class QualityWorker:
             self._cond.notify_all()
         self._deliver(ev.JudgeReady(judge.accuracy, len(judge.split.held_out), judge.source, judge.train_s,
                                     reference.n, reference.fd_floor))
+        _lower_thread_priority()  # measurements are side work: training wins any contested core
         self._judge_cycle.rest()  # loading the judge and the reference's features were work too
         while True:
             with self._cond:
@@ -195,6 +198,10 @@ class QualityWorker:
             with self._cond:
                 self._busy, self._busy_step = False, -1
                 self._cond.notify_all()
+
+    def _judge_progress(self, epoch: int, epochs: int, resumed: int) -> None:
+        self.judge_progress = ev.JudgeProgress(epoch, epochs, resumed)
+        self._deliver(self.judge_progress)
 
     def _between_chunks(self, _module: nn.Module, _inputs: object) -> None:
         if self._closed:

@@ -126,10 +126,12 @@ class JudgeReady:
 
 @dataclass(frozen=True)
 class JudgeProgress:
-    """The judge is being trained (the first time a dataset is used): epoch `epoch` of `epochs` began."""
+    """The judge is being trained (the first time a dataset is used): epoch `epoch` of `epochs` began;
+    `resumed` epochs were done by an earlier run that ended first (their work was kept)."""
 
     epoch: int
     epochs: int
+    resumed: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,20 @@ Frechet distance, its predictions the class histogram and confidence. It is trai
 part of the labelled data the run loaded and scored on the rest (the held-out part, which also
 provides the real images that generated ones are compared with). The split depends only on the
 data, so the cache is keyed by the data's checksum: a dataset is judged by the same weights in
-every run, and the judge is trained at most once.
+every run, and the judge is trained at most once. Its training keeps its progress: after every
+epoch the model, optimizer and RNG go to a partial file in the cache, so a run that ends before
+its judge is ready loses none of that work, and the next run of the dataset continues from there.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -141,11 +144,12 @@ def load_or_train(
     cache_dir: Path | None = None,
     epochs: int = _EPOCHS,
     cancelled: Callable[[], bool] = lambda: False,
-    progress: Callable[[int, int], None] = lambda epoch, epochs: None,
+    progress: Callable[[int, int, int], None] = lambda epoch, epochs, resumed: None,
 ) -> Judge:
     """The cached judge of this dataset, or a new one trained now (and cached). JudgeError if impossible.
 
-    While training, `progress(k, n)` is called as epoch k of n begins (training takes minutes on a CPU).
+    While training, `progress(k, n, resumed)` is called as epoch k of n begins (training takes minutes
+    on a CPU); `resumed` is the number of epochs an earlier, unfinished training had already done.
     """
     if data.labels is None or data.info.num_classes < 2:
         raise JudgeError(f"{data.info.name} has no class labels, so there is no classifier to judge samples by")
@@ -158,16 +162,25 @@ def load_or_train(
     if cached is not None:
         return cached
     start = time.perf_counter()
-    model = _train(data, split, device, epochs, cancelled, progress)
+    partial = path.with_name(f"{path.stem}.partial.pt")
+    model, earlier_s = _train(data, split, device, epochs, cancelled, progress, partial)
     accuracy = evaluate_accuracy(model, data, split.held_out, device)
-    train_s = time.perf_counter() - start
+    train_s = earlier_s + time.perf_counter() - start
     try:
         save_checkpoint(path, {"judge_version": JUDGE_VERSION, "checksum": data.info.checksum,
                                "num_classes": model.num_classes, "accuracy": accuracy,
                                "train_s": train_s, "model": model.state_dict()})
-    except OSError:
+        partial.unlink(missing_ok=True)
+    except (OSError, RuntimeError):  # torch.save raises RuntimeError on a full disk
         pass  # a read-only or full cache folder costs a retrain next time, nothing else
     return Judge(model, accuracy, split, data.info.checksum, "trained", train_s)
+
+
+def partial_progress(data: ImageData, cache_dir: Path | None = None) -> tuple[int, int] | None:
+    """(epochs done, epochs) of this dataset's unfinished judge training in the cache, or None."""
+    path = (cache_dir or default_cache_dir()) / f"{data.info.checksum}-v{JUDGE_VERSION}.partial.pt"
+    state = _load_partial(path)
+    return (int(state["epoch"]), int(state["epochs"])) if state is not None else None
 
 
 @torch.no_grad()
@@ -186,8 +199,9 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 def _train(
     data: ImageData, split: JudgeSplit, device: torch.device, epochs: int, cancelled: Callable[[], bool],
-    progress: Callable[[int, int], None] = lambda epoch, epochs: None,
-) -> Classifier:
+    progress: Callable[[int, int, int], None], partial: Path,
+) -> tuple[Classifier, float]:
+    """The trained classifier and the seconds earlier runs spent on it (continued from `partial`)."""
     assert data.labels is not None
     gen = torch.Generator().manual_seed(_SPLIT_SEED)
     model = new_classifier(data.info.num_classes, device, gen)
@@ -197,9 +211,25 @@ def _train(
     steps_per_epoch = max(1, len(images) // _BATCH)
     epochs = max(1, min(epochs, _MAX_STEPS // steps_per_epoch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=epochs * steps_per_epoch)
+    done, earlier_s = 0, 0.0
+    saved = _load_partial(partial)
+    if saved is not None and saved["epochs"] == epochs and saved["num_classes"] == data.info.num_classes:
+        before = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), gen.get_state())
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            sched.load_state_dict(saved["sched"])
+            gen.set_state(saved["gen"])
+            done, earlier_s = int(saved["epoch"]), float(saved["train_s"])
+        except (RuntimeError, KeyError, ValueError, TypeError):  # damaged: start over, never trust it
+            model.load_state_dict(before[0])
+            opt.load_state_dict(before[1])
+            gen.set_state(before[2])
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=epochs * steps_per_epoch)
+    start = time.perf_counter()
     model.train()
-    for epoch in range(epochs):
-        progress(epoch + 1, epochs)
+    for epoch in range(done, epochs):
+        progress(epoch + 1, epochs, done)
         order = torch.randperm(len(images), generator=gen).to(device)
         for i in range(steps_per_epoch):
             if cancelled():
@@ -211,7 +241,31 @@ def _train(
             loss.backward()
             opt.step()
             sched.step()
-    return model.eval()
+        if epoch + 1 < epochs:
+            _save_partial(partial, model, opt, sched, gen, epoch + 1, epochs, earlier_s + time.perf_counter() - start)
+    return model.eval(), earlier_s
+
+
+def _save_partial(path: Path, model: Classifier, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+                  epoch: int, epochs: int, train_s: float) -> None:
+    """An unfinished training's state after `epoch` epochs, so the next run continues it."""
+    try:
+        save_checkpoint(path, {"judge_version": JUDGE_VERSION, "num_classes": model.num_classes, "epoch": epoch,
+                               "epochs": epochs, "train_s": train_s, "model": model.state_dict(),
+                               "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state()})
+    except (OSError, RuntimeError):  # torch.save raises RuntimeError on a full disk
+        pass  # a read-only or full cache folder: the next run starts this training over, nothing else
+
+
+def _load_partial(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged partial file is trained over, never trusted
+        return None
+    needed = ("epoch", "epochs", "num_classes", "model", "opt", "sched", "gen", "train_s")
+    return state if isinstance(state, dict) and all(k in state for k in needed) else None
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

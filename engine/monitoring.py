@@ -148,10 +148,19 @@ class Monitor:
                                    reading.allocated_mb, reading.reserved_mb, reading.total_mb, reading.peak_mb))
 
     def close(self, wait: bool) -> None:
-        """Let measurements under way land (a final checkpoint's quality), then end the worker."""
-        if self.quality is None:
+        """Let measurements under way land (a final checkpoint's quality), then end the worker. A run
+        that ends before its judge is ready says so (its training is kept for the next run)."""
+        worker, runner = self.quality, self._runner
+        if worker is None:
             return
-        if wait and self.quality.ready:
-            self.quality.wait_idle(_QUALITY_DRAIN_S)
-            self._runner.take_delivered()
-        self.quality.close()
+        if wait and worker.ready:
+            worker.wait_idle(_QUALITY_DRAIN_S)
+            runner.take_delivered()
+        unfinished = worker.judge_progress if not worker.ready and not worker.failed else None
+        worker.close()
+        if unfinished is not None:
+            done = unfinished.epoch - 1
+            runner.record.append(log_record("judge_unfinished", runner.step, epochs_done=done, epochs=unfinished.epochs))
+            runner.warn(f"the run ended before its quality judge was ready, so it has no quality figures; the judge's "
+                        f"training ({done} of {unfinished.epochs} epochs done) is kept, and the next run of this "
+                        "dataset continues it", "judge")

@@ -183,7 +183,8 @@ def exploit(runner: Runner, source: Exploit, checkpoint: Checkpoint, own: dict[s
     copied, new = checkpoint.config.hyperparams(), runner.cfg.hyperparams()
     runner.notes += load_state(runner, checkpoint, runner.cfg)
     name = run.path.name
-    _forget_after(runner, step, "took over another member's weights")
+    last = _forget_after(runner, step, "took over another member's weights")
+    record.append(log_record("resumed", step, lost_steps=max(0, last - step), source="pbt"))
     try:  # the trial's own checkpoint at this step gives way to the copied state, kept aside
         own_file = run.checkpoint_path(step)
         if own_file.is_file():
@@ -219,8 +220,9 @@ def _keep_hand_changes(cfg: TrainConfig, copied: dict[str, Any], tuned_then: dic
     return cfg.with_hyperparams(**changes) if changes else cfg
 
 
-def _forget_after(runner: Runner, step: int, done: str) -> None:
-    """Records, checkpoints, measurements and timetables of the steps after `step` are void."""
+def _forget_after(runner: Runner, step: int, done: str) -> int:
+    """Records, checkpoints, measurements and timetables of the steps after `step` are void; the last
+    step the log had reached."""
     run, record = runner.run, runner.record
     assert run is not None and record.journal is not None
     for cadence in runner.cadence.values():
@@ -230,8 +232,10 @@ def _forget_after(runner: Runner, step: int, done: str) -> None:
     # Lines a full disk kept waiting describe the steps thrown away too: they must not land after this.
     record.journal.drop_unwritten(run.metrics_path, lambda line: (parse_log_line(line) or {}).get("step", 0) <= step)
     try:
-        run.truncate_log(step)
+        last = run.truncate_log(step)
         run.abandon_checkpoints_after(step)
+        return last
     except Exception as exc:  # noqa: BLE001 - a full disk: the rollback itself stands
         runner.warn(f"{done}, but the log and newer checkpoints could not be set aside: {describe_error(exc)}",
                     "rollback")
+        return step

@@ -9,6 +9,7 @@ each viewer sees them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import torch
 from engine import events as ev
 from engine import restore
 from engine.checkpoint import check_compatible
-from engine.config import ConfigError, TrainConfig
+from engine.config import NAMED_DATASETS, ConfigError, TrainConfig
 from engine.data import load_dataset
 from engine.devices import configure_determinism, device_name, resolve_device, training_threads
 from engine.lock import RunLock
@@ -50,6 +51,10 @@ def open_run(runner: Runner) -> None:
             checkpoint = restore.read(runner.exploit.checkpoint)  # the one read of the member's checkpoint
     data = runner.data or load_dataset(runner.cfg.dataset, runner.cfg.data_root, runner.cfg.seed)
     runner.cfg = runner.cfg.resolve_preset(data.num_classes)  # "auto" is saved resolved in config.json
+    if data.info.name == "synthetic" and runner.cfg.dataset in NAMED_DATASETS and runner.cfg.dataset != "synthetic":
+        # The named dataset was not to be had (engine/data.py's fall-back, said in a warning below):
+        # config.json records the data the run really trains on, so a resume continues on the same.
+        runner.cfg = dataclasses.replace(runner.cfg, dataset="synthetic")
     if checkpoint is not None:
         check_compatible(checkpoint.config, runner.cfg, path)
     runner.trainer = Trainer(runner.cfg, data, device)
