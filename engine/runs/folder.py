@@ -1,4 +1,4 @@
-"""The run folder: config.json, metrics.jsonl, samples/*.png, checkpoints/*.pt, error.log."""
+"""The run folder: its paths, what the trainer writes there, and the listings of its grids and checkpoints."""
 
 from __future__ import annotations
 
@@ -12,18 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import AUTO_CONDITIONAL, NAMED_DATASETS, TrainConfig
+from engine.config import TrainConfig
 from engine.journal import append_text, atomic_write
+from engine.runs.errors import RunError
+from engine.runs.grids import write_grid_png
+from engine.runs.names import new_run_name
+from engine.runs.reader import parse_log_line
 
-GRID_PADDING = 2
 # What a launcher or the lock may have put in a new run's folder before the trainer creates the run.
 _PRE_RUN_FILES = {"train.log", ".lock"}
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 _GRID_RE = re.compile(r"^step_(\d+)\.png$")
-
-
-class RunError(RuntimeError):
-    """A run folder is missing or unusable."""
 
 
 class RunDir:
@@ -261,39 +260,6 @@ def check_export_name(name: str) -> tuple[str, ...]:
     return parts
 
 
-def new_run_name(cfg: TrainConfig) -> str:
-    """A sortable, readable default: 20261122-213000-mnist-cond-mlp. A named dataset whose files are
-    not on this machine, with no --data-root, is named `synthetic`: offline, engine/data.py falls back
-    to the font digits, and the name must say so (a first run that does download the files is the
-    one case this guess gets wrong; `gan-tui ls` still lists its real dataset)."""
-    label = "synthetic" if _will_fall_back(cfg) else Path(cfg.dataset).name or "data"
-    dataset = re.sub(r"[^A-Za-z0-9_-]+", "_", label)
-    preset = cfg.preset
-    if preset == "auto" and cfg.dataset in NAMED_DATASETS:
-        preset = AUTO_CONDITIONAL  # every named dataset has labels; a path's are known only once loaded
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{preset}"
-
-
-# Where engine/data.py looks for a named dataset's IDX files (kept here without its torch import, so
-# naming a run stays instant): torchvision's folder name, and the system folders searched as well.
-_TV_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-_SYSTEM_DATA = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
-
-
-def _will_fall_back(cfg: TrainConfig) -> bool:
-    if cfg.dataset not in _TV_FOLDERS or cfg.data_root is not None:
-        return False
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    roots = [Path(cache) / "gan-tui" / "datasets", *_SYSTEM_DATA.get(cfg.dataset, [])]
-    for root in roots:
-        for folder in (root / _TV_FOLDERS[cfg.dataset] / "raw", root):
-            for split in ("train", "t10k"):
-                stem = f"{split}-images-idx3-ubyte"
-                if (folder / stem).is_file() or (folder / f"{stem}.gz").is_file():
-                    return False
-    return True
-
-
 def resolve_run(runs_dir: Path, spec: str) -> RunDir:
     """'latest' (the most recently written run in runs_dir) or a path to a run folder."""
     if spec != "latest":
@@ -307,45 +273,6 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
     if not candidates:
         raise RunError(f"no runs in {runs_dir} to resume")
     return RunDir.open(max(candidates, key=_last_write))
-
-
-def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
-    """uint8 (N, 28, 28) -> one grid PNG (torchvision's make_grid layout), optionally scaled up."""
-    import torch  # here, not at the top: listing and reading runs must not wait for torch
-    from torchvision.utils import save_image
-
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
-    if scale > 1:
-        tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    # All-or-nothing: a viewer listing samples/ must never open a half-written PNG.
-    atomic_write(path, lambda f: save_image(tensor, f, format="png", nrow=grid_columns(len(images)),
-                                            padding=GRID_PADDING * scale))
-
-
-def read_grid_png(path: Path, count: int) -> np.ndarray:
-    """The inverse of write_grid_png at scale 1: uint8 (count, 28, 28). RunError names an unreadable
-    or damaged PNG (a viewer skips it with a note)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            pixels = np.asarray(im.convert("L"))
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for damaged files
-        raise RunError(f"sample grid {path} is unreadable ({type(exc).__name__}: {exc})") from exc
-    cols, cell = grid_columns(count), 28 + GRID_PADDING
-    rows = math.ceil(count / cols)
-    if pixels.shape[0] < GRID_PADDING + rows * cell or pixels.shape[1] < GRID_PADDING + cols * cell:
-        raise RunError(f"sample grid {path} is {pixels.shape[1]}x{pixels.shape[0]}, too small for {count} images")
-    out = np.empty((count, 28, 28), dtype=np.uint8)
-    for i in range(count):
-        top, left = GRID_PADDING + (i // cols) * cell, GRID_PADDING + (i % cols) * cell
-        out[i] = pixels[top : top + 28, left : left + 28]
-    return out
-
-
-def grid_columns(count: int) -> int:
-    """Columns of a near-square grid (8 for 64 images)."""
-    return max(1, math.ceil(math.sqrt(count)))
 
 
 def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
@@ -371,30 +298,6 @@ def log_line(record: dict[str, Any]) -> str:
     return json.dumps(_finite(record), separators=(",", ":")) + "\n"
 
 
-def parse_log_line(raw: bytes | str) -> dict[str, Any] | None:
-    """One metrics.jsonl line -> its record, or None when the line is damaged (not UTF-8, not JSON,
-    not an object, or a `step` that is not a whole number)."""
-    try:
-        record = json.loads(raw)
-    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, the int-digits limit
-        return None
-    if not isinstance(record, dict):
-        return None
-    step = record.get("step", 0)
-    if not isinstance(step, int) or isinstance(step, bool):
-        return None
-    return record
-
-
-def read_config_dict(path: Path) -> dict[str, Any]:
-    """A run's config.json as a dict, or {} when it is missing or damaged (listing tools only)."""
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -404,6 +307,3 @@ def _finite(value: Any) -> Any:
         return [_finite(v) for v in value]
     return value
 
-
-__all__ = ["RunDir", "RunError", "check_export_name", "export_target", "log_line", "log_record", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
-           "resolve_run", "write_grid_png"]
