@@ -207,7 +207,7 @@ def _stop_detached(run_dir: Path) -> None:
     import signal
 
     from engine.runs import RunDir
-    from tui_gan.runs_list import run_state
+    from engine.runs import run_state
 
     _, pid = run_state(RunDir(run_dir))  # a pid only while that run's trainer is alive
     if pid:

@@ -93,7 +93,7 @@ def _ls(argv: Sequence[str]) -> int:
 def _attach(argv: Sequence[str]) -> int:
     from engine.config import TrainConfig
     from tui_gan.options import Options
-    from tui_gan.runs_list import run_state
+    from engine.runs import run_state
     from tui_gan.socket_link import SocketEngine, socket_path
 
     p = Parser(prog="gan-tui attach", description="Open the dashboard on a running run (it keeps training when you leave).")
@@ -144,7 +144,7 @@ def _live_run(runs_dir: Path, spec: str) -> RunDir:
     """`latest` means the newest run that has a live training process; else as resolve_run."""
     if spec != "latest":
         return resolve_run(runs_dir, spec)
-    from tui_gan.runs_list import run_state
+    from engine.runs import run_state
 
     live = []
     if runs_dir.is_dir():
@@ -159,7 +159,7 @@ def _live_run(runs_dir: Path, spec: str) -> RunDir:
 
 def _starting(runs_dir: Path, spec: str) -> str:
     """A note when `spec` names a run whose trainer is still starting (no config.json yet), else ""."""
-    from tui_gan.runs_list import run_state
+    from engine.runs import run_state
 
     path = Path(spec).expanduser()
     path = path if path.is_dir() else runs_dir / spec

@@ -17,7 +17,8 @@ from engine.journal import append_text, atomic_write
 from engine.runs.errors import RunError
 from engine.runs.grids import write_grid_png
 from engine.runs.names import new_run_name
-from engine.runs.reader import parse_log_line
+from engine.runs.reader import (HEAD_BYTES, TAIL_BYTES, LogFollower, newest_log_records, parse_log_line, read_config_dict,
+                                read_log, read_log_head, read_log_tail, read_quality_index, read_state_record)
 
 # What a launcher or the lock may have put in a new run's folder before the trainer creates the run.
 _PRE_RUN_FILES = {"train.log", ".lock"}
@@ -83,15 +84,12 @@ class RunDir:
     def read_state(self) -> dict[str, Any]:
         """The last recorded state, or {} when there is none or it is damaged. Fields of the wrong type
         are dropped (`state` a string, `step` and `pid` whole numbers, `updated` a number)."""
-        try:
-            data = json.loads(self.state_path.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        kinds = {"state": (str,), "step": (int,), "pid": (int,), "updated": (int, float)}
-        return {k: v for k, v in data.items()
-                if k not in kinds or isinstance(v, kinds[k]) and not isinstance(v, bool)}
+        return read_state_record(self.state_path)
+
+    def read_config(self) -> dict[str, Any]:
+        """config.json as plain data, or {} when it is missing or damaged (for listings and views;
+        training loads it with TrainConfig.load, which says what is wrong)."""
+        return read_config_dict(self.config_path)
 
     # ---------------------------------------------------------------- metrics
     def append_log(self, record: dict[str, Any]) -> None:
@@ -104,15 +102,23 @@ class RunDir:
 
     def read_log_counted(self) -> tuple[list[dict[str, Any]], int]:
         """(every good record, how many lines were skipped as damaged)."""
-        records: list[dict[str, Any]] = []
-        bad = 0
-        for raw in self._log_lines():
-            record = parse_log_line(raw)
-            if record is None:
-                bad += raw.strip() != b""
-            else:
-                records.append(record)
-        return records, bad
+        return read_log(self.metrics_path)
+
+    def read_log_head(self, size: int = HEAD_BYTES) -> list[dict[str, Any]]:
+        """The records among the log's first `size` bytes."""
+        return read_log_head(self.metrics_path, size)
+
+    def read_log_tail(self, size: int = TAIL_BYTES) -> list[dict[str, Any]]:
+        """The records among the log's last `size` bytes (a long log's newest records, read cheaply)."""
+        return read_log_tail(self.metrics_path, size)
+
+    def newest_log_records(self, kind: str) -> list[dict[str, Any]]:
+        """The records of type `kind` nearest the log's end (see reader.newest_log_records)."""
+        return newest_log_records(self.metrics_path, kind)
+
+    def follow_log(self) -> LogFollower:
+        """A reader of the log that reads only what was appended since its last poll."""
+        return LogFollower(self.metrics_path)
 
     def truncate_log(self, step: int) -> int:
         """Drop records after `step` (they describe weights a resume or rollback throws away); returns
@@ -207,22 +213,35 @@ class RunDir:
         steps = ", ".join(str(step) for step, _ in self.checkpoints()) or "none"
         raise RunError(f"no checkpoint {spec!r} in {self.path} (use latest, best, a step or a file; steps: {steps})")
 
+    def newest_intact_checkpoint(self) -> tuple[dict[str, Any], TrainConfig, list[str]]:
+        """What a resume starts from: (payload, config) of the newest checkpoint that loads and
+        validates, and a note for every newer one skipped. CheckpointError when none does."""
+        from engine.checkpoint import CheckpointError, load_training_checkpoint  # torch: only when resuming
+
+        found = self.checkpoints()
+        if not found:
+            raise CheckpointError(f"run {self.path} has no checkpoint to resume from")
+        skipped: list[str] = []
+        for _step, path in reversed(found):
+            try:
+                payload, cfg = load_training_checkpoint(path)
+            except CheckpointError as exc:
+                skipped.append(str(exc))
+                continue
+            return payload, cfg, skipped
+        raise CheckpointError(f"run {self.path} has no intact checkpoint to resume from: {skipped[0]}"
+                              + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+
     # ---------------------------------------------------------------- quality
     @property
     def quality_index_path(self) -> Path:
         return self.checkpoints_dir / "quality.json"
 
     def checkpoint_quality(self) -> dict[int, dict[str, Any]]:
-        """step -> the quality measured at that step, for the checkpoints that still exist."""
-        try:
-            data = json.loads(self.quality_index_path.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            return {}  # damaged: "roll back to best" then says no checkpoint has a figure
-        if not isinstance(data, dict):
-            return {}
+        """step -> the quality measured at that step, for the checkpoints that still exist ({} when the
+        index is damaged: "roll back to best" then says no checkpoint has a figure)."""
         existing = {step for step, _ in self.checkpoints()}
-        return {int(k): v for k, v in data.items()
-                if isinstance(v, dict) and k.isdigit() and len(k) < 19 and int(k) in existing}
+        return {step: q for step, q in read_quality_index(self.quality_index_path).items() if step in existing}
 
     def record_checkpoint_quality(self, step: int, quality: dict[str, Any]) -> None:
         """Remember the quality of the checkpoint at `step` (atomically; the index is small)."""
