@@ -191,7 +191,7 @@ def test_engine_never_imports_textual():
 def test_ls_shows_the_last_quality_figures(tmp_path):
     from engine.config import TrainConfig
     from engine.runs import RunDir
-    from tui_gan.runs_list import format_table, list_runs
+    from tui_gan.cli.ls import format_table, list_runs
 
     run = RunDir.create(tmp_path, "judged", TrainConfig())
     run.append_log({"type": "quality", "step": 500, "fd": 25.0, "fd_floor": 10.0, "classes_covered": 9, "class_hist": [0.1] * 10})

@@ -14,7 +14,7 @@ from textual.app import App
 from engine.runner import QueueSink, Runner
 from tests.conftest import tiny_config
 from tests.test_dashboard import screen_text
-from tui_gan.compare_app import CompareApp
+from tui_gan.screens.compare import CompareApp
 from tui_gan.compare_data import CompareError, RunReader, config_diff, open_runs, short_names, sort_rows, summary
 from tui_gan.screens.compare import CompareScreen
 from tui_gan.widgets.compare_plot import ComparePlot

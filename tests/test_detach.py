@@ -21,7 +21,7 @@ from engine.runs import RunDir
 from engine.server import SOCKET_NAME
 from tests.fakes import known_digits
 from tui_gan.formatting import gan_tui_command
-from tui_gan.runs_list import list_runs
+from tui_gan.cli.ls import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +244,7 @@ def test_protocol_round_trips_events_and_refuses_bad_commands():
 def test_a_viewer_whose_shutdown_hangs_still_ends_after_a_signal():
     """The safety net behind SIGHUP/SIGTERM/SIGINT: a hung exit (seen in Textual's writer queue once
     the terminal hung up) cannot keep a viewer process alive for good."""
-    code = "import time\nfrom tui_gan.viewer import exit_later\nexit_later(0.5, 3)\ntime.sleep(60)\n"
+    code = "import time\nfrom tui_gan.process.viewer import exit_later\nexit_later(0.5, 3)\ntime.sleep(60)\n"
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30)
     assert done.returncode == 3 and time.monotonic() - start < 20

@@ -68,7 +68,7 @@ def test_compare_reads_a_damaged_log_without_stopping(tmp_path):
 
 
 def test_ls_reads_a_damaged_log_without_stopping(tmp_path):
-    from tui_gan.runs_list import list_runs
+    from tui_gan.cli.ls import list_runs
 
     damaged_run(tmp_path / "r")
     (row,) = list_runs(tmp_path)

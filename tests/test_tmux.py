@@ -106,7 +106,7 @@ def test_plain_gan_tui_survives_its_terminal_and_every_viewer_signal(tmp_path):
         wait_for_screen(starter, "RUNNING")
         tmux("kill-session", "-t", starter)  # the terminal that started it is gone (a dropped SSH session)
         time.sleep(1)
-        from tui_gan.runs_list import list_runs
+        from tui_gan.cli.ls import list_runs
 
         (row,) = list_runs(runs)
         assert row["state"].startswith("running"), row

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from engine import events as ev
-from tui_gan.engine_link import EngineLink, LocalEngine
+from tui_gan.process.engine_link import EngineLink, LocalEngine
 from tui_gan.keys import KEYS, palette_keys
 from tui_gan.messages import EngineEvent, HistoryLoaded, LoadingProgress
 from tui_gan.paths import shown_path, wrap_paths_in

@@ -6,15 +6,41 @@ cannot be read shows as `-`.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from engine.config import NAMED_DATASETS
 from engine.runs import RunDir, last_step, run_state
 from tui_gan.formatting import format_age
+from tui_gan.options import Parser
 
 _FALLBACK_NOTE = "embedded font digits"  # engine/data.py's fallback note says this
+
+
+def main(argv: Sequence[str]) -> int:
+    """`gan-tui ls [--runs-dir DIR]`: the table on stdout; exit status 2 for a runs folder that is not there."""
+    p = Parser(prog="gan-tui ls", description="List the runs in a runs folder, newest first.")
+    p.add_argument("--runs-dir", default=None, metavar="DIR", help="default: runs")
+    args = p.parse_args(argv)
+    if args.runs_dir is not None and not Path(args.runs_dir).is_dir():
+        print(f"gan-tui ls: there is no runs folder {args.runs_dir}", file=sys.stderr)  # named, so most likely a typo
+        return 2
+    args.runs_dir = args.runs_dir or "runs"  # a fresh checkout has none yet: "no runs in runs"
+    rows = list_runs(Path(args.runs_dir))
+    # 100 columns when written to a file or a pipe; a terminal's own width when it is wider or narrower.
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+    text = format_table(rows, width) if rows else f"no runs in {args.runs_dir}"
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `gan-tui ls | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:

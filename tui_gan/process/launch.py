@@ -20,7 +20,7 @@ from typing import Sequence
 from engine.runs import RunDir, RunError, last_step, new_run_name, resolve_run, run_state, starting_line
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Options
-from tui_gan.socket_link import log_tail, socket_path
+from tui_gan.process.socket_link import log_tail, socket_path
 
 _START_TIMEOUT_S = 300.0  # importing torch and loading a dataset on a cold machine
 _FOLDER_ONLY = {"train.log", ".lock"}  # what a launcher leaves in a folder before its trainer starts
