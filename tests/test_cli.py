@@ -154,7 +154,7 @@ def test_headless_run_writes_the_run_folder(tmp_path, mnist_root):
     # --resume latest with more steps continues from 60.
     more = gan_tui("--headless", "--resume", "latest", "--steps", "80", "--runs-dir", str(tmp_path))
     assert more.returncode == 0, more.stderr
-    assert "resuming at step 60" in more.stderr
+    assert "resumed at step 60" in more.stderr
     assert (run / "checkpoints" / "step_00000080.pt").is_file()
 
 
