@@ -56,7 +56,8 @@ class GanApp(App[int]):
 
     def get_default_screen(self) -> DashboardScreen:
         """The dashboard is the bottom screen; help, questions and menus go on top of it."""
-        return DashboardScreen(self.options.ascii or self._few_colours())
+        return DashboardScreen(self.state, self.engine, self.options, ascii=self.options.ascii or self._few_colours(),
+                               attached=self.attached, quit_run=self.action_quit_run)
 
     def on_mount(self) -> None:
         self._start_engine()
