@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.config import ConfigError
-from tui_gan.options import Options, build_parser, parse_options
+from tui_gan.options import SUBCOMMANDS, Options, build_parser, parse_options
 from tui_gan.terminal import refused_without_terminal
 
 _IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run, after its dashboard closed
-SUBCOMMANDS = ("attach", "ls", "export", "compare", "sweep")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
