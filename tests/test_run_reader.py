@@ -98,9 +98,10 @@ def test_resume_reads_the_newest_intact_checkpoint_and_names_the_skipped_ones(ma
         pass
     newest = runner.run.checkpoint_path(30)
     newest.write_bytes(newest.read_bytes()[:200])  # truncated
-    payload, cfg, skipped = runner.run.newest_intact_checkpoint()
-    assert payload["trainer"]["step"] == 20 and cfg.steps == 30
-    assert len(skipped) == 1 and str(newest) in skipped[0]
+    found = runner.run.newest_intact_checkpoint()
+    assert found.path == runner.run.checkpoint_path(20)
+    assert found.payload["trainer"]["step"] == 20 and found.config.steps == 30
+    assert len(found.skipped) == 1 and str(newest) in found.skipped[0]
     for _, path in runner.run.checkpoints():
         path.write_bytes(b"\0" * 64)
     with pytest.raises(CheckpointError, match="no intact checkpoint"):

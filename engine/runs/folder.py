@@ -8,7 +8,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,6 +24,16 @@ from engine.runs.reader import (HEAD_BYTES, TAIL_BYTES, LogFollower, newest_log_
 _PRE_RUN_FILES = {"train.log", ".lock"}
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 _GRID_RE = re.compile(r"^step_(\d+)\.png$")
+
+
+class IntactCheckpoint(NamedTuple):
+    """A checkpoint that loaded and validated (RunDir.newest_intact_checkpoint)."""
+
+    path: Path
+    payload: dict[str, Any]
+    config: TrainConfig
+    skipped: tuple[str, ...]
+    """One note per newer checkpoint that did not load (why, and which file)."""
 
 
 class RunDir:
@@ -213,9 +223,9 @@ class RunDir:
         steps = ", ".join(str(step) for step, _ in self.checkpoints()) or "none"
         raise RunError(f"no checkpoint {spec!r} in {self.path} (use latest, best, a step or a file; steps: {steps})")
 
-    def newest_intact_checkpoint(self) -> tuple[dict[str, Any], TrainConfig, list[str]]:
-        """What a resume starts from: (payload, config) of the newest checkpoint that loads and
-        validates, and a note for every newer one skipped. CheckpointError when none does."""
+    def newest_intact_checkpoint(self) -> IntactCheckpoint:
+        """What a resume starts from: the newest checkpoint that loads and validates, with a note for
+        every newer one skipped. CheckpointError when there is none, or none is intact."""
         from engine.checkpoint import CheckpointError, load_training_checkpoint  # torch: only when resuming
 
         found = self.checkpoints()
@@ -228,7 +238,7 @@ class RunDir:
             except CheckpointError as exc:
                 skipped.append(str(exc))
                 continue
-            return payload, cfg, skipped
+            return IntactCheckpoint(path, payload, cfg, tuple(skipped))
         raise CheckpointError(f"run {self.path} has no intact checkpoint to resume from: {skipped[0]}"
                               + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
 
