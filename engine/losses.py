@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from engine.config import LOSSES, ConfigError
+
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Discriminator loss on real and fake outputs (without WGAN-GP's penalty, see gradient_penalty)."""
@@ -25,7 +27,7 @@ def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: f
         return 0.5 * ((real - 1.0).pow(2).mean() + fake.pow(2).mean())
     if kind == "wgan-gp":
         return fake.mean() - real.mean()
-    raise ValueError(f"unknown loss {kind!r}")
+    raise _unknown(kind)
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
@@ -37,7 +39,7 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * (fake - 1.0).pow(2).mean()
     if kind in ("hinge", "wgan-gp"):
         return -fake.mean()
-    raise ValueError(f"unknown loss {kind!r}")
+    raise _unknown(kind)
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -69,3 +71,7 @@ def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 def d_probability(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """How D's raw output is shown as "D(x)": a probability for bce, the raw score otherwise."""
     return torch.sigmoid if kind == "bce" else (lambda x: x)
+
+
+def _unknown(kind: str) -> ConfigError:
+    return ConfigError("loss", kind, f"use one of {', '.join(LOSSES)}")

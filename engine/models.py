@@ -9,6 +9,7 @@ either kind with or without labels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,49 +19,29 @@ from engine.config import ConfigError, TrainConfig
 
 IMAGE_PIXELS = 28 * 28
 
-# preset -> (generator widths, discriminator widths) used when the config leaves them empty
-DEFAULT_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "mlp-small": ((256,), (256,)),
-    "mlp": ((256, 512, 1024), (1024, 512, 256)),
-    "mlp-dropout": ((256, 512, 1024), (1024, 512, 256)),
-    "dcgan": ((128, 64), (64, 128)),
-    "dcgan-small": ((64, 32), (32, 64)),
-    "cond-mlp": ((256, 512, 1024), (512, 256)),
-    "cond-dcgan": ((64, 32), (32, 64)),
-}
+
+@dataclass(frozen=True)
+class Preset:
+    """One architecture: the widths it takes when the config leaves them empty, and how it builds the pair."""
+
+    g_widths: tuple[int, ...]
+    d_widths: tuple[int, ...]
+    build: Callable[[TrainConfig, tuple[int, ...], tuple[int, ...]], tuple[nn.Module, nn.Module]]
+    conditional: bool = False
+    """Takes class labels (needs the data's classes: TrainConfig.resolve_preset)."""
 
 
 def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
-    """The (generator, discriminator) pair for a config, freshly initialised."""
-    widths = DEFAULT_WIDTHS.get(cfg.preset, ((), ()))
-    g_widths = cfg.g_hidden or widths[0]
-    d_widths = cfg.d_hidden or widths[1]
-    # A batch-normalised critic breaks the per-sample gradient penalty of WGAN-GP.
-    d_norm = cfg.loss != "wgan-gp"
-    if cfg.preset in ("cond-mlp", "cond-dcgan") and cfg.num_classes < 2:
-        raise ConfigError("num_classes", cfg.num_classes, f"{cfg.preset} needs the data's classes (resolve_preset)")
+    """The (generator, discriminator) pair for a config, freshly initialised. A preset name that is
+    not in the table is a ConfigError naming the ones that are (never a silent fall-back)."""
     if cfg.preset == "auto":
         raise ConfigError("preset", cfg.preset, "auto is resolved from the data first (TrainConfig.resolve_preset)")
-    if cfg.preset == "cond-mlp":
-        return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes,
-                                          lambda n: MLPGenerator(n, g_widths, batch_norm=True), cfg.g_class_embed),
-                ProjectionMLPDiscriminator(d_widths, cfg.num_classes, cfg.d_mbstd))
-    if cfg.preset == "cond-dcgan":
-        _require_two(cfg, g_widths, d_widths)
-        return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes, lambda n: ConvGenerator(n, g_widths),
-                                          cfg.g_class_embed),
-                ProjectionConvDiscriminator(d_widths, cfg.num_classes))
-    if cfg.preset == "mlp-small":
-        g: nn.Module = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=False)
-        d: nn.Module = MLPDiscriminator(d_widths, dropout=0.0)
-    elif cfg.preset in ("mlp", "mlp-dropout"):
-        g = MLPGenerator(cfg.latent_dim, g_widths, batch_norm=True)
-        d = MLPDiscriminator(d_widths, dropout=0.3 if cfg.preset == "mlp-dropout" else 0.0)
-    else:
-        _require_two(cfg, g_widths, d_widths)
-        g = ConvGenerator(cfg.latent_dim, g_widths)
-        d = ConvDiscriminator(d_widths, batch_norm=d_norm)
-    return g, d
+    preset = PRESET_TABLE.get(cfg.preset)
+    if preset is None:
+        raise ConfigError("preset", cfg.preset, f"use one of {', '.join(PRESET_TABLE)}")
+    if preset.conditional and cfg.num_classes < 2:
+        raise ConfigError("num_classes", cfg.num_classes, f"{cfg.preset} needs the data's classes (resolve_preset)")
+    return preset.build(cfg, cfg.g_hidden or preset.g_widths, cfg.d_hidden or preset.d_widths)
 
 
 def is_conditional(module: nn.Module) -> bool:
@@ -271,3 +252,47 @@ def _require_two(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[in
         raise ConfigError("g_hidden", cfg.g_hidden, f"{cfg.preset} takes two channel counts, like 128,64")
     if len(d_widths) != 2:
         raise ConfigError("d_hidden", cfg.d_hidden, f"{cfg.preset} takes two channel counts, like 64,128")
+
+
+# ------------------------------------------------------------------ presets
+def _mlp_pair(batch_norm: bool, dropout: float) -> Callable[[TrainConfig, tuple[int, ...], tuple[int, ...]],
+                                                          tuple[nn.Module, nn.Module]]:
+    def build(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+        return MLPGenerator(cfg.latent_dim, g_widths, batch_norm=batch_norm), MLPDiscriminator(d_widths, dropout=dropout)
+
+    return build
+
+
+def _dcgan_pair(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    _require_two(cfg, g_widths, d_widths)
+    # A batch-normalised critic breaks the per-sample gradient penalty of WGAN-GP.
+    return ConvGenerator(cfg.latent_dim, g_widths), ConvDiscriminator(d_widths, batch_norm=cfg.loss != "wgan-gp")
+
+
+def _cond_mlp_pair(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes,
+                                      lambda n: MLPGenerator(n, g_widths, batch_norm=True), cfg.g_class_embed),
+            ProjectionMLPDiscriminator(d_widths, cfg.num_classes, cfg.d_mbstd))
+
+
+def _cond_dcgan_pair(cfg: TrainConfig, g_widths: tuple[int, ...], d_widths: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    _require_two(cfg, g_widths, d_widths)
+    return (ClassConditionalGenerator(cfg.latent_dim, cfg.num_classes, lambda n: ConvGenerator(n, g_widths),
+                                      cfg.g_class_embed),
+            ProjectionConvDiscriminator(d_widths, cfg.num_classes))
+
+
+#: Every preset a config may name (but "auto", which resolve_preset turns into one of these).
+PRESET_TABLE: dict[str, Preset] = {
+    "cond-mlp": Preset((256, 512, 1024), (512, 256), _cond_mlp_pair, conditional=True),
+    "cond-dcgan": Preset((64, 32), (32, 64), _cond_dcgan_pair, conditional=True),
+    "dcgan-small": Preset((64, 32), (32, 64), _dcgan_pair),
+    "mlp-small": Preset((256,), (256,), _mlp_pair(batch_norm=False, dropout=0.0)),
+    "mlp": Preset((256, 512, 1024), (1024, 512, 256), _mlp_pair(batch_norm=True, dropout=0.0)),
+    "mlp-dropout": Preset((256, 512, 1024), (1024, 512, 256), _mlp_pair(batch_norm=True, dropout=0.3)),
+    "dcgan": Preset((128, 64), (64, 128), _dcgan_pair),
+}
+#: preset -> (generator widths, discriminator widths) used when the config leaves them empty.
+DEFAULT_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    name: (p.g_widths, p.d_widths) for name, p in PRESET_TABLE.items()
+}

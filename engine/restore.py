@@ -81,19 +81,8 @@ def load_state(runner: Runner, checkpoint: Checkpoint, cfg: TrainConfig) -> list
 # --------------------------------------------------------------------- sources
 def newest_intact(run: RunDir) -> Checkpoint:
     """The run's newest checkpoint that loads and validates, with a note for every newer one skipped."""
-    found = run.checkpoints()
-    if not found:
-        raise CheckpointError(f"run {run.path} has no checkpoint to resume from")
-    skipped: list[str] = []
-    for _step, path in reversed(found):
-        try:
-            payload, cfg = load_training_checkpoint(path)
-        except CheckpointError as exc:
-            skipped.append(str(exc))
-            continue
-        return Checkpoint(payload, cfg, path, tuple(skipped))
-    raise CheckpointError(f"run {run.path} has no intact checkpoint to resume from: {skipped[0]}"
-                          + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+    found = run.newest_intact_checkpoint()
+    return Checkpoint(found.payload, found.config, found.path, found.skipped)
 
 
 def read(path: Path) -> Checkpoint:
@@ -184,7 +173,7 @@ def exploit(runner: Runner, source: Exploit, checkpoint: Checkpoint, own: dict[s
     runner.notes += load_state(runner, checkpoint, runner.cfg)
     name = run.path.name
     last = _forget_after(runner, step, "took over another member's weights")
-    record.append(log_record("resumed", step, lost_steps=max(0, last - step), source="pbt"))
+    record.append(log_record("resumed", step, lost_steps=max(0, last - step), reason="pbt"))
     try:  # the trial's own checkpoint at this step gives way to the copied state, kept aside
         own_file = run.checkpoint_path(step)
         if own_file.is_file():

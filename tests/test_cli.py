@@ -154,7 +154,7 @@ def test_headless_run_writes_the_run_folder(tmp_path, mnist_root):
     # --resume latest with more steps continues from 60.
     more = gan_tui("--headless", "--resume", "latest", "--steps", "80", "--runs-dir", str(tmp_path))
     assert more.returncode == 0, more.stderr
-    assert "resuming at step 60" in more.stderr
+    assert "resumed at step 60" in more.stderr
     assert (run / "checkpoints" / "step_00000080.pt").is_file()
 
 
@@ -191,7 +191,7 @@ def test_engine_never_imports_textual():
 def test_ls_shows_the_last_quality_figures(tmp_path):
     from engine.config import TrainConfig
     from engine.runs import RunDir
-    from tui_gan.runs_list import format_table, list_runs
+    from tui_gan.cli.ls import format_table, list_runs
 
     run = RunDir.create(tmp_path, "judged", TrainConfig())
     run.append_log({"type": "quality", "step": 500, "fd": 25.0, "fd_floor": 10.0, "classes_covered": 9, "class_hist": [0.1] * 10})

@@ -14,7 +14,7 @@ from textual.app import App
 from engine.runner import QueueSink, Runner
 from tests.conftest import tiny_config
 from tests.test_dashboard import screen_text
-from tui_gan.compare_app import CompareApp
+from tui_gan.screens.compare import CompareApp
 from tui_gan.compare_data import CompareError, RunReader, config_diff, open_runs, short_names, sort_rows, summary
 from tui_gan.screens.compare import CompareScreen
 from tui_gan.widgets.compare_plot import ComparePlot
@@ -191,6 +191,17 @@ def test_reader_reads_only_what_was_appended_and_starts_over_when_the_log_is_rep
     tmp.write_text("\n".join(kept) + "\n")
     os.replace(tmp, log)  # what a rollback does
     assert reader.poll() and reader.series.step[-1] == 30
+
+
+async def test_a_line_that_is_not_utf8_is_skipped_not_a_crash(runs):
+    with (runs / "lr-fast" / "metrics.jsonl").open("ab") as f:
+        f.write(b'{"type": "metrics", "step": 61, "note": "caf\xe9"}\n\xff garbage\n')
+    append(runs / "lr-fast", metrics_record(65, 0.5))
+    app = CompareApp(open_runs(["lr-fast", "lr-slow"], runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: len(app.screen.query_one(ComparePlot).lines) == 2)
+        assert dict(app.screen.query_one(ComparePlot).lines)["lr-fast"] == 13
+        assert app.screen.query_one(SummaryTable).row_count == 2
 
 
 def test_summary_best_fd_time_to_3x_confidence_and_alarms(runs):

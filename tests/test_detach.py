@@ -22,7 +22,7 @@ from engine.runs import RunDir
 from engine.server import SOCKET_NAME
 from tests.fakes import known_digits
 from tui_gan.formatting import gan_tui_command
-from tui_gan.runs_list import list_runs
+from tui_gan.cli.ls import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +182,7 @@ def test_kill_9_then_resume_loses_at_most_the_steps_since_the_last_checkpoint(tm
     assert result.returncode == 0, result.stderr
     lost = last_logged - last_ckpt
     assert 0 < lost < 100 and f"{lost} steps after the last checkpoint were lost" in result.stderr
-    assert f"resuming at step {last_ckpt}" in result.stderr
+    assert f"resumed at step {last_ckpt:,}" in result.stderr
 
 
 def test_detach_reports_a_trainer_that_dies_at_start_up_at_once(tmp_path):
@@ -245,7 +245,7 @@ def test_protocol_round_trips_events_and_refuses_bad_commands():
 def test_a_viewer_whose_shutdown_hangs_still_ends_after_a_signal():
     """The safety net behind SIGHUP/SIGTERM/SIGINT: a hung exit (seen in Textual's writer queue once
     the terminal hung up) cannot keep a viewer process alive for good."""
-    code = "import time\nfrom tui_gan.viewer import exit_later\nexit_later(0.5, 3)\ntime.sleep(60)\n"
+    code = "import time\nfrom tui_gan.process.viewer import exit_later\nexit_later(0.5, 3)\ntime.sleep(60)\n"
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30)
     assert done.returncode == 3 and time.monotonic() - start < 20

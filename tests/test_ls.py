@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.config import TrainConfig
 from engine.runs import RunDir, new_run_name
 from tui_gan.formatting import format_age
-from tui_gan.runs_list import format_table, list_runs
+from tui_gan.cli.ls import format_table, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 

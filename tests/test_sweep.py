@@ -109,7 +109,7 @@ def test_random_search_from_the_command_line_lists_its_trials_and_a_stop_saves_e
     assert "TRIAL" in out and "best: trial-" in out, out
     assert stop_requested(sweep_dir) and SweepStatus.load(sweep_dir).state == "stopped"
 
-    from tui_gan.commands import run_subcommand
+    from tui_gan.cli import run_subcommand
 
     capsys.readouterr()
     assert run_subcommand("ls", ["--runs-dir", str(sweep_dir)]) == 0

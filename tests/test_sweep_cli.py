@@ -13,7 +13,8 @@ from engine.sweep.driver import grid_points
 from engine.sweep.rows import describe_best, format_table, read_trials, sparkline
 from engine.sweep.spec import Range, SweepError, SweepSpec, SweepStatus
 from tests.conftest import tiny_config
-from tui_gan import cli, sweep_cmd
+from tui_gan import cli
+from tui_gan.cli import sweep as sweep_cmd
 
 
 def test_without_ray_the_command_says_how_to_install_it_in_one_line(monkeypatch, tmp_path, capsys):

@@ -106,7 +106,7 @@ def test_plain_gan_tui_survives_its_terminal_and_every_viewer_signal(tmp_path):
         wait_for_screen(starter, "RUNNING")
         tmux("kill-session", "-t", starter)  # the terminal that started it is gone (a dropped SSH session)
         time.sleep(1)
-        from tui_gan.runs_list import list_runs
+        from tui_gan.cli.ls import list_runs
 
         (row,) = list_runs(runs)
         assert row["state"].startswith("running"), row
@@ -207,7 +207,7 @@ def _stop_detached(run_dir: Path) -> None:
     import signal
 
     from engine.runs import RunDir
-    from tui_gan.runs_list import run_state
+    from engine.runs import run_state
 
     _, pid = run_state(RunDir(run_dir))  # a pid only while that run's trainer is alive
     if pid:

@@ -19,14 +19,13 @@ from textual.worker import Worker, WorkerState
 
 from engine import commands as cmd
 from engine import events as ev
-from tui_gan.engine_link import EngineLink, LocalEngine
+from tui_gan.describe import toast
+from tui_gan.process.engine_link import EngineLink, LocalEngine
 from tui_gan.keys import KEYS, palette_keys
 from tui_gan.messages import EngineEvent, HistoryLoaded, LoadingProgress
-from tui_gan.paths import shown_path, wrap_paths_in
 from tui_gan.screens.dashboard import DashboardScreen
 from tui_gan.screens.quit import QuitScreen
 from tui_gan.state import DashboardState
-from tui_gan.widgets.quality_panel import ALARM_TITLES
 
 if TYPE_CHECKING:
     from tui_gan.options import Options
@@ -58,7 +57,8 @@ class GanApp(App[int]):
 
     def get_default_screen(self) -> DashboardScreen:
         """The dashboard is the bottom screen; help, questions and menus go on top of it."""
-        return DashboardScreen(self.options.ascii or self._few_colours())
+        return DashboardScreen(self.state, self.engine, self.options, ascii=self.options.ascii or self._few_colours(),
+                               attached=self.attached, quit_run=self.action_quit_run)
 
     def on_mount(self) -> None:
         self._start_engine()
@@ -116,24 +116,13 @@ class GanApp(App[int]):
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
         self.state.apply(event)
-        if isinstance(event, ev.AlarmRaised):
-            hint = ("\nu: roll back to the last good checkpoint · U: the same with lower learning rates"
-                    if event.kind == "nonfinite" else "")
-            self.notify(f"{event.message}{hint}", title=f"alarm: {ALARM_TITLES.get(event.kind, event.kind)}",
-                        severity="error", timeout=20)
-        elif isinstance(event, ev.RolledBack):
-            self.notify(f"back at step {event.step:,} from {event.from_step:,}", title="rolled back")
-        elif isinstance(event, ev.RunStarted):
+        popup = toast(event)  # the notes pane has it already (state.apply); some facts also pop up
+        if popup is not None:
+            self.notify(popup.message, title=popup.title, severity=popup.severity, timeout=popup.timeout)
+        if isinstance(event, ev.RunStarted):
             self.sub_title = event.run_dir
             if event.resumed or self.attached or self.owns_run:
                 self._load_history(event.run_dir)
-        elif isinstance(event, ev.CheckpointSaved) and event.reason != "periodic":
-            self.notify(shown_path(event.path), title="checkpoint saved")
-        elif isinstance(event, ev.WarningRaised):
-            self.notify(wrap_paths_in(event.message), title="warning", severity="warning", timeout=10)
-        elif isinstance(event, ev.ErrorRaised):
-            where = f"\ntraceback: {shown_path(event.traceback_path)}" if event.traceback_path else ""
-            self.notify(f"{wrap_paths_in(event.message)}{where}", title="training failed", severity="error", timeout=30)
         elif isinstance(event, ev.RunFinished):
             self.exit_status = 1 if event.state == ev.RunState.FAILED else 0
             if self._quitting:

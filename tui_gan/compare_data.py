@@ -1,7 +1,8 @@
 """Runs read from their folders for `gan-tui compare`: incremental log readers and pure functions.
 
-A `RunReader` remembers how far it read `metrics.jsonl` and reads only what was appended since
-(a resume or rollback rewrites the file under a new inode, which starts a fresh read). Everything
+A `RunReader` follows `metrics.jsonl` with the run folder's own reader (engine/runs/reader.py's
+LogFollower: only what was appended since the last poll; a resume or rollback rewrites the file
+under a new inode, which starts a fresh read; damaged lines are skipped as everywhere). Everything
 the compare screen shows is computed from the readers by pure functions below: curves for a metric
 over a chosen x axis, the config keys that differ, and one summary row per run.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.runs import RunDir, RunError, read_grid_png, resolve_run
+from engine.runs import RunDir, RunError, read_grid_png, resolve_run, run_state
 
 MAX_RUNS = 6
 SILENT_AFTER_S = 30.0  # a live run that wrote nothing for this long is marked as silent
@@ -67,12 +68,10 @@ class RunReader:
     def __init__(self, run: RunDir) -> None:
         self.run = run
         self.name = run.path.name
-        self.config: dict[str, Any] = _read_json(run.config_path)
+        self.config: dict[str, Any] = run.read_config()
         self.series = RunSeries()
         self.last_write = 0.0  # mtime of metrics.jsonl when last read
-        self._offset = 0
-        self._inode: int | None = None
-        self._partial = b""
+        self._log = run.follow_log()
         self._images = 0.0
         self._d_steps = int(self.config.get("d_steps", 1) or 1)
         self._grid_path: Path | None = None
@@ -81,39 +80,19 @@ class RunReader:
 
     def poll(self) -> bool:
         """Read what was appended (or everything, if the file was replaced); True if anything changed."""
-        path = self.run.metrics_path
-        try:
-            stat = path.stat()
-        except OSError:
-            return False
-        changed = False
-        if self._inode != stat.st_ino or stat.st_size < self._offset:
+        update = self._log.poll()
+        if not update.exists:
+            return False  # no log yet
+        if update.reset:
             self._reset()
-            self._inode = stat.st_ino
-            self.config = _read_json(self.run.config_path) or self.config
-            changed = True
-        if stat.st_size > self._offset:
-            with path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-            self._offset += len(data)
-            lines = (self._partial + data).split(b"\n")
-            self._partial = lines.pop()  # a half-written last line waits for its end
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict):
-                    self._add(record)
-            changed = True
-        self.last_write = stat.st_mtime
-        return self._poll_grid() or changed
+            self.config = self.run.read_config() or self.config
+        for record in update.records:
+            self._add(record)
+        self.last_write = update.mtime
+        return self._poll_grid() or update.changed
 
     def state(self, now: float | None = None) -> str:
         """running / paused / finished / ... as `gan-tui ls` says it; a live run that went quiet says so."""
-        from tui_gan.runs_list import run_state
-
         state, _ = run_state(self.run)
         now = time.time() if now is None else now
         if state == "running" and self.last_write and now - self.last_write > SILENT_AFTER_S:
@@ -123,14 +102,12 @@ class RunReader:
     # ------------------------------------------------------------- internals
     def _reset(self) -> None:
         self.series = RunSeries()
-        self._offset = 0
-        self._partial = b""
         self._images = 0.0
         self._d_steps = int(self.config.get("d_steps", 1) or 1)
 
     def _add(self, record: dict[str, Any]) -> None:
         s, kind, step = self.series, record.get("type", "metrics"), record.get("step")
-        if not isinstance(step, int):
+        if step is None:
             return
         if kind == "metrics":
             if s.step and step <= s.step[-1]:
@@ -166,8 +143,8 @@ class RunReader:
         step, path = grids[-1]
         try:
             self.grid = read_grid_png(path, int(self.config.get("num_samples", 64)))
-        except (OSError, ValueError):
-            return False  # a grid being replaced; the next poll reads it
+        except (OSError, ValueError, RunError):
+            return False  # a grid being replaced (or damaged); the next poll tries again
         self._grid_path, self.grid_step = path, step
         return True
 
@@ -299,14 +276,6 @@ def _x(series: RunSeries, steps: list[int], x_axis: str) -> np.ndarray:
 
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _mtime(path: Path) -> float:

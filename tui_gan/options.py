@@ -1,7 +1,7 @@
 """What the command line asked for (`Options`) and how it is parsed and checked.
 
 A leaf module: it imports the engine's config and run-folder readers, never the dashboard, the
-launcher or the subcommands, so `cli`, `app`, `commands`, `detach` and `headless` all import it
+launcher or the subcommands, so `cli/`, `app` and `process/` all import it
 without a circle. Nothing here imports torch: every mistake is answered in a fraction of a second,
 before anything starts.
 """

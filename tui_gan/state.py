@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine import events as ev
+from tui_gan.describe import notes
 from tui_gan.formatting import eta_seconds
 
 _GRIDS_IN_MEMORY = 64  # older grids keep only their PNG path and are decoded when stepped back to
@@ -125,10 +126,16 @@ class DashboardState:
 
     # ------------------------------------------------------------------ API
     def apply(self, event: ev.Event) -> None:
-        """Fold one engine event into the state."""
+        """Fold one engine event into the state, and note what it means (in tui_gan/describe.py's
+        words; facts the screen shows in place stay out of the notes). A handler that returns False
+        keeps the event out of the notes (said once already)."""
+        after_pause = self.phase == ev.RunState.PAUSED.value
         handler = getattr(self, f"_on_{type(event).__name__}", None)
-        if handler is not None:
-            handler(event)
+        if handler is not None and handler(event) is False:
+            return
+        for line in notes(event, after_pause=after_pause):
+            if not line.routine:
+                self.note(line.severity, line.text)
 
     def take_changes(self) -> set[str]:
         """The parts changed since the last call (and forget them)."""
@@ -241,7 +248,6 @@ class DashboardState:
         self.config = e.config
         self.hparams = {k: e.config[k] for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")}
         self.total_steps, self.step = e.total_steps, e.step
-        self.note("info", f"{'resumed at step ' + str(e.step) if e.resumed else 'started'}: {e.dataset}")
         self.changed |= {"status", "hparams"}
 
     def _on_MetricsLogged(self, e: ev.MetricsLogged) -> None:
@@ -275,43 +281,30 @@ class DashboardState:
     def _on_HyperparamsChanged(self, e: ev.HyperparamsChanged) -> None:
         self.hparams = dict(e.new)
         self.markers.append(e.step)
-        changes = ", ".join(f"{k} {e.old[k]:g} -> {e.new[k]:g}" for k in e.new if e.new[k] != e.old.get(k))
-        changes = changes or "hyperparameters set again (no value changed)"
-        self.note("info", f"step {e.step}: {changes}")
         self.changed |= {"hparams", "plot"}
 
     def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
         self.last_checkpoint = e.path
-        if e.reason != "periodic":
-            self.note("info", f"checkpoint saved: {e.path}")
         self.changed.add("status")
 
     def _on_SamplesExported(self, e: ev.SamplesExported) -> None:
         self.last_export = e.path
-        self.note("info", f"samples exported: {e.path}")
 
     def _on_StateChanged(self, e: ev.StateChanged) -> None:
-        was = self.phase
         self.phase = e.state.value
         self.step = e.step
-        if e.reason and e.state != ev.RunState.RUNNING:
-            self.note("info", f"{e.state.value}: {e.reason}")
-        elif e.state == ev.RunState.RUNNING and was == ev.RunState.PAUSED.value:
-            self.note("info", f"resumed at step {e.step:,}")  # the pause's note is no longer the news
         self.changed.add("status")
 
-    def _on_JudgeProgress(self, e: ev.JudgeProgress) -> None:
-        if self.quality.judge_progress is None:
-            self.note("info", f"training the quality judge ({e.epochs} epochs; once per dataset, then cached)")
+    def _on_JudgeProgress(self, e: ev.JudgeProgress) -> bool:
+        first = self.quality.judge_progress is None  # noted once; the status line counts the epochs
         self.quality.judge_progress = e
         self.changed |= {"quality", "status"}
+        return first
 
     def _on_JudgeReady(self, e: ev.JudgeReady) -> None:
         self.quality.judge_progress = None
         self.quality.judge = e
         self.quality.fd_floor = e.fd_floor
-        how = "loaded from the cache" if e.source == "cache" else f"trained in {e.train_s:.0f} s"
-        self.note("info", f"quality judge ready: {e.accuracy:.1%} on {e.held_out:,} held-out images ({how})")
         self.changed |= {"quality", "status"}
 
     def _on_QualityMeasured(self, e: ev.QualityMeasured) -> None:
@@ -320,13 +313,11 @@ class DashboardState:
 
     def _on_AlarmRaised(self, e: ev.AlarmRaised) -> None:
         self.alarms[e.kind] = e
-        self.note("error", f"ALARM {e.kind}: {e.message}")
         self.changed |= {"quality", "status"}
 
-    def _on_AlarmCleared(self, e: ev.AlarmCleared) -> None:
-        if self.alarms.pop(e.kind, None) is not None:
-            self.note("info", f"step {e.step}: alarm {e.kind} cleared")
+    def _on_AlarmCleared(self, e: ev.AlarmCleared) -> bool:
         self.changed |= {"quality", "status"}
+        return self.alarms.pop(e.kind, None) is not None  # a note only for an alarm this screen showed
 
     def _on_RolledBack(self, e: ev.RolledBack) -> None:
         self.step = e.step
@@ -337,16 +328,10 @@ class DashboardState:
         self.grids = [g for g in self.grids if g.step <= e.step]
         if self.view_index is not None and (shown not in self.grids):
             self.view_index = None
-        self.note("info", f"rolled back from step {e.from_step:,} to {e.step:,} ({e.path})")
         self.changed |= {"plot", "grid", "quality", "status"}
-
-    def _on_WarningRaised(self, e: ev.WarningRaised) -> None:
-        self.note("warning", e.message)
 
     def _on_ErrorRaised(self, e: ev.ErrorRaised) -> None:
         self.error = e
-        where = f" (traceback: {e.traceback_path})" if e.traceback_path else ""
-        self.note("error", f"{e.message}{where}")
         self.changed.add("status")
 
     def _on_RunFinished(self, e: ev.RunFinished) -> None:

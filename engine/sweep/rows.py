@@ -6,13 +6,13 @@ member it last copied; sweep.json adds Ray's view (trials still pending, errors,
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.lock import pid_alive
+from engine.runs import RunDir
 from engine.sweep.spec import SweepStatus
 
 SORT_KEYS = ("name", "fd", "step", "lr_g", "lr_d", "state")
@@ -99,11 +99,9 @@ def describe_best(status: SweepStatus) -> str:
 
 # ------------------------------------------------------------------ helpers
 def _read_trial(folder: Path, entry: dict[str, Any]) -> TrialRow:
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        config = {}
-    state = _state(folder)
+    run = RunDir(folder)
+    config = run.read_config()
+    state = _state(run)
     if state in ("stopped", "unknown") and entry.get("status") == "PAUSED":
         state = "paused (pbt)"  # PBT set it aside between incarnations
     if str(entry.get("status")) == "ERROR":
@@ -111,17 +109,17 @@ def _read_trial(folder: Path, entry: dict[str, Any]) -> TrialRow:
     step, lr_g, lr_d, d_steps = 0, config.get("lr_g"), config.get("lr_d"), config.get("d_steps")
     history: list[float] = []
     copied = ""
-    for record in _records(folder / "metrics.jsonl"):
+    for record in run.read_log():
         kind = record.get("type")
         if kind == "metrics":
-            step = int(record.get("step") or 0)
+            step = record.get("step", 0)
             lr_g, lr_d = record.get("lr_g", lr_g), record.get("lr_d", lr_d)
         elif kind == "quality":
             fd, floor = record.get("fd"), record.get("fd_floor")
             if isinstance(fd, (int, float)) and isinstance(floor, (int, float)) and floor > 0:
                 history.append(fd / floor)
         elif kind == "hparams":
-            new = record.get("new") or {}
+            new = record["new"] if isinstance(record.get("new"), dict) else {}
             lr_g, lr_d, d_steps = new.get("lr_g", lr_g), new.get("lr_d", lr_d), new.get("d_steps", d_steps)
             if record.get("source") == "pbt" and record.get("action") == "exploit":
                 copied = f"{record.get('member', '?')}@{record.get('step', 0)}"
@@ -129,33 +127,14 @@ def _read_trial(folder: Path, entry: dict[str, Any]) -> TrialRow:
                     history[-1] if history else None, tuple(history), copied)
 
 
-def _state(folder: Path) -> str:
-    try:
-        record = json.loads((folder / "state.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return "starting"
-    state = str(record.get("state", "unknown"))
-    pid = record.get("pid")
-    if state in _LIVE and not (isinstance(pid, int) and pid_alive(pid)):
+def _state(run: RunDir) -> str:
+    record = run.read_state()
+    if not record:
+        return "starting"  # no state.json yet (or a damaged one)
+    state = record.get("state", "unknown")
+    if state in _LIVE and not (isinstance(record.get("pid"), int) and pid_alive(record["pid"])):
         return "interrupted"
     return state
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written right now
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
 
 
 def _num(value: Any) -> str:

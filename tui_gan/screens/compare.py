@@ -5,7 +5,7 @@
 
 The screen reads the run folders itself (about once a second, only what was appended), so it
 works the same for finished runs, runs training in another process and runs of this process.
-`q` or escape dismisses it.
+`q` or escape dismisses it. `CompareApp` is the app behind `gan-tui compare`: this screen alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widgets import ContentSwitcher, Footer, Static
@@ -171,3 +171,17 @@ class CompareScreen(ModalScreen[None]):
     def action_leave(self) -> None:
         """Back to where the screen was opened from (the dashboard, or the end of `gan-tui compare`)."""
         self.dismiss(None)
+
+
+class CompareApp(App[int]):
+    """`gan-tui compare`: shows one CompareScreen and exits (status 0) when it is dismissed."""
+
+    TITLE = "gan-tui compare"
+
+    def __init__(self, readers: list[RunReader], *, ascii: bool = False) -> None:
+        super().__init__()
+        self._readers = readers
+        self._ascii = ascii
+
+    def on_mount(self) -> None:
+        self.push_screen(CompareScreen(self._readers, ascii=self._ascii), callback=lambda _: self.exit(0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
 from textual import work
@@ -35,7 +35,8 @@ from tui_gan.widgets.sample_grid import SampleGrid
 from tui_gan.widgets.status import StatusBar
 
 if TYPE_CHECKING:
-    from tui_gan.app import GanApp
+    from tui_gan.options import Options
+    from tui_gan.process.engine_link import EngineLink
 
 _PLOT_MIN_INTERVAL_S = 1.0  # plots are the costliest redraw (bytes and CPU); once a second reads as live
 TALL_ROWS = 40  # from this height the quality panel shows beside the losses instead of in their place
@@ -48,11 +49,17 @@ class DashboardScreen(Screen[None]):
     BINDINGS = [b for b in bindings() if not b.priority]  # the priority keys (ctrl+q, ctrl+c) are the app's
     AUTO_FOCUS = ""  # nothing: single-letter keys drive training until the user tabs into the form
 
-    app: GanApp
-
-    def __init__(self, ascii: bool) -> None:
+    def __init__(self, state: DashboardState, engine: EngineLink, options: Options, *, ascii: bool,
+                 attached: bool, quit_run: Callable[[], None]) -> None:
+        """`state`: the app's (kept while modals come and go); `engine`: where commands go; `quit_run`:
+        the app's quit, which decides what becomes of the run (this screen only asks for it)."""
         super().__init__(id="dashboard")
+        self.state = state
+        self.engine = engine
+        self.options = options
         self.ascii = ascii
+        self.attached = attached
+        self._quit_run = quit_run
         self._last_plot = 0.0
         self._notes_written = 0
 
@@ -75,20 +82,15 @@ class DashboardScreen(Screen[None]):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self.query_one(KeyFooter).attached = bool(getattr(self.app, "attached", False))
+        self.query_one(KeyFooter).attached = self.attached
         self.on_resize()
-        self.set_interval(1.0 / self.app.options.refresh_hz, self.redraw)
+        self.set_interval(1.0 / self.options.refresh_hz, self.redraw)
         self.redraw()
 
     def on_resize(self) -> None:
         # From TALL_ROWS rows the quality panel shows beside the losses; below, `v` swaps them.
         self.query_one("#left").set_class(self.size.height >= TALL_ROWS, "-tall")
         self.state.changed.add("grid")  # its title is fitted to the panel's new width
-
-    @property
-    def state(self) -> DashboardState:
-        """The app's state (one per app, kept while modals come and go)."""
-        return self.app.state
 
     # ---------------------------------------------------------------- redraw
     def redraw(self) -> None:
@@ -103,7 +105,7 @@ class DashboardScreen(Screen[None]):
             else:
                 self.state.changed.add("plot")  # drawn on a later tick
         if "status" in changes:
-            self.query_one(StatusBar).show(self.state, self.app.engine.gpu_memory())
+            self.query_one(StatusBar).show(self.state, self.engine.gpu_memory())
             self.query_one(KeyFooter).paused = self.state.phase == "paused"
         if "grid" in changes:
             self.redraw_grid()
@@ -159,21 +161,21 @@ class DashboardScreen(Screen[None]):
     def action_toggle_pause(self) -> None:
         """Pause or resume training."""
         if self.state.phase == "running":
-            self.app.engine.send(cmd.Pause())
+            self.engine.send(cmd.Pause())
         elif self.state.phase == "paused":
-            self.app.engine.send(cmd.Resume())
+            self.engine.send(cmd.Resume())
 
     def action_step_once(self) -> None:
         """One training step while paused."""
         if self.state.phase == "paused":
-            self.app.engine.send(cmd.Step(1))
+            self.engine.send(cmd.Step(1))
         else:
             self.notify("pause first (space); n steps once while paused", timeout=3)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""
         if self.state.phase in _LIVE:
-            self.app.engine.send(cmd.SaveCheckpoint())
+            self.engine.send(cmd.SaveCheckpoint())
             self.notify("saving a checkpoint...", timeout=2)
         else:
             last = shown_path(self.state.last_checkpoint) if self.state.last_checkpoint else "none"
@@ -248,13 +250,13 @@ class DashboardScreen(Screen[None]):
 
     def _send_roll_back(self, yes: bool | None, target: str, lr_scale: float) -> None:
         if yes:
-            self.app.engine.send(cmd.RollBack(target, lr_scale))
+            self.engine.send(cmd.RollBack(target, lr_scale))
             lower = f" with learning rates x{lr_scale:g}" if lr_scale != 1 else ""
             self.notify(f"rolling back to {target}{lower}...", timeout=3)
 
     def action_fresh_samples(self) -> None:
         """Show a grid from new random noise."""
-        self.app.engine.send(cmd.SampleFresh())
+        self.engine.send(cmd.SampleFresh())
 
     def action_pick_digit(self) -> None:
         """Samples of one class (conditional runs): 0-9 draws that digit, a returns to the fixed grid."""
@@ -273,7 +275,7 @@ class DashboardScreen(Screen[None]):
                 self.state.changed.add("grid")
                 return
             count = int(self.state.config.get("num_samples") or 64)
-            self.app.engine.send(cmd.SampleFresh(digit=digit, count=count))
+            self.engine.send(cmd.SampleFresh(digit=digit, count=count))
             self.notify(f"drawing {count} samples of digit {digit}...")
 
         self.app.push_screen(DigitScreen(num_classes), picked)
@@ -282,7 +284,7 @@ class DashboardScreen(Screen[None]):
         """Stop the training process, keep the dashboard (asks first; a checkpoint is saved)."""
         def answered(yes: bool | None) -> None:
             if yes:
-                self.app.engine.send(cmd.Stop(save=True))
+                self.engine.send(cmd.Stop(save=True))
                 self.notify("stopping the run (a checkpoint is saved first)", timeout=5)
 
         self.app.push_screen(ConfirmScreen(f"Stop the run at step {self.state.step:,}?\n"
@@ -290,7 +292,7 @@ class DashboardScreen(Screen[None]):
 
     def action_quit_run(self) -> None:
         """Quit: the app asks what becomes of the run."""
-        self.app.action_quit_run()
+        self._quit_run()
 
     def action_command_palette(self) -> None:
         """The command palette."""
@@ -328,7 +330,7 @@ class DashboardScreen(Screen[None]):
         """The newest runs of this runs folder overlaid (the same view as `gan-tui compare`)."""
         from tui_gan.screens.compare import CompareScreen  # its widgets load only when asked for
 
-        self.app.push_screen(CompareScreen.over_runs_dir(self.app.options.runs_dir, ascii=self.app.options.ascii))
+        self.app.push_screen(CompareScreen.over_runs_dir(self.options.runs_dir, ascii=self.options.ascii))
 
     def action_help(self) -> None:
         """Show every key."""

@@ -17,20 +17,13 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from engine import events as ev
+from tui_gan.describe import alarm_title
 from tui_gan.state import QualityHistory
 from tui_gan.widgets.loss_plot import colour_key, downsample, step_ticks
 
 _BARS = " ▁▂▃▄▅▆▇█"
 _FD_COLOUR = (120, 220, 120)
 _FLOOR_COLOUR = (200, 200, 80)
-ALARM_TITLES = {
-    "nonfinite": "NaN/inf",
-    "d_wins": "D wins",
-    "grad_spike": "grad spike",
-    "collapse": "mode collapse",
-}
-
-
 class FrechetPlot(PlotextPlot):
     """Frechet distance over steps on a log10 axis, with the real-vs-real floor as a line."""
 
@@ -145,7 +138,7 @@ def alarms_text(alarms: dict[str, ev.AlarmRaised]) -> Text:
         text.append("no alarms", style="green")
         return text
     for alarm in sorted(alarms.values(), key=lambda a: a.step):
-        text.append(f"⚠ {ALARM_TITLES.get(alarm.kind, alarm.kind)}", style="bold red")
+        text.append(f"⚠ {alarm_title(alarm.kind)}", style="bold red")
         text.append(f" {alarm.message}\n")
     return text
 

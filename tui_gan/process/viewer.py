@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from textual.app import App
 
-    from tui_gan.socket_link import SocketEngine
+    from tui_gan.process.socket_link import SocketEngine
 
 _TRAINER_EXIT_S = 15.0  # a stopped trainer closes its socket and files, then exits
 # After a signal the viewer must end even if Textual's shutdown hangs (seen: its writer queue stuck
@@ -88,7 +88,7 @@ def exit_status(app: App[Any]) -> int:
 def print_leave_note(app: App[Any], run_dir: Path, runs_dir: Path, launched: int | None = None) -> None:
     """The run folder and the exact commands to attach or resume (the app may word it itself:
     `app.leave_note`, a list of lines or a string)."""
-    from tui_gan.detach import leave_message
+    from tui_gan.process.launch import leave_message
 
     note = getattr(app, "leave_note", None)
     lines = note.splitlines() if isinstance(note, str) else list(note) if note else leave_message(run_dir, runs_dir, launched)

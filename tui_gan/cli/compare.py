@@ -11,7 +11,7 @@ from tui_gan.options import Parser
 from tui_gan.terminal import refused_without_terminal
 
 
-def run_compare(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:
     """Parse, open the runs (a bad one is one line and exit status 2), run the app; the exit status."""
     p = Parser(
         prog="gan-tui compare",
@@ -29,7 +29,7 @@ def run_compare(argv: Sequence[str]) -> int:
         return 2
     if refused_without_terminal("gan-tui compare", "run it from a terminal"):
         return 2
-    from tui_gan.compare_app import CompareApp  # Textual only now: --help and bad input answer at once
+    from tui_gan.screens.compare import CompareApp  # Textual only now: --help and bad input answer at once
 
     app = CompareApp(readers, ascii=args.ascii)
     app.run()

@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import TextIO
 
 from engine import events as ev
+from tui_gan.describe import notes
 from tui_gan.formatting import eta_seconds, format_duration, gan_tui_command
 from tui_gan.options import Options
 
 _PLAIN_EVERY_S = 5.0  # without a terminal, one metrics line per this many seconds keeps logs readable
+# Said on a dashboard, not in this log: pauses come from a viewer that shows them, and the judge's
+# progress would be a line per epoch here (the judge-ready line follows).
+_NOT_NOTED = (ev.StateChanged, ev.JudgeProgress)
 
 
 def run_headless(options: Options) -> int:
@@ -64,43 +68,21 @@ class ProgressLine:
         self.last_quality: ev.QualityMeasured | None = None
 
     def show(self, event: ev.Event) -> None:
-        """Render one event."""
+        """Render one event: metrics on the live line, the rest as notes in tui_gan/describe.py's words."""
+        if isinstance(event, ev.MetricsLogged):
+            self._metrics(event)
+            return
         if isinstance(event, ev.RunStarted):
             self.total = event.total_steps
             self.run_dir = event.run_dir
-            verb = f"resuming at step {event.step}" if event.resumed else "training"
-            self.note(f"{verb} on {event.device_name} ({event.device}): {event.dataset}")
-            self.note(f"run folder: {event.run_dir}")
-        elif isinstance(event, ev.MetricsLogged):
-            self._metrics(event)
-        elif isinstance(event, ev.CheckpointSaved):
-            self.note(f"checkpoint ({event.reason}) at step {event.step}: {event.path}")
-        elif isinstance(event, ev.SamplesExported):
-            self.note(f"samples exported: {event.path}")
-        elif isinstance(event, ev.HyperparamsChanged):
-            self.note(f"step {event.step}: hyperparameters {event.old} -> {event.new}")
-        elif isinstance(event, ev.JudgeReady):
-            self.note(f"quality judge: {event.accuracy:.1%} on {event.held_out:,} held-out images ({event.source}); "
-                      f"Frechet floor {event.fd_floor:.2f} at n={event.n}")
         elif isinstance(event, ev.QualityMeasured):
             self.last_quality = event
-            self.note(f"quality at step {event.step}: FD {event.fd:.1f} (floor {event.fd_floor:.1f}), "
-                      f"{event.classes_covered}/{len(event.class_hist)} classes, KL {event.kl_uniform:.3f}, "
-                      f"confidence {event.confidence:.2f}, diversity {event.diversity:.2f}")
-        elif isinstance(event, ev.AlarmRaised):
-            self.note(f"ALARM {event.kind}: {event.message}")
-        elif isinstance(event, ev.AlarmCleared):
-            self.note(f"step {event.step}: alarm {event.kind} cleared")
-        elif isinstance(event, ev.RolledBack):
-            self.note(f"rolled back from step {event.from_step} to {event.step} ({event.path})")
-        elif isinstance(event, ev.WarningRaised):
-            self.note(f"warning: {event.message}")
-        elif isinstance(event, ev.ErrorRaised):
-            where = f" (traceback in {event.traceback_path})" if event.traceback_path else ""
-            self.note(f"error at step {event.step}: {event.message}{where}")
         elif isinstance(event, ev.RunFinished):
             self.run_dir = event.run_dir or self.run_dir
-            self.note(f"{event.state.value} at step {event.step:,}")
+        elif isinstance(event, _NOT_NOTED):
+            return
+        for line in notes(event):
+            self.note(line.text)
 
     def summary(self, final: ev.RunFinished | None) -> None:
         """The closing lines: the run folder, its final figures, and the commands to go on."""

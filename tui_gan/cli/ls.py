@@ -6,65 +6,41 @@ cannot be read shows as `-`.
 
 from __future__ import annotations
 
-import json
 import os
-import re
+import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from engine.config import NAMED_DATASETS
-from engine.lock import pid_alive
-from engine.runs import RunDir
+from engine.runs import RunDir, last_step, run_state
 from tui_gan.formatting import format_age
+from tui_gan.options import Parser
 
-_LIVE = ("starting", "running", "paused")
-_TAIL_BYTES = 16384  # the last losses are at the end of a long log
-# Quality records are sparse (paced to a share of the machine): look further back for the newest,
-# four times as far each time, up to this much of the log.
-_QUALITY_SCAN_BYTES = 4 << 20
-_HEAD_BYTES = 8192  # the dataset fallback note is among the first records
 _FALLBACK_NOTE = "embedded font digits"  # engine/data.py's fallback note says this
-_STARTING_RE = re.compile(r"^gan-tui: training process (\d+) starting at ", re.MULTILINE)
 
 
-def run_state(run: RunDir) -> tuple[str, int | None]:
-    """(state, pid): the pid only while a live process trains the run; a live state whose process is
-    gone reads as "interrupted"."""
-    from engine.lock import owner
-
-    record = run.read_state()
-    state = record.get("state", "unknown")
-    state = state if isinstance(state, str) else "unknown"
-    pid = record.get("pid")
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
-    holder = owner(run.path)
-    if holder is not None:
-        # The folder's lock is exact. A state.json written by another process is a previous run's
-        # ("stopped" before a resume): the holder has not written its own yet.
-        if holder == pid:
-            return (state, holder) if state in _LIVE else (state, None)
-        return "starting", holder or None
-    launched = _starting_pid(run)
-    if launched is not None and launched != pid:
-        return "starting", launched
-    if state in _LIVE:
-        if pid is not None and pid_alive(pid):
-            return state, pid
-        return "interrupted", None
-    return state, None
-
-
-def starting_line(pid: int) -> str:
-    """The line a launcher writes to train.log when it starts a trainer (read back by `run_state`)."""
-    return f"gan-tui: training process {pid} starting at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-
-
-def last_step(run: RunDir) -> int:
-    """The newest step the run is known to have reached: its log's last record or its state.json."""
-    steps = [r.get("step") for r in _tail_records(run)]
-    steps.append(run.read_state().get("step"))
-    return max((s for s in steps if isinstance(s, int) and not isinstance(s, bool)), default=0)
+def main(argv: Sequence[str]) -> int:
+    """`gan-tui ls [--runs-dir DIR]`: the table on stdout; exit status 2 for a runs folder that is not there."""
+    p = Parser(prog="gan-tui ls", description="List the runs in a runs folder, newest first.")
+    p.add_argument("--runs-dir", default=None, metavar="DIR", help="default: runs")
+    args = p.parse_args(argv)
+    if args.runs_dir is not None and not Path(args.runs_dir).is_dir():
+        print(f"gan-tui ls: there is no runs folder {args.runs_dir}", file=sys.stderr)  # named, so most likely a typo
+        return 2
+    args.runs_dir = args.runs_dir or "runs"  # a fresh checkout has none yet: "no runs in runs"
+    rows = list_runs(Path(args.runs_dir))
+    # 100 columns when written to a file or a pipe; a terminal's own width when it is wider or narrower.
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+    text = format_table(rows, width) if rows else f"no runs in {args.runs_dir}"
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `gan-tui ls | head`: the reader left. Point stdout at /dev/null so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
@@ -129,11 +105,10 @@ def format_table(rows: list[dict[str, Any]], width: int = 100) -> str:
 # ------------------------------------------------------------------ helpers
 def _row(run: RunDir) -> dict[str, Any]:
     state, pid = run_state(run)
-    records = _tail_records(run)
-    metrics = [r for r in records if r.get("type") == "metrics"]
+    metrics = [r for r in run.read_log_tail() if r.get("type") == "metrics"]
     last = metrics[-1] if metrics else {}
-    measured = _newest_quality(run, records)
-    config = _read_json(run.config_path)
+    measured = run.newest_log_records("quality")
+    config = run.read_config()
     mtimes = []
     for path in (run.metrics_path, run.config_path, run.state_path, run.path / "train.log"):
         try:
@@ -182,7 +157,7 @@ def _dataset(run: RunDir, config: dict[str, Any]) -> str:
     if name not in NAMED_DATASETS:
         return Path(name).name or name
     if name != "synthetic" and any(r.get("type") == "warning" and r.get("kind") == "dataset"
-                                   and _FALLBACK_NOTE in str(r.get("message", "")) for r in _head_records(run)):
+                                   and _FALLBACK_NOTE in str(r.get("message", "")) for r in run.read_log_head()):
         return "synthetic"
     return name
 
@@ -197,76 +172,3 @@ def _lr(value: object) -> str:
 
 def _number(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _tail_records(run: RunDir) -> list[dict[str, Any]]:
-    return _records(run.metrics_path, tail=True)
-
-
-def _newest_quality(run: RunDir, tail: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The quality records among `tail`, else among a window of the log that grows back from its end."""
-    size = _TAIL_BYTES
-    while True:
-        measured = [r for r in tail if r.get("type") == "quality"]
-        try:
-            whole = size >= run.metrics_path.stat().st_size
-        except OSError:
-            return measured
-        if measured or whole or size >= _QUALITY_SCAN_BYTES:
-            return measured
-        size *= 4
-        tail = _records(run.metrics_path, tail=True, size=size)
-
-
-def _head_records(run: RunDir) -> list[dict[str, Any]]:
-    return _records(run.metrics_path, tail=False)
-
-
-def _records(path: Path, tail: bool, size: int = _TAIL_BYTES) -> list[dict[str, Any]]:
-    """The JSON objects among the first few KiB or the last `size` bytes of a log; damaged lines are skipped."""
-    try:
-        with path.open("rb") as f:
-            if tail:
-                f.seek(0, os.SEEK_END)
-                start = max(0, f.tell() - size)
-                f.seek(start)
-                lines = f.read().decode(errors="replace").splitlines()
-                lines = lines[1:] if start > 0 else lines  # the first line read from mid-file is partial
-            else:
-                lines = f.read(_HEAD_BYTES).decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
-def _starting_pid(run: RunDir) -> int | None:
-    """The pid of a trainer a launcher started that is alive but has not taken the folder's lock yet."""
-    try:
-        with (run.path / "train.log").open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - _TAIL_BYTES))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    found = _STARTING_RE.findall(text)
-    if not found:
-        return None
-    pid = int(found[-1])
-    return pid if pid_alive(pid) else None
-

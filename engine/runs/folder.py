@@ -1,4 +1,4 @@
-"""The run folder: config.json, metrics.jsonl, samples/*.png, checkpoints/*.pt, error.log."""
+"""The run folder: its paths, what the trainer writes there, and the listings of its grids and checkpoints."""
 
 from __future__ import annotations
 
@@ -8,22 +8,32 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from engine.config import AUTO_CONDITIONAL, NAMED_DATASETS, TrainConfig
+from engine.config import TrainConfig
 from engine.journal import append_text, atomic_write
+from engine.runs.errors import RunError
+from engine.runs.grids import write_grid_png
+from engine.runs.names import new_run_name
+from engine.runs.reader import (HEAD_BYTES, TAIL_BYTES, LogFollower, newest_log_records, parse_log_line, read_config_dict,
+                                read_log, read_log_head, read_log_tail, read_quality_index, read_state_record)
 
-GRID_PADDING = 2
 # What a launcher or the lock may have put in a new run's folder before the trainer creates the run.
 _PRE_RUN_FILES = {"train.log", ".lock"}
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 _GRID_RE = re.compile(r"^step_(\d+)\.png$")
 
 
-class RunError(RuntimeError):
-    """A run folder is missing or unusable."""
+class IntactCheckpoint(NamedTuple):
+    """A checkpoint that loaded and validated (RunDir.newest_intact_checkpoint)."""
+
+    path: Path
+    payload: dict[str, Any]
+    config: TrainConfig
+    skipped: tuple[str, ...]
+    """One note per newer checkpoint that did not load (why, and which file)."""
 
 
 class RunDir:
@@ -84,15 +94,12 @@ class RunDir:
     def read_state(self) -> dict[str, Any]:
         """The last recorded state, or {} when there is none or it is damaged. Fields of the wrong type
         are dropped (`state` a string, `step` and `pid` whole numbers, `updated` a number)."""
-        try:
-            data = json.loads(self.state_path.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        kinds = {"state": (str,), "step": (int,), "pid": (int,), "updated": (int, float)}
-        return {k: v for k, v in data.items()
-                if k not in kinds or isinstance(v, kinds[k]) and not isinstance(v, bool)}
+        return read_state_record(self.state_path)
+
+    def read_config(self) -> dict[str, Any]:
+        """config.json as plain data, or {} when it is missing or damaged (for listings and views;
+        training loads it with TrainConfig.load, which says what is wrong)."""
+        return read_config_dict(self.config_path)
 
     # ---------------------------------------------------------------- metrics
     def append_log(self, record: dict[str, Any]) -> None:
@@ -105,15 +112,23 @@ class RunDir:
 
     def read_log_counted(self) -> tuple[list[dict[str, Any]], int]:
         """(every good record, how many lines were skipped as damaged)."""
-        records: list[dict[str, Any]] = []
-        bad = 0
-        for raw in self._log_lines():
-            record = parse_log_line(raw)
-            if record is None:
-                bad += raw.strip() != b""
-            else:
-                records.append(record)
-        return records, bad
+        return read_log(self.metrics_path)
+
+    def read_log_head(self, size: int = HEAD_BYTES) -> list[dict[str, Any]]:
+        """The records among the log's first `size` bytes."""
+        return read_log_head(self.metrics_path, size)
+
+    def read_log_tail(self, size: int = TAIL_BYTES) -> list[dict[str, Any]]:
+        """The records among the log's last `size` bytes (a long log's newest records, read cheaply)."""
+        return read_log_tail(self.metrics_path, size)
+
+    def newest_log_records(self, kind: str) -> list[dict[str, Any]]:
+        """The records of type `kind` nearest the log's end (see reader.newest_log_records)."""
+        return newest_log_records(self.metrics_path, kind)
+
+    def follow_log(self) -> LogFollower:
+        """A reader of the log that reads only what was appended since its last poll."""
+        return LogFollower(self.metrics_path)
 
     def truncate_log(self, step: int) -> int:
         """Drop records after `step` (they describe weights a resume or rollback throws away); returns
@@ -208,22 +223,35 @@ class RunDir:
         steps = ", ".join(str(step) for step, _ in self.checkpoints()) or "none"
         raise RunError(f"no checkpoint {spec!r} in {self.path} (use latest, best, a step or a file; steps: {steps})")
 
+    def newest_intact_checkpoint(self) -> IntactCheckpoint:
+        """What a resume starts from: the newest checkpoint that loads and validates, with a note for
+        every newer one skipped. CheckpointError when there is none, or none is intact."""
+        from engine.checkpoint import CheckpointError, load_training_checkpoint  # torch: only when resuming
+
+        found = self.checkpoints()
+        if not found:
+            raise CheckpointError(f"run {self.path} has no checkpoint to resume from")
+        skipped: list[str] = []
+        for _step, path in reversed(found):
+            try:
+                payload, cfg = load_training_checkpoint(path)
+            except CheckpointError as exc:
+                skipped.append(str(exc))
+                continue
+            return IntactCheckpoint(path, payload, cfg, tuple(skipped))
+        raise CheckpointError(f"run {self.path} has no intact checkpoint to resume from: {skipped[0]}"
+                              + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+
     # ---------------------------------------------------------------- quality
     @property
     def quality_index_path(self) -> Path:
         return self.checkpoints_dir / "quality.json"
 
     def checkpoint_quality(self) -> dict[int, dict[str, Any]]:
-        """step -> the quality measured at that step, for the checkpoints that still exist."""
-        try:
-            data = json.loads(self.quality_index_path.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            return {}  # damaged: "roll back to best" then says no checkpoint has a figure
-        if not isinstance(data, dict):
-            return {}
+        """step -> the quality measured at that step, for the checkpoints that still exist ({} when the
+        index is damaged: "roll back to best" then says no checkpoint has a figure)."""
         existing = {step for step, _ in self.checkpoints()}
-        return {int(k): v for k, v in data.items()
-                if isinstance(v, dict) and k.isdigit() and len(k) < 19 and int(k) in existing}
+        return {step: q for step, q in read_quality_index(self.quality_index_path).items() if step in existing}
 
     def record_checkpoint_quality(self, step: int, quality: dict[str, Any]) -> None:
         """Remember the quality of the checkpoint at `step` (atomically; the index is small)."""
@@ -261,39 +289,6 @@ def check_export_name(name: str) -> tuple[str, ...]:
     return parts
 
 
-def new_run_name(cfg: TrainConfig) -> str:
-    """A sortable, readable default: 20261122-213000-mnist-cond-mlp. A named dataset whose files are
-    not on this machine, with no --data-root, is named `synthetic`: offline, engine/data.py falls back
-    to the font digits, and the name must say so (a first run that does download the files is the
-    one case this guess gets wrong; `gan-tui ls` still lists its real dataset)."""
-    label = "synthetic" if _will_fall_back(cfg) else Path(cfg.dataset).name or "data"
-    dataset = re.sub(r"[^A-Za-z0-9_-]+", "_", label)
-    preset = cfg.preset
-    if preset == "auto" and cfg.dataset in NAMED_DATASETS:
-        preset = AUTO_CONDITIONAL  # every named dataset has labels; a path's are known only once loaded
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{preset}"
-
-
-# Where engine/data.py looks for a named dataset's IDX files (kept here without its torch import, so
-# naming a run stays instant): torchvision's folder name, and the system folders searched as well.
-_TV_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-_SYSTEM_DATA = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
-
-
-def _will_fall_back(cfg: TrainConfig) -> bool:
-    if cfg.dataset not in _TV_FOLDERS or cfg.data_root is not None:
-        return False
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    roots = [Path(cache) / "gan-tui" / "datasets", *_SYSTEM_DATA.get(cfg.dataset, [])]
-    for root in roots:
-        for folder in (root / _TV_FOLDERS[cfg.dataset] / "raw", root):
-            for split in ("train", "t10k"):
-                stem = f"{split}-images-idx3-ubyte"
-                if (folder / stem).is_file() or (folder / f"{stem}.gz").is_file():
-                    return False
-    return True
-
-
 def resolve_run(runs_dir: Path, spec: str) -> RunDir:
     """'latest' (the most recently written run in runs_dir) or a path to a run folder."""
     if spec != "latest":
@@ -307,45 +302,6 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
     if not candidates:
         raise RunError(f"no runs in {runs_dir} to resume")
     return RunDir.open(max(candidates, key=_last_write))
-
-
-def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
-    """uint8 (N, 28, 28) -> one grid PNG (torchvision's make_grid layout), optionally scaled up."""
-    import torch  # here, not at the top: listing and reading runs must not wait for torch
-    from torchvision.utils import save_image
-
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
-    if scale > 1:
-        tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    # All-or-nothing: a viewer listing samples/ must never open a half-written PNG.
-    atomic_write(path, lambda f: save_image(tensor, f, format="png", nrow=grid_columns(len(images)),
-                                            padding=GRID_PADDING * scale))
-
-
-def read_grid_png(path: Path, count: int) -> np.ndarray:
-    """The inverse of write_grid_png at scale 1: uint8 (count, 28, 28). RunError names an unreadable
-    or damaged PNG (a viewer skips it with a note)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            pixels = np.asarray(im.convert("L"))
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for damaged files
-        raise RunError(f"sample grid {path} is unreadable ({type(exc).__name__}: {exc})") from exc
-    cols, cell = grid_columns(count), 28 + GRID_PADDING
-    rows = math.ceil(count / cols)
-    if pixels.shape[0] < GRID_PADDING + rows * cell or pixels.shape[1] < GRID_PADDING + cols * cell:
-        raise RunError(f"sample grid {path} is {pixels.shape[1]}x{pixels.shape[0]}, too small for {count} images")
-    out = np.empty((count, 28, 28), dtype=np.uint8)
-    for i in range(count):
-        top, left = GRID_PADDING + (i // cols) * cell, GRID_PADDING + (i % cols) * cell
-        out[i] = pixels[top : top + 28, left : left + 28]
-    return out
-
-
-def grid_columns(count: int) -> int:
-    """Columns of a near-square grid (8 for 64 images)."""
-    return max(1, math.ceil(math.sqrt(count)))
 
 
 def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
@@ -371,30 +327,6 @@ def log_line(record: dict[str, Any]) -> str:
     return json.dumps(_finite(record), separators=(",", ":")) + "\n"
 
 
-def parse_log_line(raw: bytes | str) -> dict[str, Any] | None:
-    """One metrics.jsonl line -> its record, or None when the line is damaged (not UTF-8, not JSON,
-    not an object, or a `step` that is not a whole number)."""
-    try:
-        record = json.loads(raw)
-    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, the int-digits limit
-        return None
-    if not isinstance(record, dict):
-        return None
-    step = record.get("step", 0)
-    if not isinstance(step, int) or isinstance(step, bool):
-        return None
-    return record
-
-
-def read_config_dict(path: Path) -> dict[str, Any]:
-    """A run's config.json as a dict, or {} when it is missing or damaged (listing tools only)."""
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -404,6 +336,3 @@ def _finite(value: Any) -> Any:
         return [_finite(v) for v in value]
     return value
 
-
-__all__ = ["RunDir", "RunError", "check_export_name", "export_target", "log_line", "log_record", "new_run_name", "parse_log_line", "read_config_dict", "read_grid_png",
-           "resolve_run", "write_grid_png"]

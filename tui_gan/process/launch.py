@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from engine.runs import RunDir, RunError, new_run_name, resolve_run
+from engine.runs import RunDir, RunError, last_step, new_run_name, resolve_run, run_state, starting_line
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Options
-from tui_gan.runs_list import starting_line
-from tui_gan.socket_link import log_tail, socket_path
+from tui_gan.process.socket_link import log_tail, socket_path
 
 _START_TIMEOUT_S = 300.0  # importing torch and loading a dataset on a cold machine
 _FOLDER_ONLY = {"train.log", ".lock"}  # what a launcher leaves in a folder before its trainer starts
@@ -61,8 +60,6 @@ def plan_run_dir(options: Options, name_new_run: bool) -> Path | None:
 
 def live_pid(run_dir: Path) -> int | None:
     """The pid of the process training `run_dir`, or None: its lock, else its state.json's live pid."""
-    from tui_gan.runs_list import run_state
-
     return run_state(RunDir(run_dir))[1] if run_dir.is_dir() else None
 
 
@@ -114,8 +111,6 @@ def launch_detached(options: Options, argv: Sequence[str], run_dir: Path) -> int
 def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | None = None) -> list[str]:
     """What a viewer prints on leaving: the run folder, where the run stands, and the exact commands
     to attach, resume or export. `launched`: the pid of the trainer this viewer started, if it lives."""
-    from tui_gan.runs_list import last_step, run_state
-
     run = RunDir(run_dir)
     state, pid = run_state(run)
     step = last_step(run)

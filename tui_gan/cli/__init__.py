@@ -1,6 +1,8 @@
 """`gan-tui`: command line -> a training process, and the dashboard or a progress line on it.
 
-The training always runs in a process of its own (see tui_gan/detach.py): plain `gan-tui` starts it
+The subcommands are modules of this package (attach, ls, export, compare, sweep), each with a
+`main(argv)`, imported only when named. The training always runs in a process of its own (see
+tui_gan/process/launch.py): plain `gan-tui` starts it
 and opens the dashboard attached to it, so a closed terminal, a dropped SSH session or a crashed
 viewer never stops training. `--headless` trains in this process with a progress line;
 `--detach` starts the trainer and returns. Parsing imports nothing heavy (no torch), so `--help`
@@ -9,12 +11,13 @@ and every mistake answer at once, and the dashboard draws its first frame while 
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from engine.config import ConfigError
-from tui_gan.options import Options, build_parser, parse_options
+from tui_gan.options import SUBCOMMANDS, Options, build_parser, parse_options
 from tui_gan.terminal import refused_without_terminal
 
 _IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run, after its dashboard closed
@@ -23,24 +26,14 @@ _IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gan-tui` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "compare":
-        from tui_gan.compare_cmd import run_compare
-
-        return run_compare(args[1:])
-    if args and args[0] == "sweep":
-        from tui_gan.sweep_cmd import main as sweep_main
-
-        return sweep_main(args[1:])
-    if args and args[0] in ("attach", "ls", "export"):
-        from tui_gan.commands import run_subcommand
-
+    if args and args[0] in SUBCOMMANDS:
         return run_subcommand(args[0], args[1:])
     try:
         options = parse_options(args)  # no numpy, no torch: a mistake is answered at once
     except ConfigError as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)
         return 2
-    from tui_gan.detach import Refused, plan_run_dir
+    from tui_gan.process.launch import Refused, plan_run_dir
 
     try:
         # A live run is never touched: refused here, before anything is spawned or written.
@@ -52,12 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gan-tui", "add --headless for a progress line, or --detach to train in the background"):
         return 2
     if options.headless:
-        from tui_gan.headless import run_headless
+        from tui_gan.process.headless import run_headless
 
         return run_headless(options)
     assert run_dir is not None
     if options.detach:
-        from tui_gan.detach import launch_detached
+        from tui_gan.process.launch import launch_detached
 
         return launch_detached(options, args, run_dir)
     if options.in_process:
@@ -65,14 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_dashboard(options, args, run_dir)
 
 
+def run_subcommand(name: str, argv: Sequence[str]) -> int:
+    """`gan-tui NAME ...` for a name in SUBCOMMANDS: its module's `main(argv)`; the exit status."""
+    return int(importlib.import_module(f"{__name__}.{name}").main(argv))
+
+
 def _run_dashboard(options: Options, argv: Sequence[str], run_dir: Path) -> int:
-    from tui_gan.detach import spawn_trainer
+    from tui_gan.process.launch import spawn_trainer
 
     # The trainer first: its torch import runs while this process loads Textual and draws.
     process, log_path = spawn_trainer(options, argv, run_dir)
     from tui_gan.app import GanApp
-    from tui_gan.socket_link import SocketEngine
-    from tui_gan.viewer import run_viewer
+    from tui_gan.process.socket_link import SocketEngine
+    from tui_gan.process.viewer import run_viewer
 
     engine = SocketEngine(run_dir, process, log_path)
     return run_viewer(GanApp(options, engine=engine), engine, run_dir, options.runs_dir)
@@ -83,8 +81,8 @@ def _run_in_process(options: Options, run_dir: Path) -> int:
     checkpoint; the process waits for that checkpoint before it ends."""
     from engine import commands as cmd
     from tui_gan.app import GanApp
-    from tui_gan.engine_link import LocalEngine
-    from tui_gan.viewer import exit_app, exit_later, exit_status, on_signals, print_leave_note
+    from tui_gan.process.engine_link import LocalEngine
+    from tui_gan.process.viewer import exit_app, exit_later, exit_status, on_signals, print_leave_note
 
     engine = LocalEngine(options.config, options.runs_dir, run_dir.name if not options.resume else None,
                          str(run_dir) if options.resume else None)
@@ -107,8 +105,4 @@ def _run_in_process(options: Options, run_dir: Path) -> int:
     return exit_status(app)
 
 
-__all__ = ["Options", "build_parser", "main", "parse_options"]
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["SUBCOMMANDS", "Options", "build_parser", "main", "parse_options", "run_subcommand"]

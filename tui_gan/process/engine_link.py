@@ -1,7 +1,7 @@
 """How the dashboard reaches an engine: one small interface, so tests can swap in a fake.
 
 The dashboard normally talks to a training process of its own over the run's control socket
-(`tui_gan.socket_link.SocketEngine`). `LocalEngine` runs the engine's Runner in this process instead
+(`tui_gan.process.socket_link.SocketEngine`). `LocalEngine` runs the engine's Runner in this process instead
 (`--in-process`: tests and debugging); leaving such a dashboard stops the run. The app calls `start`
 from a thread worker (importing torch takes seconds and must not hold up the first frame) and `send`
 from the UI thread; neither ever waits on training.

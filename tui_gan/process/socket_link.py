@@ -19,7 +19,7 @@ from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_EVENT_LINE, ProtocolError, decode_event, encode_command, parse_line
 from engine.server import socket_path
-from tui_gan.engine_link import Emit, Progress
+from tui_gan.process.engine_link import Emit, Progress
 from tui_gan.formatting import gan_tui_command
 
 _CONNECT_POLL_S = 0.2
