@@ -27,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tui_gan.compare_cmd import run_compare
 
         return run_compare(args[1:])
+    if args and args[0] == "notify-test":
+        from tui_gan.notify_cmd import run_notify_test
+
+        return run_notify_test(args[1:])
     if args and args[0] == "sweep":
         from tui_gan.sweep_cmd import main as sweep_main
 
