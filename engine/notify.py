@@ -67,8 +67,9 @@ class Notifier:
         self.run_dir = ""
         self._total = 0
         self._quality: ev.QualityMeasured | None = None
-        self._error = ""
-        self._alarms: dict[str, tuple[float, int]] = {}  # kind -> (when last sent, raised since then, unsent)
+        self._error = self._traceback = ""
+        self._rollback: ev.RolledBack | None = None  # sent with the learning rates it leaves in force
+        self._alarms: dict[str, tuple[float, int]] = {}  # kind -> (when last sent, times raised since)
         self._lock = threading.Lock()  # what the sender thread and the training thread share
         self._changes: list[ev.HyperparamsChanged] = []
         self._summary: Outgoing | None = None
@@ -81,20 +82,20 @@ class Notifier:
     # ------------------------------------------------------------------ API
     def __call__(self, event: ev.Event) -> None:
         """One event of the run, on the training thread."""
+        if self._rollback is not None and not isinstance(event, ev.HyperparamsChanged):
+            self._rolled_back(self._rollback)  # after the changes it made (a scaled learning rate, say)
         if isinstance(event, ev.QualityMeasured):
             self._quality = event
         elif isinstance(event, ev.RunStarted):
             self.run_dir, self._total = os.path.abspath(event.run_dir), event.total_steps
             self.name = Path(event.run_dir).name
         elif isinstance(event, ev.ErrorRaised):
-            self._error = event.message
+            self._error, self._traceback = event.message, event.traceback_path
         elif isinstance(event, ev.AlarmRaised) and "alarms" in self.on:
             self._alarm(event)
         elif isinstance(event, ev.RolledBack):
             self._quality = None  # measured on weights that are gone
-            if "alarms" in self.on:
-                self._send(f"{self.label} rolled back to step {event.step:,}", "warning", rollback_text(
-                    self._facts(event.step), event.from_step, Path(event.path).name, event.lr_g, event.lr_d))
+            self._rollback = event if "alarms" in self.on else None
         elif isinstance(event, ev.HyperparamsChanged) and "changes" in self.on:
             self._changed(event)
         elif isinstance(event, ev.RunFinished):
@@ -121,6 +122,12 @@ class Notifier:
         self._alarms[event.kind] = (now, 0)
         self._send(f"{self.label}: alarm {event.kind}", "warning",
                    alarm_text(self._facts(event.step), event.kind, event.message, unsent))
+
+    def _rolled_back(self, event: ev.RolledBack) -> None:
+        self._rollback = None
+        cfg = self._runner.cfg
+        self._send(f"{self.label} rolled back to step {event.step:,}", "warning", rollback_text(
+            self._facts(event.step), event.from_step, Path(event.path).name, cfg.lr_g, cfg.lr_d))
 
     def _changed(self, event: ev.HyperparamsChanged) -> None:
         with self._lock:
@@ -149,13 +156,14 @@ class Notifier:
             self._note(text)
         if summary is not None:
             hurry(summary)  # the changes before the end go out before it
-        self.run_dir = os.path.abspath(event.run_dir) if event.run_dir else self.run_dir
+        if event.run_dir:  # a resume that failed before it started still knows its folder
+            self.run_dir, self.name = os.path.abspath(event.run_dir), Path(event.run_dir).name
         facts = self._facts(event.step)
         signal_name = getattr(self._served, "stop_signal", "")
         if event.state == ev.RunState.FINISHED and "finished" in self.on:
             self._send(f"{self.label} finished", "success", finished_text(facts, self._runner.train_s, self._quality))
         elif event.state == ev.RunState.FAILED and "failed" in self.on:
-            self._send(f"{self.label} failed", "failure", lambda: failed_text(facts, self._error))
+            self._send(f"{self.label} failed", "failure", lambda: failed_text(facts, self._error, self._traceback))
         elif event.state == ev.RunState.STOPPED and signal_name and "failed" in self.on:
             self._send(f"{self.label} stopped by {signal_name}", "failure",
                        lambda: signalled_text(facts, signal_name))
@@ -237,11 +245,11 @@ def stopped_text(f: RunFacts, train_s: float, quality: ev.QualityMeasured | None
                       f"Resume: {f.command('--resume', f.run_dir)}"])
 
 
-def failed_text(f: RunFacts, error: str) -> str:
+def failed_text(f: RunFacts, error: str, traceback_path: str = "") -> str:
     """The run failed (rendered on the sender thread: it reads the run folder)."""
     head = f"{f.where} failed at step {f.step:,}: {error or 'no message'}" if f.run_dir else \
         f"{f.where} failed before training started: {error or 'no message'}"
-    return "\n".join([head, *_checkpoint_lines(f)])
+    return "\n".join([head, *_checkpoint_lines(f), *([f"Traceback: {traceback_path}"] if traceback_path else [])])
 
 
 def signalled_text(f: RunFacts, signal_name: str) -> str:
@@ -261,7 +269,7 @@ def alarm_text(f: RunFacts, kind: str, message: str, unsent: int) -> str:
 def rollback_text(f: RunFacts, from_step: int, checkpoint: str, lr_g: float, lr_d: float) -> str:
     """The run went back to a checkpoint."""
     return "\n".join([f"{f.where} rolled back from step {from_step:,} to step {f.step:,} ({checkpoint}); "
-                      f"now lr_g {lr_g:.3g}, lr_d {lr_d:.3g}.", f"Attach: {f.command('attach', f.run_dir)}"])
+                      f"it goes on with lr_g {lr_g:.3g}, lr_d {lr_d:.3g}.", f"Attach: {f.command('attach', f.run_dir)}"])
 
 
 def changes_text(f: RunFacts, changes: list[ev.HyperparamsChanged]) -> str:
