@@ -3,7 +3,7 @@
     notifier = attach(served, urls, on, note=progress.note)   # a trainer process (`--headless`, the
                                                               # trainer of `gan-tui` and `--detach`)
     attach_from_environment(served, sweep="lr-pbt")           # a sweep trial (GAN_TUI_NOTIFY)
-    runtime_env_vars()                                        # the sweep driver: its trials' environment
+    runtime_env_vars(spec)                                    # the sweep driver: its trials' environment
     notify_sweep_end(spec, status)                            # the sweep driver, once the sweep is over
 
 What is sent, by category (`--notify-on`; the default is finished, failed, alarms):
@@ -346,10 +346,14 @@ def attach_from_environment(served: ServedRun, sweep: str = "") -> Notifier | No
     return notifier
 
 
-def runtime_env_vars() -> dict[str, str]:
-    """For the sweep driver's `ray.init(runtime_env={"env_vars": ...})`: GAN_TUI_NOTIFY and
-    GAN_TUI_NOTIFY_ON as the driver got them (empty when it has no URLs), so every trial, on any node
-    of a cluster, notifies too. Never written to the sweep folder."""
+def runtime_env_vars(spec: SweepSpec) -> dict[str, str]:
+    """For the sweep driver's `ray.init(runtime_env={"env_vars": {**_TRIAL_ENV, **runtime_env_vars(spec)}})`:
+    GAN_TUI_NOTIFY and GAN_TUI_NOTIFY_ON as the driver got them, for the trials of a sweep on a cluster
+    (`--address`). Empty for a local Ray, whose workers inherit the driver's environment: Ray's runtime
+    env agent writes a job's env_vars in full into its log (/tmp/ray/session_*/logs/runtime_env_agent.log,
+    readable by every user), so a URL goes that way only where nothing else reaches the other nodes."""
+    if not spec.address:
+        return {}
     return child_env(env_urls(os.environ), environment_on())
 
 

@@ -4,6 +4,7 @@ answers costs the run nothing, and the options are read from flags, a --config f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -334,18 +335,21 @@ def test_a_sweep_trial_notifies_from_its_environment_and_the_sweep_end_names_the
     from engine.serve import ServedRun
     from engine.sweep.spec import SweepSpec, SweepStatus
 
+    spec = SweepSpec(name="sweep", sweep_dir=str(tmp_path / "sweep"), config=tiny_config().to_dict(), trials=2)
+    on_cluster = dataclasses.replace(spec, address="10.0.0.1:6379")
     monkeypatch.delenv("GAN_TUI_NOTIFY", raising=False)
-    assert runtime_env_vars() == {}
+    assert runtime_env_vars(on_cluster) == {}
     monkeypatch.setenv("GAN_TUI_NOTIFY", webhook.url(secret=True))
     monkeypatch.setenv("GAN_TUI_NOTIFY_ON", "finished,changes")
-    assert runtime_env_vars() == {"GAN_TUI_NOTIFY": webhook.url(secret=True), "GAN_TUI_NOTIFY_ON": "finished,changes"}
+    assert runtime_env_vars(on_cluster) == {"GAN_TUI_NOTIFY": webhook.url(secret=True),
+                                            "GAN_TUI_NOTIFY_ON": "finished,changes"}
+    assert runtime_env_vars(spec) == {}  # a local Ray's trials inherit the driver's environment
     served = ServedRun(tiny_config(steps=8), tmp_path / "sweep", "trial-001", data=synthetic_data)
     assert attach_from_environment(served, sweep="sweep") is not None
     served.runner.setup()
     while served.runner.tick():
         pass
     served.close()
-    spec = SweepSpec(name="sweep", sweep_dir=str(tmp_path / "sweep"), config=tiny_config().to_dict(), trials=2)
     status = SweepStatus(state="finished", trials={"trial-000": {"status": "TERMINATED"},
                                                    "trial-001": {"status": "TERMINATED"}},
                          best={"trial": "trial-001", "fd_ratio": 3.02, "step": 8,
