@@ -1,7 +1,6 @@
 """Notifications: what a run says on a phone or a team chat, and when. Every message text is here.
 
-    notifier = attach(served, urls, on, note=progress.note)   # a trainer process (`--headless`, the
-                                                              # trainer of `gan-tui` and `--detach`)
+    notifier = attach(served, urls, on, note=progress.note)   # a trainer process (`--headless`)
     attach_from_environment(served, sweep="lr-pbt")           # a sweep trial (GAN_TUI_NOTIFY)
     runtime_env_vars(spec)                                    # the sweep driver: its trials' environment
     notify_sweep_end(spec, status)                            # the sweep driver, once the sweep is over
@@ -10,11 +9,9 @@ What is sent, by category (`--notify-on`; the default is finished, failed, alarm
 - finished: the run reached its length, or a viewer stopped it: step, training time, the last quality
   (Frechet distance over its floor, classes), the run folder and the commands to go on or export;
 - failed: the run failed, or a signal stopped it: the message and the newest checkpoint;
-- alarms: a health alarm (engine/health.py: non-finite values, which pause the run; mode collapse;
-  the discriminator winning outright; exploding gradients) or a rollback, each kind at most once in
-  ten minutes;
-- changes: hyperparameters changed while the run went on (a dashboard, PBT, a resume with new
-  values): at most one message a minute per run, summing up what changed since the last.
+- alarms: a health alarm (engine/health.py: non-finite values, which pause the run; mode collapse; D
+  winning outright; exploding gradients) or a rollback; a kind at most once in ten minutes;
+- changes: live hyperparameters changed (a dashboard, PBT, a resume): at most one message a minute.
 
 A Notifier listens to one ServedRun (engine/serve.py) on the training thread and only ever queues:
 the process's one sender thread delivers (engine/notify_sender.py). When a URL stops taking
@@ -230,12 +227,10 @@ class RunFacts:
 # ----------------------------------------------------------- the messages
 def finished_text(f: RunFacts, train_s: float, quality: ev.QualityMeasured | None) -> str:
     """The run reached its planned length."""
-    lines = [f"{f.where} finished at step {f.step:,}/{f.total:,} after {_duration(train_s)} of training.",
-             quality_line(quality),
-             f"Run folder: {f.run_dir}",
-             f"Train further: {f.command('--resume', f.run_dir, '--steps', max(2 * f.step, f.step + 1))}",
-             f"Export: {f.command('export', f.run_dir, 'gif')} (or grid, csv, samples)"]
-    return "\n".join(lines)
+    return "\n".join([f"{f.where} finished at step {f.step:,}/{f.total:,} after {_duration(train_s)} of training.",
+                      quality_line(quality), f"Run folder: {f.run_dir}",
+                      f"Train further: {f.command('--resume', f.run_dir, '--steps', max(2 * f.step, f.step + 1))}",
+                      f"Export: {f.command('export', f.run_dir, 'gif')} (or grid, csv, samples)"])
 
 
 def stopped_text(f: RunFacts, train_s: float, quality: ev.QualityMeasured | None) -> str:
@@ -396,10 +391,8 @@ def _plain_command(*args: object) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    h, rest = divmod(int(max(0.0, seconds)), 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _value(value: Any) -> str:
