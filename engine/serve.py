@@ -65,6 +65,11 @@ class ServedRun:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
+    @property
+    def stop_signal(self) -> str:
+        """The signal that stopped the run (`SIGTERM`, ...), or "" when none did (notifications tell the two apart)."""
+        return signal.Signals(self._stopping[0]).name if self._stopping else ""
+
     def run(self, show: Listener) -> ev.RunFinished | None:
         """Train on the runner's thread until the run ends, handing every event to `show` on this
         thread; then close. The last event, or None if the runner's thread died without one."""

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from engine.config import LOSSES, NAMED_DATASETS, PRESETS, ConfigError, TrainConfig
+from engine.notify_targets import CATEGORIES, DEFAULT_ON, collect_urls, config_file_urls, env_on, env_urls, parse_on
 
 # flag dest -> TrainConfig field, for the flags that map one to one
 _CONFIG_FLAGS = {
@@ -51,6 +54,11 @@ class Options:
     detach: bool = False
     in_process: bool = False
     """Train inside the dashboard's own process (tests, debugging); the default is a trainer process."""
+    notify: tuple[str, ...] = field(default=(), repr=False)
+    """Apprise URLs (--notify, the --config file's `notify`, GAN_TUI_NOTIFY). They carry tokens: kept out of
+    TrainConfig (saved as config.json), out of reprs, and handed to a trainer process only in its environment."""
+    notify_on: frozenset[str] = DEFAULT_ON
+    """What is sent (engine/notify.py): finished, failed, alarms, changes."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the training process and return at once; see `gan-tui attach` and `gan-tui ls`")
     p.add_argument("--serve", action="store_true", help="kept for old scripts: every training process serves viewers on its control socket")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # tests and debugging
+    p.add_argument("--notify", action="append", metavar="URL",
+                   help="send a message when the run finishes, fails or raises an alarm, to this Apprise URL (Slack, "
+                        "Discord, ntfy, e-mail, json://host/path, ...; repeatable; also GAN_TUI_NOTIFY, space-separated, "
+                        "which keeps it out of shell history)")
+    p.add_argument("--notify-on", metavar="LIST",
+                   help=f"what is sent: a comma list of {', '.join(CATEGORIES)}, or all (default: finished,failed,alarms)")
     p.add_argument("--ascii", action="store_true", help="draw digits with an ASCII ramp instead of half-blocks")
     p.add_argument("--refresh", type=_float, metavar="HZ", default=10.0, help="dashboard redraws per second (default 10)")
     return p
@@ -113,6 +127,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         check_dataset(config.dataset, config.data_root)
     if args.resume:
         _check_resume_length(Path(args.runs_dir), args.resume, args.steps, args.epochs)
+    notify, notify_on = notify_options(args)
     return Options(
         config=config,
         runs_dir=Path(args.runs_dir),
@@ -123,6 +138,8 @@ def parse_options(argv: Sequence[str]) -> Options:
         refresh_hz=args.refresh,
         detach=args.detach,
         in_process=args.in_process,
+        notify=notify,
+        notify_on=notify_on,
     )
 
 
@@ -165,7 +182,7 @@ def _check_resume_length(runs_dir: Path, spec: str, steps: int | None, epochs: f
 def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config file, else the resumed run's own config, else the defaults."""
     if args.config:
-        return TrainConfig.load(args.config, saved=False).to_dict()
+        return _config_file(args.config)[0]
     if args.resume:
         from engine.runs import RunError, resolve_run
 
@@ -179,7 +196,48 @@ def _base_config(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-SUBCOMMANDS = ("attach", "ls", "export", "compare", "sweep")
+# ------------------------------------------------------------ notifications
+def notify_options(args: argparse.Namespace) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The URLs of --notify, the --config file and GAN_TUI_NOTIFY, each once and each read by Apprise
+    (ConfigError naming a bad one masked), and the categories (--notify-on, else GAN_TUI_NOTIFY_ON)."""
+    urls = collect_urls(args.notify or (), _config_file(args.config)[1] if args.config else (), env_urls(os.environ))
+    on = parse_on(args.notify_on) if args.notify_on is not None else env_on(os.environ)
+    if urls:
+        from engine.notify_targets import read_targets  # imports Apprise (no numpy, no torch)
+
+        read_targets(urls)
+    return urls, on
+
+
+def without_notify_urls(argv: Sequence[str]) -> list[str]:
+    """`argv` less every `--notify URL` and `--notify=URL`: a child process gets them in its environment,
+    because a command line is visible to every user of the machine (`ps`) and may be logged."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--notify":
+            skip = True
+        elif not arg.startswith("--notify="):
+            out.append(arg)
+    return out
+
+
+def _config_file(path: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A --config file's settings, and its `notify` URLs taken out of them: a URL never reaches
+    TrainConfig, whose config.json every run keeps. Files without them are read as before."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or "notify" not in data:
+        return TrainConfig.load(path, saved=False).to_dict(), ()  # its own one-line errors
+    urls = config_file_urls(data.pop("notify"))
+    return TrainConfig.from_dict(data).to_dict(), urls
+
+
+SUBCOMMANDS = ("attach", "ls", "export", "compare", "sweep", "notify-test")
 
 
 class Parser(argparse.ArgumentParser):
@@ -207,4 +265,4 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-__all__ = ["Options", "Parser", "build_parser", "check_dataset", "parse_options"]
+__all__ = ["Options", "Parser", "build_parser", "check_dataset", "notify_options", "parse_options", "without_notify_urls"]

@@ -25,6 +25,7 @@ from engine import commands as cmd
 from engine import events as ev
 from engine.config import TrainConfig
 from engine.data import ImageData, load_dataset
+from engine.notify import attach_from_environment
 from engine.restore import Exploit
 from engine.runs import RunDir
 from engine.serve import ServedRun
@@ -86,6 +87,8 @@ class TrialLoop:
         self.served = ServedRun(cfg, spec.path, None if resume else name, resume, data=_dataset(cfg),
                                 judge_cache=judge_cache, exploit=exploit)
         self.served.listen(self._sink)
+        # The sweep's URLs come from its driver through Ray's runtime_env (never the sweep folder).
+        attach_from_environment(self.served, sweep=spec.name)
         self.runner = self.served.runner
 
     def run(self, tune: Any) -> None:

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_subcommand(name: str, argv: Sequence[str]) -> int:
     """`gan-tui NAME ...` for a name in SUBCOMMANDS: its module's `main(argv)`; the exit status."""
-    return int(importlib.import_module(f"{__name__}.{name}").main(argv))
+    return int(importlib.import_module(f"{__name__}.{name.replace('-', '_')}").main(argv))
 
 
 def _run_dashboard(options: Options, argv: Sequence[str], run_dir: Path) -> int:

@@ -22,6 +22,7 @@ from typing import Sequence, TextIO
 
 from engine.config import NAMED_DATASETS, ConfigError
 from engine.lock import pid_alive
+from engine.notify_targets import child_env
 from engine.sweep.spec import (LOG_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus, parse_batch_sizes,
                                request_stop)
 from tui_gan.options import Parser, parse_options
@@ -98,6 +99,9 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepSpec, bool]:
     if sizes:
         training += ["--batch-size", str(sizes[0])]
     options = parse_options(training)  # a bad flag: argparse's one line and exit 2
+    # --notify URLs reach the driver (and through Ray's runtime_env its trials) in the environment it
+    # inherits: never in sweep_spec.json, never on a command line.
+    os.environ.update(child_env(options.notify, options.notify_on))
     config = options.config.to_dict()
     # Trials run with Ray's working folder, not ours: every path they read must be absolute.
     if config.get("data_root"):

@@ -44,10 +44,17 @@ def run_headless(options: Options) -> int:
     from engine.serve import ServedRun, finish_process
 
     served = ServedRun(options.config, options.runs_dir, options.run_name, options.resume, note=progress.note)
+    notifier = None
+    if options.notify:
+        from engine.notify import attach
+
+        notifier = attach(served, options.notify, options.notify_on, note=progress.note, command=gan_tui_command)
     served.stop_on_signals()
     progress.note("loading the dataset and building the models...")
     final = served.run(progress.show)
     progress.summary(final)
+    if notifier is not None:
+        notifier.close()  # the run's messages had a bounded wait in served.run; say which did not go out
     return finish_process(1 if final is None or final.state == ev.RunState.FAILED else 0)
 
 

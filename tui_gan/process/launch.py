@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from engine.notify_targets import child_env
 from engine.runs import RunDir, RunError, last_step, new_run_name, resolve_run, run_state, starting_line
 from tui_gan.formatting import gan_tui_command
-from tui_gan.options import Options
+from tui_gan.options import Options, without_notify_urls
 from tui_gan.process.socket_link import log_tail, socket_path
 
 _START_TIMEOUT_S = 300.0  # importing torch and loading a dataset on a cold machine
@@ -66,7 +67,7 @@ def live_pid(run_dir: Path) -> int | None:
 def spawn_trainer(options: Options, argv: Sequence[str], run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `gan-tui --headless` (which serves viewers) on `run_dir` in a new session; (process, its log file)."""
     dropped = {"--detach", "--in-process", "--headless", "--serve"}
-    child = [a for a in argv if a not in dropped] + ["--headless"]
+    child = [a for a in without_notify_urls(argv) if a not in dropped] + ["--headless"]
     # The launcher has settled the folder; the trainer must not pick another (`latest` could move).
     child += ["--resume", str(run_dir)] if options.resume else ["--run-name", run_dir.name]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,8 @@ def spawn_trainer(options: Options, argv: Sequence[str], run_dir: Path) -> tuple
         process = subprocess.Popen(
             [sys.executable, "-m", "tui_gan.cli", *child],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            # Notification URLs carry tokens: the environment, never the command line (`ps` shows it to all).
+            env={**os.environ, **child_env(options.notify, options.notify_on)},
         )
         # Until the trainer holds the folder's lock (after importing torch), this line is how `ls`,
         # `attach` and a second start know that the run is starting and who starts it.
