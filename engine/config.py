@@ -183,6 +183,7 @@ class TrainConfig:
     """Learning-rate factor of the 'roll back with lower learning rates' key."""
 
     def __post_init__(self) -> None:
+        _check_shapes(self)  # a width list that is a number (a hand-written config) is a ConfigError, not a TypeError
         # JSON and the command line hand us lists; keep the frozen object hashable.
         object.__setattr__(self, "g_hidden", tuple(self.g_hidden))
         object.__setattr__(self, "d_hidden", tuple(self.d_hidden))
@@ -316,11 +317,15 @@ class TrainConfig:
         `saved` (a run folder's config.json): settings it predates take LEGACY_VALUES (from_saved).
         Otherwise (a user's --config file, often naming a few settings) they take today's defaults."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError("config", str(path), f"the file could not be read ({exc.strerror})") from exc
+        except UnicodeDecodeError:
+            raise ConfigError("config", str(path), "the file must be JSON text (UTF-8); it holds binary data") from None
         except json.JSONDecodeError as exc:
             raise ConfigError("config", str(path), f"the file must be JSON ({exc.msg} at line {exc.lineno})") from exc
+        except (RecursionError, ValueError) as exc:  # nested too deeply; a number of thousands of digits
+            raise ConfigError("config", str(path), f"the file must be plain JSON ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise ConfigError("config", str(path), "the file must hold a JSON object")
         return cls.from_saved(data) if saved else cls.from_dict(data)
@@ -332,6 +337,16 @@ def saved_config_dict(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- validators
+def _check_shapes(cfg: TrainConfig) -> None:
+    """Fields whose type the other checks assume: the width lists are lists, data_root a path or null."""
+    for name in ("g_hidden", "d_hidden"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, value, "must be a list of widths, e.g. [256, 512] ([] for the preset's own)")
+    if cfg.data_root is not None and not isinstance(cfg.data_root, str):
+        raise ConfigError("data_root", cfg.data_root, "must be a folder path (text) or null for the user cache")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -6,6 +6,16 @@ Each reads only the run folder, so the dashboard (in a worker thread) and `gan-t
 raises ExportError with a plain reason; files are written whole or not at all. The grid, GIF and CSV
 exports need only numpy and Pillow (no torch: they answer in well under a second); only the
 checkpoint samples run the generator.
+
+Where an export may write (`--out`, or the default under RUN/exports/) is checked before anything is
+made: only a new regular file, or, with `force` (always for the default names under exports/), a
+file that an export of the same kind wrote. An export knows its own files by a mark inside them:
+PNGs carry the text chunk `Software: gan-tui export`, GIFs the same comment, CSVs start with the fixed
+header row of CSV_COLUMNS. The mark travels with the file (no sidecar to lose or forge apart from it)
+and costs one header read; a file without it (the user's own picture, a run's config.json, a hard link
+to one) is never replaced, `force` or not. Never into the run's own files (anything in the run folder
+outside exports/), never over a folder, a device, a pipe, a socket or a symbolic link. A refusal is an
+ExportRefused (`gan-tui export` exits 2 with its one line).
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -24,6 +36,7 @@ from engine.runs import GRID_PADDING, RunDir, RunError, grid_columns, read_grid_
 
 MAX_GIF_FRAMES = 200  # longer runs are subsampled evenly (the last grid is always in)
 _LABEL_BAND = 14  # pixels above each GIF frame for its "step N" label
+MARK = "gan-tui export"  # inside every PNG (text chunk Software) and GIF (comment) an export writes
 
 #: The CSV's columns, in this order, whatever the log holds. Every record type fills the columns it
 #: has (metrics: step..elapsed_s; quality: fd..class_9; judge: accuracy..source; alarms and warnings:
@@ -45,28 +58,37 @@ class ExportError(RuntimeError):
     """An export could not be made; the message says why."""
 
 
+class ExportRefused(ExportError):
+    """The export's target may not be written (it exists, it is the run's own, a device...): a user mistake."""
+
+
 def export_grid(run: RunDir, out: Path | None = None, scale: int = 4, step: int | None = None,
-                images: np.ndarray | None = None) -> Path:
-    """The sample grid of `step` (default: the newest) as a PNG, each pixel `scale` x `scale`."""
+                images: np.ndarray | None = None, force: bool = False) -> Path:
+    """The sample grid of `step` (default: the newest) as a PNG, each pixel `scale` x `scale`.
+    `force`: replace `out` if a PNG export wrote it (see the module docstring)."""
     if not 1 <= scale <= 32:
-        raise ExportError(f"scale must be from 1 to 32, got {scale}")
+        raise ExportRefused(f"scale must be from 1 to 32, got {scale}")
     if images is None:
         step, path = _grid(run, step)
         images = _read_grid(path, _num_samples(run))
     image = grid_image(images, scale)
-    out = out or run.exports_dir / f"grid_step_{step or 0:08d}_x{scale}.png"
-    _atomic(out, lambda f: image.save(f, format="PNG"))
-    return out
+    target = check_target(run, out or run.exports_dir / f"grid_step_{step or 0:08d}_x{scale}.png", "png",
+                          replace=force or out is None)
+    _atomic(target, lambda f: _save_png(image, f))
+    return target
 
 
-def export_gif(run: RunDir, out: Path | None = None, scale: int = 2, frame_ms: int = 200) -> tuple[Path, int]:
+def export_gif(run: RunDir, out: Path | None = None, scale: int = 2, frame_ms: int = 200,
+               force: bool = False) -> tuple[Path, int]:
     """Every saved grid, oldest first, as an animated GIF that loops, each frame labelled with its
-    step; returns (path, frames)."""
+    step; returns (path, frames). `force`: replace `out` if a GIF export wrote it."""
     from PIL import Image
 
     grids = run.sample_grids()
     if not grids:
         raise ExportError(f"run {run.path} has no sample grids yet")
+    if out is not None:
+        check_target(run, out, "gif", replace=force)  # before the frames are read: a refusal costs nothing
     if len(grids) > MAX_GIF_FRAMES:
         picks = np.linspace(0, len(grids) - 1, MAX_GIF_FRAMES).round().astype(int)
         grids = [grids[i] for i in sorted(set(picks))]
@@ -82,21 +104,22 @@ def export_gif(run: RunDir, out: Path | None = None, scale: int = 2, frame_ms: i
         frames.append(_labelled(frame, f"step {step:,}"))
     if not frames:
         raise ExportError(f"none of the sample grids of run {run.path} could be read")
-    out = out or run.exports_dir / f"samples_{grids[0][0]:08d}-{grids[-1][0]:08d}.gif"
-    _atomic(out, lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
-                                            duration=frame_ms, loop=0))
-    return out, len(frames)
+    target = check_target(run, out or run.exports_dir / f"samples_{grids[0][0]:08d}-{grids[-1][0]:08d}.gif", "gif",
+                          replace=force or out is None)
+    _atomic(target, lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
+                                               duration=frame_ms, loop=0, comment=MARK.encode()))
+    return target, len(frames)
 
 
-def export_csv(run: RunDir, out: Path | None = None) -> tuple[Path, int]:
+def export_csv(run: RunDir, out: Path | None = None, force: bool = False) -> tuple[Path, int]:
     """metrics.jsonl as one CSV table, one row per record, columns in CSV_COLUMNS order; returns
-    (path, rows). Damaged lines are skipped."""
+    (path, rows). Damaged lines are skipped. `force`: replace `out` if a CSV export wrote it."""
+    target = check_target(run, out or run.exports_dir / "metrics.csv", "csv", replace=force or out is None)
     records = [r for r in run.read_log() if isinstance(r, dict)]
     if not records:
         raise ExportError(f"run {run.path} has no metrics log yet")
     rows = [dict(_flatten(r)) for r in records]
     extra = sorted({key for row in rows for key in row} - set(CSV_COLUMNS))
-    out = out or run.exports_dir / "metrics.csv"
 
     def write(binary: IO[bytes]) -> None:
         text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
@@ -106,8 +129,8 @@ def export_csv(run: RunDir, out: Path | None = None) -> tuple[Path, int]:
         text.flush()
         text.detach()  # the binary file stays open for the writer's fsync
 
-    _atomic(out, write)
-    return out, len(rows)
+    _atomic(target, write)
+    return target, len(rows)
 
 
 def grid_image(images: np.ndarray, scale: int = 1) -> Any:
@@ -129,41 +152,47 @@ def grid_image(images: np.ndarray, scale: int = 1) -> Any:
 
 
 def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: int = 64, checkpoint: str = "latest",
-                              seed: int = 0, scale: int = 1, digit: int | None = None) -> list[Path]:
-    """`count` single-digit PNGs from a checkpoint's sampling generator (latest, best, or a step).
+                              seed: int = 0, scale: int = 1, digit: int | None = None, force: bool = False) -> list[Path]:
+    """`count` single-digit PNGs from a checkpoint's sampling generator (latest, best, or a step), in
+    `out_dir`: a new folder, or a folder whose sample_NNNN.png files are new or (with `force`, and
+    always in the default folder under exports/) written by this export.
 
     `digit`: every image of that class (conditional runs; an unconditional run is an ExportError).
     """
-    import torch
-    from torchvision.utils import save_image
+    from PIL import Image
 
+    if out_dir is not None:
+        _check_folder(run, out_dir)
     images, step = checkpoint_images(run, count, checkpoint, seed, digit)
-    tensor = torch.from_numpy(images).float().div(255.0).unsqueeze(1)
     if scale > 1:
-        tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     suffix = "" if digit is None else f"_digit{digit}"
-    out_dir = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples{suffix}"
+    folder = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples{suffix}"
+    _check_folder(run, folder)
+    paths = [check_target(run, folder / f"sample_{i:04d}.png", "png", replace=force or out_dir is None)
+             for i in range(len(images))]  # every file checked before the first is written
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ExportError(f"{out_dir} could not be made: {exc.strerror or exc}") from exc
-    paths = []
-    for i, image in enumerate(tensor):
-        target = out_dir / f"sample_{i:04d}.png"
-        _atomic(target, lambda f, image=image: save_image(image, f, format="png"))
-        paths.append(target)
+        raise ExportError(f"{folder} could not be made: {exc.strerror or exc}") from exc
+    for path, image in zip(paths, images):
+        _atomic(path, lambda f, image=image: _save_png(Image.fromarray(image), f))
     return paths
 
 
 def export_digit_grid(run: RunDir, digit: int, out: Path | None = None, count: int = 64, checkpoint: str = "latest",
-                      seed: int = 0, scale: int = 4) -> Path:
-    """A grid of `count` samples of class `digit`, drawn from a checkpoint of a conditional run."""
+                      seed: int = 0, scale: int = 4, force: bool = False) -> Path:
+    """A grid of `count` samples of class `digit`, drawn from a checkpoint of a conditional run.
+    `force`: replace `out` if a PNG export wrote it."""
     if not 1 <= scale <= 32:
-        raise ExportError(f"scale must be from 1 to 32, got {scale}")
+        raise ExportRefused(f"scale must be from 1 to 32, got {scale}")
+    if out is not None:
+        check_target(run, out, "png", replace=force)  # before the generator runs
     images, step = checkpoint_images(run, count, checkpoint, seed, digit)
-    out = out or run.exports_dir / f"grid_step_{step:08d}_digit{digit}_x{scale}.png"
-    _atomic(out, lambda f: grid_image(images, scale).save(f, format="PNG"))
-    return out
+    target = check_target(run, out or run.exports_dir / f"grid_step_{step:08d}_digit{digit}_x{scale}.png", "png",
+                          replace=force or out is None)
+    _atomic(target, lambda f: _save_png(grid_image(images, scale), f))
+    return target
 
 
 def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed: int = 0,
@@ -179,7 +208,7 @@ def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed:
     from engine.models import balanced_labels, build_models, generate
 
     if not 1 <= count <= 10_000:
-        raise ExportError(f"count must be from 1 to 10000, got {count}")
+        raise ExportRefused(f"count must be from 1 to 10000, got {count}")
     try:
         path = run.find_checkpoint(checkpoint)
         payload = load_checkpoint(path)
@@ -187,9 +216,9 @@ def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed:
     except (RunError, CheckpointError, ValueError) as exc:
         raise ExportError(str(exc)) from exc
     if digit is not None and not cfg.conditional:
-        raise ExportError(f"run {run.path} is unconditional (preset {cfg.preset}): it cannot be asked for a class")
+        raise ExportRefused(f"run {run.path} is unconditional (preset {cfg.preset}): it cannot be asked for a class")
     if digit is not None and not 0 <= digit < cfg.num_classes:
-        raise ExportError(f"digit must be from 0 to {cfg.num_classes - 1} for run {run.path}, got {digit}")
+        raise ExportRefused(f"digit must be from 0 to {cfg.num_classes - 1} for run {run.path}, got {digit}")
     generator, _ = build_models(cfg)
     state = payload["trainer"]
     # The averaged generator's BatchNorm statistics were re-estimated before the checkpoint was written.
@@ -206,7 +235,84 @@ def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed:
     return images, int(state["step"])
 
 
+def check_target(run: RunDir, out: Path, kind: str, replace: bool) -> Path:
+    """`out` if an export of `kind` (png, gif, csv) may write it, else ExportRefused: a new regular file
+    outside the run's own files, or, with `replace`, an existing one that carries this export's mark."""
+    out = Path(out).expanduser()
+    _refuse_run_files(run, out)
+    try:
+        info = os.lstat(out)
+    except FileNotFoundError:
+        return out
+    except OSError as exc:  # a name too long, a file where a folder should be
+        raise ExportRefused(f"{out} cannot be written: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ExportRefused(f"{out} is a symbolic link; an export writes only its own files (pick another --out)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ExportRefused(f"{out} is {_file_kind(info.st_mode)}, not a file; an export never writes over it")
+    if not replace:
+        raise ExportRefused(f"{out} already exists; pick another --out, or pass --force to replace a {kind} export")
+    if not _marked(out, kind):
+        raise ExportRefused(f"{out} already exists and is not a {kind} that gan-tui export wrote; it is kept "
+                            "(pick another --out)")
+    return out
+
+
 # ------------------------------------------------------------------ helpers
+def _refuse_run_files(run: RunDir, out: Path) -> None:
+    """Nothing of the run itself (config, log, checkpoints, samples, state...) is ever an export's target."""
+    real = Path(os.path.realpath(out.parent)) / out.name
+    run_real, exports_real = Path(os.path.realpath(run.path)), Path(os.path.realpath(run.exports_dir))
+    if real.is_relative_to(run_real) and not (real.is_relative_to(exports_real) and real != exports_real):
+        raise ExportRefused(f"{out} is inside the run folder {run.path}; exports go to its exports/ or outside the run")
+
+
+def _check_folder(run: RunDir, folder: Path) -> None:
+    """A folder for sample PNGs: new, or an existing folder (never a file, device or link to one)."""
+    folder = Path(folder).expanduser()
+    _refuse_run_files(run, folder / "sample_0000.png")
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ExportRefused(f"{folder} cannot be used: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ExportRefused(f"{folder} already exists and is {_file_kind(info.st_mode)}; samples go to a folder "
+                            "(pick another --out)")
+
+
+def _marked(path: Path, kind: str) -> bool:
+    """Whether `path` carries this export's mark for `kind` (read from its header only)."""
+    try:
+        if kind == "csv":
+            with open(path, "rb") as f:
+                return f.read(256).startswith(",".join(CSV_COLUMNS[:8]).encode())
+        from PIL import Image
+
+        with Image.open(path) as im:
+            found = im.info.get("Software" if kind == "png" else "comment")
+            return im.format == kind.upper() and found in (MARK, MARK.encode())
+    except (OSError, ValueError, SyntaxError):  # not an image at all, or a damaged one: not ours
+        return False
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _save_png(image: Any, f: IO[bytes]) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", MARK)
+    image.save(f, format="PNG", pnginfo=info)
+
+
 def _grid(run: RunDir, step: int | None) -> tuple[int, Path]:
     grids = run.sample_grids()
     if not grids:
@@ -263,5 +369,5 @@ def _atomic(out: Path, write: Any) -> None:
         raise ExportError(f"{out} could not be written: {exc.strerror or exc}") from exc
 
 
-__all__ = ["ExportError", "checkpoint_images", "export_checkpoint_samples", "export_csv", "export_digit_grid",
+__all__ = ["ExportError", "ExportRefused", "MARK", "check_target", "checkpoint_images", "export_checkpoint_samples", "export_csv", "export_digit_grid",
            "export_gif", "export_grid", "grid_image"]

@@ -1,8 +1,8 @@
 """Notifications: what a run says on a phone or a team chat, and when. Every message text is here.
 
     notifier = attach(served, urls, on, note=progress.note)   # a trainer process (`--headless`)
-    attach_from_environment(served, sweep="lr-pbt")           # a sweep trial (GAN_TUI_NOTIFY)
-    runtime_env_vars(spec)                                    # the sweep driver: its trials' environment
+    trial_settings()                                          # the sweep driver: what its trials send, and where
+    attach_trial(served, settings, sweep="lr-pbt")            # a sweep trial
     notify_sweep_end(spec, status)                            # the sweep driver, once the sweep is over
 
 What is sent, by category (`--notify-on`; the default is finished, failed, alarms):
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from engine import events as ev
 from engine.notify_sender import Outgoing, hurry, post, wait_idle
-from engine.notify_targets import (Delivery, Target, child_env, env_urls, environment_on, environment_targets,
-                                   read_targets)
+from engine.notify_targets import (Delivery, Target, env_urls, environment_on, environment_targets,
+                                   read_targets, readable_targets)
 
 if TYPE_CHECKING:
     from engine.serve import ServedRun
@@ -330,26 +330,24 @@ def attach(served: ServedRun, urls: Iterable[str], on: Iterable[str], *, note: C
     return notifier
 
 
-def attach_from_environment(served: ServedRun, sweep: str = "") -> Notifier | None:
-    """A sweep trial's Notifier, when the environment has GAN_TUI_NOTIFY (from the sweep's driver). A URL
-    Apprise cannot read (`gan-tui sweep` refused those already) is said once on stderr and left out."""
-    targets = environment_targets()
+def trial_settings() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The sweep driver's URLs and categories (GAN_TUI_NOTIFY, GAN_TUI_NOTIFY_ON), handed to every trial
+    through Ray's object store (`tune.with_parameters`). Not through runtime_env: Ray's runtime-env
+    agent writes a job's env_vars in full into /tmp/ray/session_*/logs/runtime_env_agent.log on every
+    node, readable by every user of it."""
+    return tuple(env_urls(os.environ)), tuple(sorted(environment_on()))
+
+
+def attach_trial(served: ServedRun, settings: tuple[tuple[str, ...], tuple[str, ...]] | None,
+                 sweep: str = "") -> Notifier | None:
+    """A sweep trial's Notifier for the driver's `trial_settings()`; None when it sends nothing."""
+    urls, on = settings or ((), ())
+    targets = readable_targets(urls)
     if not targets:
         return None
-    notifier = Notifier(served, targets, environment_on(), sweep=sweep)
+    notifier = Notifier(served, targets, on, sweep=sweep)
     served.listen(notifier)
     return notifier
-
-
-def runtime_env_vars(spec: SweepSpec) -> dict[str, str]:
-    """For the sweep driver's `ray.init(runtime_env={"env_vars": {**_TRIAL_ENV, **runtime_env_vars(spec)}})`:
-    GAN_TUI_NOTIFY and GAN_TUI_NOTIFY_ON as the driver got them, for the trials of a sweep on a cluster
-    (`--address`). Empty for a local Ray, whose workers inherit the driver's environment: Ray's runtime
-    env agent writes a job's env_vars in full into its log (/tmp/ray/session_*/logs/runtime_env_agent.log,
-    readable by every user), so a URL goes that way only where nothing else reaches the other nodes."""
-    if not spec.address:
-        return {}
-    return child_env(env_urls(os.environ), environment_on())
 
 
 def notify_sweep_end(spec: SweepSpec, status: SweepStatus, wait_s: float = SWEEP_END_WAIT_S) -> bool:

@@ -142,10 +142,15 @@ def env_on(environ: dict[str, str] | Any) -> frozenset[str]:
 
 
 def environment_targets() -> list[Target]:
-    """The targets of GAN_TUI_NOTIFY in this process's environment (a sweep's driver and trials). A URL
-    Apprise cannot read (`gan-tui sweep` refused those already) is said once on stderr and left out."""
+    """The targets of GAN_TUI_NOTIFY in this process's environment (a sweep's driver)."""
+    return readable_targets(env_urls(os.environ))
+
+
+def readable_targets(urls: Iterable[str]) -> list[Target]:
+    """The targets of URLs checked before (`gan-tui sweep` refused unreadable ones): one that Apprise
+    cannot read here after all is said once on stderr and left out."""
     targets: list[Target] = []
-    for url in env_urls(os.environ):
+    for url in urls:
         try:
             targets += read_targets([url])
         except ConfigError as exc:

@@ -214,6 +214,8 @@ class ControlServer:
             raise
 
     def _read(self, client: _Client) -> None:
+        if client.closing:
+            return  # told "closing": nothing more of this viewer is read, let alone run
         try:
             data = client.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -225,10 +227,14 @@ class ControlServer:
             return
         client.inbox += data
         while b"\n" in client.inbox:
-            line, client.inbox = client.inbox.split(b"\n", 1)
+            line, rest = client.inbox.split(b"\n", 1)
+            if len(line) > MAX_LINE:
+                break  # an oversized line ends the connection: the lines behind it in this write are not run
+            client.inbox = rest
             if line.strip():
                 client.replies.append(self._handle(line))
-        if len(client.inbox) > MAX_LINE:
+        end = client.inbox.find(b"\n")
+        if (end if end >= 0 else len(client.inbox)) > MAX_LINE:
             client.replies.append(reply(False, f"message over the {MAX_LINE}-byte limit; closing"))
             client.inbox = b""
             client.closing = True
@@ -266,7 +272,11 @@ class ControlServer:
             clients = list(self._clients.values())
         for client in clients:
             busy = client.replies or client.outbox or client.pending
-            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if busy else 0)
+            if client.closing and not busy:
+                self._drop(client)
+                continue
+            # A closing viewer is no longer read (it would wake the loop for ever): only its replies go out.
+            wanted = (0 if client.closing else selectors.EVENT_READ) | (selectors.EVENT_WRITE if busy else 0)
             if wanted != client.interest and not client.closed:
                 try:
                     self._selector.modify(client.sock, wanted, client)

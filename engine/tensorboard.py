@@ -1,20 +1,25 @@
-"""Every run folder is also a TensorBoard log dir: the run's events, written by TensorBoard's own writer.
+"""Every run folder is also a TensorBoard log dir: the run's events as TensorBoard event files.
 
     logger = open_tensorboard(cfg, run.path, on_warning)   # None when cfg.tensorboard is off
     logger(event)                                           # for every event the runner emits
     logger.close()                                          # also done by RunFinished and at exit
 
-The writer is torch's `torch.utils.tensorboard.SummaryWriter` (with the `tensorboard` package):
-torch is already the engine's dependency, and the one `tensorboard` package gives the writer's
-protobufs, the viewer (`tensorboard --logdir runs`) and the reader the tests check the logs with
-(`EventAccumulator`), so the files are written and read by the same well-kept code. tensorboardX
-would write the same files but add a second writer library and still need `tensorboard` to view.
+The summaries are built by torch's own builders (`torch.utils.tensorboard.summary`: scalar, image,
+text, hparams) and framed by the `tensorboard` package's RecordWriter, so the files are what
+SummaryWriter writes and what TensorBoard's reader (`EventAccumulator`, also the tests' reader)
+expects. What SummaryWriter adds on top, a thread that writes its queue and dies at its first error
+(with a raw traceback and no way back), is left out: a full disk must cost the event file no more
+than metrics.jsonl. So the records are appended the way the journal appends log lines (one open per
+batch, a failed write cut back off, so no half record is ever left in the file) and the writes run
+under the run's one write-error policy (engine/journal.py's Journal, kind "tensorboard"): the first
+failure is one warning (WarningRaised kind `disk:tensorboard`), later ones are quiet, the records
+are kept (bounded) and written, in order, into the same file at the next write that succeeds, which
+says so once (`disk_ok:tensorboard`). Never the end of the run.
 
 Only the training process writes here (the Runner makes the logger); attached viewers and
 `gan-tui export` never do. The training thread only puts events on a queue: a thread of the
 logger's own imports tensorboard (lazily, so no screen waits for it), builds the summaries and
-encodes the PNGs, and SummaryWriter writes the file on its own thread again. A failure to write is
-one warning and the end of TensorBoard logging for the run, never the end of the run.
+encodes the PNGs, and the logger's journal writes them on its writer thread.
 
 Tags follow metrics.jsonl's names, grouped: `loss/d_loss`, `d/d_real`, `grad/grad_norm_g`,
 `lr/lr_g`, `speed/images_per_s`, `progress/epoch`, `quality/fd`, `quality/fd_over_floor`,
@@ -22,18 +27,21 @@ Tags follow metrics.jsonl's names, grouped: `loss/d_loss`, `d/d_real`, `grad/gra
 `events/alarms`, `events/rollback`, `events/warnings`; and the config as hparams with the last
 `quality/fd_over_floor` as its metric.
 
-No step is written twice for a tag: a resumed or rolled-back run at step S opens a new writer with
-`purge_step=S+1` (TensorBoard drops what the old files hold after S, as metrics.jsonl does), and
-scalars or images at or before S that the runner posts again are skipped.
+No step is written twice for a tag: a resumed or rolled-back run at step S starts a new event file
+that opens with a purge at S+1 (TensorBoard drops what the older files hold after S, as
+metrics.jsonl does), and scalars or images at or before S that the runner posts again are skipped.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import itertools
 import json
 import math
+import os
 import queue
+import socket
 import threading
 import time
 from pathlib import Path
@@ -42,6 +50,8 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import events as ev
+from engine import journal as journal_module
+from engine.journal import Journal, WriteNote
 
 #: metrics.jsonl field -> its TensorBoard group
 METRIC_GROUPS = {
@@ -58,9 +68,12 @@ METRIC_GROUPS = {
     "elapsed_s": "progress",
 }
 HPARAM_METRIC = "quality/fd_over_floor"
-_FLUSH_S = 5  # a live run shows up in TensorBoard within seconds, not SummaryWriter's default 2 minutes
+KIND = "tensorboard"  # the Journal kind of these writes: warnings disk:tensorboard / disk_ok:tensorboard
+WHAT = "TensorBoard log"
 _CLOSE_WAIT_S = 10.0
+_MAX_PENDING = 8 << 20  # bytes of records kept for a retry while the disk is full; older ones beyond are dropped
 _CLOSE = object()
+_file_counter = itertools.count()
 
 
 def open_tensorboard(cfg: Any, run_dir: Path, on_warning: Callable[[ev.WarningRaised], None]) -> TensorBoardLogger | None:
@@ -71,21 +84,25 @@ def open_tensorboard(cfg: Any, run_dir: Path, on_warning: Callable[[ev.WarningRa
 
 
 class TensorBoardLogger:
-    """An event consumer that writes a run's TensorBoard log from a thread of its own. Never blocks."""
+    """An event consumer that writes a run's TensorBoard log from threads of its own. Never blocks."""
 
     def __init__(self, log_dir: Path, on_warning: Callable[[ev.WarningRaised], None] | None = None) -> None:
         self.log_dir = Path(log_dir)
         self._on_warning = on_warning
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: Any = None
+        self._path: Path | None = None  # the event file records go to now (made at its first write)
+        self._stamp = 0  # the creation second in the newest file's name
+        self._pending: list[tuple[Path, bytes]] = []  # framed records not on disk yet, oldest first
+        self._pending_lock = threading.Lock()
+        self._write_queued = False
         self._floor = -1  # scalars and images at or before this step are already in the log
         self._last: dict[str, int] = {}  # tag -> last step written
         self._step = 0
-        self._failed = False
         self._closed = False
+        self._journal = Journal(on_note=self._note)
         self._thread = threading.Thread(target=self._loop, name="gan-tui-tensorboard", daemon=True)
         self._thread.start()
-        atexit.register(self.close)  # a daemon thread is not waited for: flush what is queued at exit
+        atexit.register(self.close)  # a daemon thread is not waited for: write what is queued at exit
 
     def __call__(self, event: ev.Event) -> None:
         """Queue an event (called on the training thread; never blocks, never raises)."""
@@ -93,7 +110,7 @@ class TensorBoardLogger:
             self._queue.put(event)
 
     def close(self, timeout: float = _CLOSE_WAIT_S) -> None:
-        """Write what is queued, close the files and end the thread (idempotent)."""
+        """Write what is queued, end the threads (idempotent)."""
         if not self._closed:
             self._closed = True
             self._queue.put(_CLOSE)
@@ -103,31 +120,39 @@ class TensorBoardLogger:
 
     @property
     def failed(self) -> bool:
-        """True once a write failed (logging stopped; the run went on)."""
-        return self._failed
+        """True while writes fail (the records wait for room; the run goes on)."""
+        return KIND in self._journal.failing
 
     # ---------------------------------------------------------------- thread
     def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _CLOSE:
-                break
-            if self._failed:
-                continue
-            try:
-                self._write(item)
-            except Exception as exc:  # noqa: BLE001 - any writer failure is a warning, never the run's end
-                self._fail(exc)
-            if isinstance(item, ev.RunFinished):
-                break
+        done = False
+        while not done:
+            batch = [self._queue.get()]
+            while True:  # everything queued meanwhile goes out in one write
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in batch:
+                if item is _CLOSE:
+                    done = True
+                    break
+                try:
+                    self._encode(item)
+                except Exception as exc:  # noqa: BLE001 - a summary that cannot be built is a failed write, not the run's end
+                    self._journal.failed(KIND, exc, WHAT)
+                if isinstance(item, ev.RunFinished):
+                    done = True
+                    break
+            self._queue_write()
         self._closed = True
-        self._close_writer()
+        self._journal.close(_CLOSE_WAIT_S)
 
-    def _write(self, event: ev.Event) -> None:
+    def _encode(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunStarted):
             self._open(purge_after=event.step if event.resumed else None)
             self._on_start(event)
-        elif self._writer is None:
+        elif self._path is None:
             return  # nothing before RunStarted has a place yet
         elif isinstance(event, ev.MetricsLogged):
             for name, group in METRIC_GROUPS.items():
@@ -137,7 +162,9 @@ class TensorBoardLogger:
                 self._scalar(tag, value, event.step)
         elif isinstance(event, ev.SamplesGenerated):
             if event.fixed and self._fresh("samples/fixed", event.step):
-                self._writer.add_image("samples/fixed", grid_image(event.images), event.step, dataformats="HW")
+                from torch.utils.tensorboard.summary import image
+
+                self._summary(image("samples/fixed", grid_image(event.images), dataformats="HW"), event.step)
         elif isinstance(event, ev.HyperparamsChanged):
             changes = ", ".join(f"{k} {event.old.get(k)} -> {v}" for k, v in event.new.items() if event.old.get(k) != v)
             self._text("events/hparams", f"step {event.step}: {changes}", event.step)
@@ -149,21 +176,25 @@ class TensorBoardLogger:
             self._open(purge_after=event.step)
             self._text("events/rollback", f"rolled back from step {event.from_step} to step {event.step} ({event.path})", event.step)
         elif isinstance(event, ev.WarningRaised):
-            self._text("events/warnings", f"step {event.step}: {event.message}", event.step)
+            if not event.kind.endswith(KIND):  # its own failure notes would only wait behind it
+                self._text("events/warnings", f"step {event.step}: {event.message}", event.step)
         elif isinstance(event, ev.JudgeReady):
             self._text("events/judge", f"judge {event.accuracy:.1%} on {event.held_out:,} held-out images ({event.source}); "
                        f"FD floor {event.fd_floor:.2f} at n={event.n}", self._step)
 
     def _open(self, purge_after: int | None) -> None:
-        """A new writer; after a resume or rollback to step S, TensorBoard drops the old steps after S."""
-        from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard loads only in the trainer
+        """A new event file; after a resume or rollback to step S, TensorBoard drops the old steps after S."""
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
-        self._close_writer()
-        purge_step = None if purge_after is None else purge_after + 1
         if purge_after is not None:
-            _wait_for_a_later_second(self.log_dir)
-        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step, max_queue=100, flush_secs=_FLUSH_S)
-        if purge_after is not None:
+            _wait_for_a_later_second(self.log_dir, self._stamp)
+        self._stamp = int(time.time())
+        name = f"events.out.tfevents.{self._stamp:010d}.{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
+        self._path = self.log_dir / name
+        self._event(Event(file_version="brain.Event:2"))
+        if purge_after is not None:  # what SummaryWriter(purge_step=S+1) writes first
+            self._event(Event(step=purge_after + 1, file_version="brain.Event:2"))
+            self._event(Event(step=purge_after + 1, session_log=SessionLog(status=SessionLog.START)))
             self._floor = purge_after
             self._last = {tag: min(step, purge_after) for tag, step in self._last.items()}
 
@@ -174,18 +205,21 @@ class TensorBoardLogger:
         config = event.config
         shown = json.dumps(config, indent=2)
         self._text("config", "    " + shown.replace("\n", "\n    "), event.step)  # indented: markdown code
-        exp, start, end = hparams(hparam_values(config), {HPARAM_METRIC: math.nan})
-        for summary in (exp, start, end):
-            self._writer.file_writer.add_summary(summary)
+        for summary in hparams(hparam_values(config), {HPARAM_METRIC: math.nan}):
+            self._summary(summary, None)
 
     def _scalar(self, tag: str, value: Any, step: int) -> None:
         if value is None or not self._fresh(tag, step):
             return
-        self._writer.add_scalar(tag, float(value), step)
+        from torch.utils.tensorboard.summary import scalar
+
+        self._summary(scalar(tag, float(value)), step)
 
     def _text(self, tag: str, text: str, step: int) -> None:
+        from torch.utils.tensorboard.summary import text as text_summary
+
         self._step = max(self._step, step)
-        self._writer.add_text(tag, text, step)
+        self._summary(text_summary(tag, text), step)
 
     def _fresh(self, tag: str, step: int) -> bool:
         """True (and remembered) when `tag` has nothing at `step` or later yet."""
@@ -195,38 +229,124 @@ class TensorBoardLogger:
         self._step = max(self._step, step)
         return True
 
-    def _close_writer(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception as exc:  # noqa: BLE001 - see _fail
-                self._fail(exc)
+    def _summary(self, summary: Any, step: int | None) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
 
-    def _fail(self, exc: Exception) -> None:
-        if self._failed:
+        event = Event(summary=summary)
+        if step is not None:
+            event.step = int(step)
+        self._event(event)
+
+    def _event(self, event: Any) -> None:
+        """Frame one event as a TensorBoard record and keep it for the next write."""
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        if not event.wall_time:
+            event.wall_time = time.time()
+        framed = _Framed()
+        RecordWriter(framed).write(event.SerializeToString())
+        assert self._path is not None
+        with self._pending_lock:
+            self._pending.append((self._path, framed.data))
+
+    # ---------------------------------------------------------------- writes
+    def _queue_write(self) -> None:
+        with self._pending_lock:
+            if self._write_queued or not self._pending:
+                return
+            self._write_queued = True
+        self._journal.call(KIND, self._write_pending, WHAT)
+
+    def _write_pending(self) -> None:
+        """On the journal's thread: append every waiting record, in order. A failed append is cut back
+        off and its records (and those behind them) wait for the next write."""
+        with self._pending_lock:
+            records, self._pending = self._pending, []
+            self._write_queued = False
+        written = 0
+        try:
+            for path, group in _by_file(records):
+                _append(path, b"".join(data for _, data in group))
+                written += len(group)
+        except BaseException:
+            with self._pending_lock:
+                self._pending = _bounded(records[written:] + self._pending)
+            raise
+
+    def _note(self, note: WriteNote) -> None:
+        """The journal's one warning when these writes start failing, and one when they work again."""
+        if self._on_warning is None:
             return
-        self._failed = True
-        message = f"TensorBoard log in {self.log_dir} stopped: {type(exc).__name__}: {exc} (training goes on)"
-        if self._on_warning is not None:
-            try:
-                self._on_warning(ev.WarningRaised(self._step, message, "tensorboard"))
-            except Exception:  # noqa: BLE001 - nothing left to tell
-                pass
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - already failed; the warning is out
-                pass
+        message = f"{WHAT} saved again" if note.ok else note.message
+        try:
+            self._on_warning(ev.WarningRaised(self._step, message, note.warning_kind))
+        except Exception:  # noqa: BLE001 - nothing left to tell
+            pass
 
 
-def _wait_for_a_later_second(log_dir: Path) -> None:
+class _Framed:
+    """What RecordWriter writes into: the bytes of one framed record."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _by_file(records: list[tuple[Path, bytes]]) -> list[tuple[Path, list[tuple[Path, bytes]]]]:
+    groups: list[tuple[Path, list[tuple[Path, bytes]]]] = []
+    for record in records:
+        if groups and groups[-1][0] == record[0]:
+            groups[-1][1].append(record)
+        else:
+            groups.append((record[0], [record]))
+    return groups
+
+
+def _bounded(records: list[tuple[Path, bytes]]) -> list[tuple[Path, bytes]]:
+    """The newest records that fit in _MAX_PENDING bytes."""
+    total, keep = 0, len(records)
+    while keep > 0 and total + len(records[keep - 1][1]) <= _MAX_PENDING:
+        keep -= 1
+        total += len(records[keep][1])
+    return records[keep:]
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append `data` whole or not at all: a failed write (a full disk) is cut back off, so the event
+    file never holds half a record and later records read on. Opened where the journal opens every
+    run-folder file (engine.journal._open: the one place a full disk is injected in tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # a log dir of its own, as SummaryWriter makes one
+    fd = journal_module._open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        size = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
+def _wait_for_a_later_second(log_dir: Path, newest: int = 0) -> None:
     """TensorBoard reads a folder's event files in name order, and a name starts with its whole second
     of creation: a purging file made in the same second as an older one could sort before it (the
     counter after the second does not sort as a number). Waiting (on this thread, at most a second,
-    only at resume and rollback) keeps the files in the order they were written."""
-    newest = 0
+    only at resume and rollback) keeps the files in the order they were written. `newest`: the second
+    of a file of ours that may not be on disk yet."""
     for path in log_dir.glob("events.out.tfevents.*"):
         stamp = path.name.split(".")[3]
         if stamp.isdigit():

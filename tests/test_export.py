@@ -66,7 +66,7 @@ def test_gan_tui_export_works_without_the_dashboard(finished_run, tmp_path, caps
     assert main(["export", str(finished_run.path), "grid", "--scale", "2"]) == 0
     assert main(["export", str(finished_run.path), "samples", "--count", "4", "--out", str(tmp_path / "s")]) == 0
     assert len(list((tmp_path / "s").glob("*.png"))) == 4
-    assert main(["export", str(tmp_path / "nope"), "csv"]) == 1
+    assert main(["export", str(tmp_path / "nope"), "csv"]) == 2  # a run that is not there: the user's mistake
     assert "does not exist" in capsys.readouterr().err
 
 

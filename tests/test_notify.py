@@ -328,24 +328,23 @@ def test_a_webhook_going_down_and_coming_back_is_one_note_each_in_the_run_log(tm
     assert_no_secret_in(tmp_path / "runs" / "live")
 
 
-def test_a_sweep_trial_notifies_from_its_environment_and_the_sweep_end_names_the_best_trial(
+def test_a_sweep_trial_notifies_with_the_drivers_settings_and_the_sweep_end_names_the_best_trial(
         tmp_path, synthetic_data, webhook, monkeypatch):
-    from engine.notify import attach_from_environment, notify_sweep_end, runtime_env_vars
+    from engine.notify import attach_trial, notify_sweep_end, trial_settings
     from engine.notify_sender import wait_idle
     from engine.serve import ServedRun
     from engine.sweep.spec import SweepSpec, SweepStatus
 
     spec = SweepSpec(name="sweep", sweep_dir=str(tmp_path / "sweep"), config=tiny_config().to_dict(), trials=2)
-    on_cluster = dataclasses.replace(spec, address="10.0.0.1:6379")
     monkeypatch.delenv("GAN_TUI_NOTIFY", raising=False)
-    assert runtime_env_vars(on_cluster) == {}
+    assert trial_settings()[0] == ()
     monkeypatch.setenv("GAN_TUI_NOTIFY", webhook.url(secret=True))
     monkeypatch.setenv("GAN_TUI_NOTIFY_ON", "finished,changes")
-    assert runtime_env_vars(on_cluster) == {"GAN_TUI_NOTIFY": webhook.url(secret=True),
-                                            "GAN_TUI_NOTIFY_ON": "finished,changes"}
-    assert runtime_env_vars(spec) == {}  # a local Ray's trials inherit the driver's environment
+    settings = trial_settings()  # what the driver hands every trial through Ray's object store
+    assert settings == ((webhook.url(secret=True),), ("changes", "finished"))
+    monkeypatch.delenv("GAN_TUI_NOTIFY")  # a trial on another node: nothing in its environment
     served = ServedRun(tiny_config(steps=8), tmp_path / "sweep", "trial-001", data=synthetic_data)
-    assert attach_from_environment(served, sweep="sweep") is not None
+    assert attach_trial(served, settings, sweep="sweep") is not None
     served.runner.setup()
     while served.runner.tick():
         pass
@@ -354,6 +353,7 @@ def test_a_sweep_trial_notifies_from_its_environment_and_the_sweep_end_names_the
                                                    "trial-001": {"status": "TERMINATED"}},
                          best={"trial": "trial-001", "fd_ratio": 3.02, "step": 8,
                                "config": {"lr_g": 0.000412, "lr_d": 0.000187}})
+    monkeypatch.setenv("GAN_TUI_NOTIFY", webhook.url(secret=True))  # the driver's own environment
     assert notify_sweep_end(spec, status)
     assert wait_idle(10)
     assert webhook.titles() == ["sweep/trial-001 finished", "sweep sweep finished"]

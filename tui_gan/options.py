@@ -127,6 +127,10 @@ def parse_options(argv: Sequence[str]) -> Options:
         check_dataset(config.dataset, config.data_root)
     if args.resume:
         _check_resume_length(Path(args.runs_dir), args.resume, args.steps, args.epochs)
+    else:  # a new run: its folder must be nameable and makeable, said now rather than as a trainer's traceback
+        if args.run_name is not None:
+            check_folder_name("run_name", args.run_name, Path(args.runs_dir))
+        check_writable_folder("runs_dir", Path(args.runs_dir))
     notify, notify_on = notify_options(args)
     return Options(
         config=config,
@@ -158,6 +162,48 @@ def check_dataset(dataset: str, data_root: str | None) -> None:
         hint = f"did you mean {close[0]}? " if close else ""
         raise ConfigError("dataset", dataset, f"{hint}use one of {choices}, or a path to IDX files or images")
     raise ConfigError("dataset", dataset, f"that path does not exist; use an existing path or one of {choices}")
+
+
+def check_folder_name(field: str, name: str, parent: Path) -> None:
+    """A run or sweep folder name: one plain path component that the file system under `parent` can hold."""
+    if "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise ConfigError(field, name, "must be a plain folder name (no /)")
+    size, limit = len(os.fsencode(name)), _name_max(parent)
+    if size > limit:
+        shown = name if len(name) <= 40 else f"{name[:32]}...({len(name)} characters)"
+        raise ConfigError(field, shown, f"it is {size} bytes long; a folder name there holds at most {limit}")
+
+
+def check_writable_folder(field: str, folder: Path) -> None:
+    """`folder` (or, where it does not exist yet, the nearest folder above it) can be written by this user."""
+    probe = folder.expanduser().absolute()
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ConfigError(field, str(folder), f"{probe} is a file, not a folder")
+    except OSError as exc:  # a path too long, a loop of symlinks
+        raise ConfigError(field, str(folder), f"that path cannot be used ({exc.strerror})") from None
+    if not os.access(probe, os.W_OK | os.X_OK):  # EROFS as well as permissions, for root too
+        why = "it is on a read-only file system" if _read_only(probe) else "this user may not write there"
+        raise ConfigError(field, str(folder), f"{probe} cannot be written ({why}); pick another --runs-dir")
+
+
+def _name_max(parent: Path) -> int:
+    probe = parent.expanduser().absolute()
+    while probe != probe.parent:
+        try:
+            return int(os.pathconf(probe, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            probe = probe.parent
+    return 255
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _check_resume_length(runs_dir: Path, spec: str, steps: int | None, epochs: float | None) -> None:
@@ -265,4 +311,5 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-__all__ = ["Options", "Parser", "build_parser", "check_dataset", "notify_options", "parse_options", "without_notify_urls"]
+__all__ = ["Options", "Parser", "build_parser", "check_dataset", "check_folder_name", "check_writable_folder",
+           "notify_options", "parse_options", "without_notify_urls"]

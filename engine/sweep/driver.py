@@ -2,9 +2,15 @@
 
     python -m engine.sweep.driver SWEEP_DIR      # what `gan-tui sweep` starts, detached
 
-A local Ray by default (this box's CPUs and GPUs, shared by the trials in fractions), or the
-cluster at `spec.address`. SIGTERM, SIGINT and SIGHUP ask for a stop (every trial saves and
-ends); the driver then waits for the trials and writes the final sweep.json.
+A local Ray by default (this box's CPUs and GPUs, shared by the trials in fractions), bound to
+127.0.0.1 and never another cluster the machine knows of (engine/sweep/cluster.py), or the cluster at
+`spec.address`.
+
+SIGTERM, SIGINT and SIGHUP are the driver's own, whatever Ray installs (ray.init sets a SIGTERM
+handler that exits at once; ours is put back after it, and again should anything replace it while
+Tune runs): each asks for a stop through the sweep's `stop` file, so every trial saves a checkpoint at
+its step and ends `stopped`, and the driver waits for them and writes the final sweep.json. A stop
+before any trial started (while the judge is readied or Ray starts) ends the sweep `stopped` at once.
 """
 
 from __future__ import annotations
@@ -13,19 +19,23 @@ import itertools
 import math
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.notify import notify_sweep_end, trial_settings
+from engine.sweep.cluster import LOCAL_RAY_ENV, local_resources
 from engine.sweep.spec import (METRIC, RAY_DIR_NAME, Range, SweepError, SweepSpec, SweepStatus, request_stop,
                                stop_requested, trial_folder_name)
 
 _STATUS_EVERY_S = 1.0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",  # the old reporter, which verbose=0 silences completely
-    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # our own handlers turn signals into a saving stop
     "RAY_DEDUP_LOGS": "0",
     "RAY_USAGE_STATS_ENABLED": "0",  # no phoning home from a training box
     # Under `uv run`, Ray would otherwise ship this folder to every worker and start each through
@@ -34,6 +44,11 @@ _QUIET_ENV = {
 }
 # Trials get this long to end cleanly when PBT swaps their weights (Ray's default is 2 s).
 _TRIAL_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "30", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class SweepStopped(BaseException):
+    """A stop asked for before any trial started: nothing to save, the sweep ends `stopped`. A
+    BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,20 +63,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SweepError as exc:
         print(f"gan-tui sweep: {exc}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: request_stop(sweep_dir))
-    status = run_sweep(spec)
+    if not spec.address:
+        os.environ.update(LOCAL_RAY_ENV)  # before Ray is imported, which reads it once
+    status = run_sweep(spec, StopSignals(sweep_dir))
+    notify_sweep_end(spec, status)
     return 0 if status.state in ("finished", "stopped") else 1
 
 
-def run_sweep(spec: SweepSpec) -> SweepStatus:
-    """Run the whole sweep (blocking); the final status is also in sweep.json."""
-    status = SweepStatus(state="starting", pid=os.getpid())
+class StopSignals:
+    """SIGTERM, SIGINT and SIGHUP as a saving stop of the sweep (the `stop` file every trial watches).
+    While `interruptible` (nothing started that could be saved) a signal also raises SweepStopped."""
+
+    def __init__(self, sweep_dir: Path, active: bool = True) -> None:
+        self.sweep_dir = sweep_dir
+        self.active = active  # False: run_sweep inside another program (tests), whose signals stay its own
+        self.interruptible = False
+
+    def install(self) -> None:
+        """Make the three signals ours again (only the main thread may; elsewhere this does nothing)."""
+        if self.active and threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def installed(self) -> bool:
+        return not self.active or all(signal.getsignal(sig) == self._handle for sig in _SIGNALS)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        try:
+            request_stop(self.sweep_dir)
+        except OSError as exc:  # a full disk: the trials cannot be told; said in driver.log
+            print(f"gan-tui sweep: {signal.Signals(signum).name}: the stop file could not be written ({exc})",
+                  file=sys.stderr, flush=True)
+        if self.interruptible:
+            raise SweepStopped(signal.Signals(signum).name)
+
+
+def run_sweep(spec: SweepSpec, signals: StopSignals | None = None) -> SweepStatus:
+    """Run the whole sweep (blocking); the final status is also in sweep.json. With `signals` (the
+    driver process), SIGTERM, SIGINT and SIGHUP stop it as described in the module docstring."""
+    signals = signals or StopSignals(spec.path, active=False)
+    status = SweepStatus(state="starting", pid=os.getpid(), host=socket.gethostname())
+    signals.install()
     status.save(spec.path)
+    started: list[bool] = []
     try:
+        signals.interruptible = True
         _warm_judge(spec, status)
-        results = _fit(spec, status)
+        _start_ray(spec, signals, started)
+        if stop_requested(spec.path):  # asked for through the file (the view's X) while the judge was readied
+            raise SweepStopped("stop")
+        signals.interruptible = False
+        results = _fit(spec, status, signals)
+    except SweepStopped:
+        signals.interruptible = False
+        status.state, status.message = "stopped", "stopped before any trial started"
+        status.save(spec.path)
+        if started:
+            import ray
+
+            ray.shutdown()
+        return status
     except Exception as exc:  # noqa: BLE001 - a failed sweep says why in sweep.json and driver.log
+        signals.interruptible = False
         traceback.print_exc()
         status.state, status.message = "failed", f"{type(exc).__name__}: {exc}"
         status.save(spec.path)
@@ -131,7 +194,38 @@ def pbt_scheduler(spec: SweepSpec) -> Any:
 
 
 # ---------------------------------------------------------------- internals
-def _fit(spec: SweepSpec, status: SweepStatus) -> Any:
+def _start_ray(spec: SweepSpec, signals: StopSignals, started: list[bool]) -> None:
+    """Connect to the cluster at spec.address, or start this machine's own Ray on 127.0.0.1 only;
+    `started` gets True once this process runs a Ray of its own making."""
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    if ray.is_initialized():
+        return  # tests: a Ray this process already runs
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "runtime_env": {"env_vars": _TRIAL_ENV}}
+    if spec.address:
+        kwargs["address"] = spec.address
+    else:
+        if ray_constants.ENABLE_RAY_CLUSTER:
+            raise SweepError("a local sweep's Ray must be imported with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                             "(python -m engine.sweep.driver sets it), or it would listen on every interface")
+        cpus, gpus = local_resources()
+        # "local": a Ray of its own, whatever RAY_ADDRESS or /tmp/ray/ray_current_cluster name.
+        kwargs.update(address="local", num_cpus=cpus, **({} if gpus is None else {"num_gpus": gpus}))
+    try:
+        ray.init(**kwargs)
+        started.append(True)
+    except SystemExit:  # ray.init's own SIGTERM handler: a stop while Ray starts
+        request_stop(spec.path)
+        raise SweepStopped("SIGTERM") from None
+    except SweepStopped:
+        ray.shutdown()
+        raise
+    finally:
+        signals.install()  # ray.init replaced SIGTERM's handler with one that exits at once
+
+
+def _fit(spec: SweepSpec, status: SweepStatus, signals: StopSignals) -> Any:
     import ray
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
@@ -139,21 +233,16 @@ def _fit(spec: SweepSpec, status: SweepStatus) -> Any:
 
     from engine.sweep.trial import train_trial
 
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "runtime_env": {"env_vars": _TRIAL_ENV}}
-        if spec.address:
-            ray.init(address=spec.address, **kwargs)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
     total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
     total_gpus = float(ray.cluster_resources().get("GPU", 0.0))
     if spec.gpus_per_trial > total_gpus:
         raise SweepError(f"--gpus-per-trial {spec.gpus_per_trial:g} but Ray sees {total_gpus:g} GPUs")
     parallel = spec.parallel or _default_parallel(spec, total_cpus, total_gpus)
-    cpus = spec.cpus_per_trial or max(0.01, math.floor(total_cpus / parallel * 100) / 100)  # down: K of them must fit
+    node_cpus = max((float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")), default=total_cpus)
+    # Rounded down, so K of them fit; at most one node's CPUs, or a trial would wait for good.
+    cpus = spec.cpus_per_trial or max(0.01, min(node_cpus, math.floor(total_cpus / parallel * 100) / 100))
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, sweep_dir=str(spec.path)), {"cpu": cpus, "gpu": spec.gpus_per_trial}
+        tune.with_parameters(train_trial, sweep_dir=str(spec.path), notify=trial_settings()), {"cpu": cpus, "gpu": spec.gpus_per_trial}
     )
     scheduler = pbt_scheduler(spec) if spec.search == "pbt" else None
     tuner = tune.Tuner(
@@ -172,7 +261,7 @@ def _fit(spec: SweepSpec, status: SweepStatus) -> Any:
             name="tune",
             storage_path=str(spec.path / RAY_DIR_NAME),
             verbose=0,
-            callbacks=[_StatusCallback(spec, status)],
+            callbacks=[_status_callback(spec, status, signals)],
             # Only PBT reports checkpoints (a member's latest may be copied at any time; Ray's pruning
             # under PBT trips over its own files). Other trials resume from their own run folders.
             checkpoint_config=CheckpointConfig(num_to_keep=None),
@@ -197,14 +286,18 @@ def _warm_judge(spec: SweepSpec, status: SweepStatus) -> None:
     import torch
 
     from engine.data import load_dataset
-    from engine.judge import JudgeError, load_or_train
+    from engine.judge import JudgeCancelled, JudgeError, load_or_train
 
     cfg = spec.base_config()
     status.message = "readying the quality judge (trained once per dataset, then cached)"
     status.save(spec.path)
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.seed)
     try:
-        load_or_train(data, torch.device("cpu"), Path(spec.judge_cache) if spec.judge_cache else None)
+        # A stop through the file (the view's X) ends the judge's training too, between batches.
+        load_or_train(data, torch.device("cpu"), Path(spec.judge_cache) if spec.judge_cache else None,
+                      cancelled=lambda: stop_requested(spec.path))
+    except JudgeCancelled:
+        raise SweepStopped("stop") from None
     except JudgeError as exc:
         raise SweepError(f"a sweep ranks trials by sample quality, but {exc}") from None
     status.message = ""
@@ -212,22 +305,32 @@ def _warm_judge(spec: SweepSpec, status: SweepStatus) -> None:
 
 for _key, _value in _QUIET_ENV.items():  # before Ray is imported: some are read at import time
     os.environ.setdefault(_key, _value)
-
-try:  # the callback's base class is Ray's; this module is only imported where Ray is installed
-    from ray.tune import Callback as _TuneCallback
-except ImportError:  # pragma: no cover - sweep_cmd checks for Ray before anything imports this
-    _TuneCallback = object  # type: ignore[assignment,misc]
+os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's would end the run unsaved: ours turn signals into a stop
 
 
-class _StatusCallback(_TuneCallback):  # type: ignore[misc,valid-type]
+def _status_callback(spec: SweepSpec, status: SweepStatus, signals: StopSignals) -> Any:
+    """The Tune callback (its base class is Ray's, imported only here: the driver imports Ray after
+    choosing the environment it starts Ray with)."""
+    from ray.tune import Callback
+
+    class StatusCallback(_StatusMirror, Callback):  # type: ignore[misc]
+        pass
+
+    return StatusCallback(spec, status, signals)
+
+
+class _StatusMirror:
     """Mirrors Ray's view of the trials into sweep.json (at most once a second, and at every change)."""
 
-    def __init__(self, spec: SweepSpec, status: SweepStatus) -> None:
+    def __init__(self, spec: SweepSpec, status: SweepStatus, signals: StopSignals) -> None:
         self.spec = spec
         self.status = status
+        self.signals = signals
         self._written = 0.0
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if not self.signals.installed():  # anything in Ray that took a signal over gives it back here
+            self.signals.install()
         changed = False
         for trial in trials:
             entry = self.status.trials.setdefault(trial_folder_name(trial.trial_id), {})

@@ -82,7 +82,9 @@ def format_table(rows: list[TrialRow], status: SweepStatus) -> str:
             f"{r.name:10} {r.state[:12]:12} {r.step:>8,} {_num(r.lr_g):>9} {_num(r.lr_d):>9} "
             f"{r.d_steps or '-':>2} {_ratio(r.fd_ratio):>9} {sparkline(r.history):12} {r.copied_from or '-'}"
         )
-    lines.append(f"sweep {status.state}" + (f": {status.message}" if status.message else ""))
+    state = status.effective_state()
+    note = status.message if state == status.state else f"its driver (pid {status.pid}) is gone"
+    lines.append(f"sweep {state}" + (f": {note}" if note else ""))
     return "\n".join(lines)
 
 

@@ -1,9 +1,11 @@
 """What a sweep was asked to do, and where it stands: plain records in the sweep folder, no Ray.
 
     RUNS_DIR/SWEEP_NAME/
-      sweep_spec.json   SweepSpec: the base config, the search, the ranges (written by `gan-tui sweep`)
-      sweep.json        SweepStatus: the driver's view (state, pid, Ray's trial states, the best trial)
+      sweep_spec.json   SweepSpec: the base config, the search, the ranges (written by `gan-tui sweep`;
+                        made with O_EXCL, so of two sweeps started into one folder exactly one runs)
+      sweep.json        SweepStatus: the driver's view (state, pid, host, Ray's trial states, the best trial)
       stop              present once a stop was asked for: every trial saves a checkpoint and ends
+      .nodes-check      while a sweep on a cluster starts: the marker every node must be able to read
       driver.log        the detached Ray driver's output
       .ray/             Ray Tune's own results and checkpoints
       trial-000/ ...    one ordinary gan-tui run folder per trial
@@ -13,15 +15,18 @@ The viewer, `gan-tui sweep` and the trials read these without importing Ray.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import TrainConfig
+from engine.lock import pid_alive
 
 SEARCHES = ("random", "grid", "pbt")
 SPEC_NAME = "sweep_spec.json"
@@ -29,11 +34,17 @@ STATUS_NAME = "sweep.json"
 STOP_NAME = "stop"
 LOG_NAME = "driver.log"
 RAY_DIR_NAME = ".ray"
+MARKER_NAME = ".nodes-check"
+LIVE_STATES = ("starting", "running", "stopping")  # a driver should be alive behind these
 METRIC = "fd_ratio"  # the run's own Frechet distance over its real-vs-real floor; lower is better
 
 
 class SweepError(ValueError):
     """A sweep that cannot be run as asked; the message says why in one line."""
+
+
+class SweepTaken(SweepError):
+    """The sweep folder belongs to another sweep (started before, or at the same moment)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,11 @@ class SweepSpec:
             raise SweepError(f"--parallel {self.parallel}: must be 0 (as many as fit) or more")
         if not 0 <= self.gpus_per_trial <= 64:
             raise SweepError(f"--gpus-per-trial {self.gpus_per_trial}: must be from 0 to 64 (fractions share a GPU)")
+        if not 0 <= self.cpus_per_trial <= 4096:
+            raise SweepError(f"--cpus-per-trial {self.cpus_per_trial}: must be from 0 (a share of the CPUs) to 4096")
+        if self.perturbation_interval < 1:
+            raise SweepError(f"--perturbation-interval {self.perturbation_interval}: must be 1 or more "
+                             "(quality reports between two PBT perturbations)")
         cfg = self.base_config()
         if cfg.quality_every <= 0:
             raise SweepError("a sweep ranks trials by their Frechet distance: --quality-every must be above 0")
@@ -156,8 +172,11 @@ class SweepStatus:
     """The driver's record of the sweep, rewritten (atomically) as trials report."""
 
     state: str = "starting"
-    """starting, running, stopping, finished, stopped, failed."""
+    """starting, running, stopping, finished, stopped, failed (as the driver wrote it; effective_state()
+    tells a driver that is gone)."""
     pid: int = 0
+    host: str = ""
+    """The machine the driver runs on (its pid means something only there)."""
     updated: float = 0.0
     message: str = ""
     trials: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -170,6 +189,15 @@ class SweepStatus:
         self.updated = time.time()
         _write_json(sweep_dir / STATUS_NAME, asdict(self))
 
+    def effective_state(self) -> str:
+        """The state viewers show: `state`, or "interrupted" when it says the sweep is live but its driver
+        is gone (killed, crashed, the machine rebooted). Told on the driver's machine only; elsewhere
+        (a shared runs folder) the written state is all there is."""
+        local = not self.host or self.host == socket.gethostname()
+        if self.state in LIVE_STATES and self.pid > 0 and local and not pid_alive(self.pid):
+            return "interrupted"
+        return self.state
+
     @classmethod
     def load(cls, sweep_dir: Path) -> SweepStatus:
         """The last written status, or a blank one when there is none yet."""
@@ -181,9 +209,57 @@ class SweepStatus:
         return cls(**known)
 
 
+def sweep_state(sweep_dir: Path) -> str:
+    """Where a sweep stands for `ls` and the viewers: SweepStatus.effective_state() of its sweep.json
+    (starting, running, stopping, finished, stopped, failed, or interrupted when its driver is gone)."""
+    return SweepStatus.load(sweep_dir).effective_state()
+
+
 def is_sweep(path: Path) -> bool:
     """A folder made by `gan-tui sweep`."""
     return (path / SPEC_NAME).is_file()
+
+
+def claim_sweep_dir(sweep_dir: Path) -> bool:
+    """Make `sweep_dir` this sweep's, atomically: its spec file is created with O_EXCL, so of two
+    `gan-tui sweep` started into one folder at the same moment exactly one gets it. SweepTaken for the
+    other (and for a folder that already holds anything). Returns whether the folder was made here
+    (release_sweep_dir removes it again then)."""
+    made = False
+    try:
+        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sweep_dir.mkdir()
+            made = True
+        except FileExistsError:
+            pass
+        fd = os.open(sweep_dir / SPEC_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise SweepTaken(f"{sweep_dir} is another sweep's folder; pick another --sweep-name "
+                         f"(watch that one with: gan-tui attach {sweep_dir})") from None
+    except OSError as exc:
+        raise SweepError(f"{sweep_dir} cannot be made: {exc.strerror or exc}") from None
+    os.close(fd)
+    others = [p.name for p in sweep_dir.iterdir() if p.name != SPEC_NAME]
+    if others:  # a folder of something else (a run, files): never mixed with a sweep
+        release_sweep_dir(sweep_dir, made)
+        raise SweepTaken(f"{sweep_dir} already holds files ({others[0]}, ...); pick another --sweep-name")
+    return made
+
+
+def release_sweep_dir(sweep_dir: Path, made: bool) -> None:
+    """Undo claim_sweep_dir for a sweep refused before its driver started (no stray folder is left)."""
+    for name in (SPEC_NAME, MARKER_NAME):
+        try:
+            (sweep_dir / name).unlink()
+        except OSError:
+            pass
+    if made:
+        try:
+            sweep_dir.rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
 
 
 def request_stop(sweep_dir: Path) -> None:
@@ -208,6 +284,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 __all__ = [
-    "METRIC", "Range", "SEARCHES", "SweepError", "SweepSpec", "SweepStatus", "is_sweep",
-    "parse_batch_sizes", "request_stop", "stop_requested", "trial_folder_name",
+    "LIVE_STATES", "MARKER_NAME", "METRIC", "Range", "SEARCHES", "SweepError", "SweepSpec", "SweepStatus", "SweepTaken",
+    "claim_sweep_dir", "is_sweep", "parse_batch_sizes", "release_sweep_dir", "request_stop", "stop_requested",
+    "sweep_state", "trial_folder_name",
 ]

@@ -25,7 +25,7 @@ from engine import commands as cmd
 from engine import events as ev
 from engine.config import TrainConfig
 from engine.data import ImageData, load_dataset
-from engine.notify import attach_from_environment
+from engine.notify import attach_trial
 from engine.restore import Exploit
 from engine.runs import RunDir
 from engine.serve import ServedRun
@@ -38,8 +38,9 @@ _PAUSED_POLL_S = 0.05  # a trial paused by hand still notices a sweep stop this 
 _DATA: dict[tuple[Any, ...], ImageData] = {}  # a reused Ray actor loads its dataset once
 
 
-def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
-    """The Ray Tune function trainable (bound to its sweep with `tune.with_parameters`)."""
+def train_trial(config: dict[str, Any], sweep_dir: str, notify: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> None:
+    """The Ray Tune function trainable (bound to its sweep and the driver's notification settings,
+    engine/notify.py trial_settings, with `tune.with_parameters`)."""
     from ray import tune
 
     spec = SweepSpec.load(Path(sweep_dir))
@@ -53,7 +54,7 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
         with checkpoint.as_directory() as folder:  # the member's files stay there while the trial reads them
             meta = json.loads((Path(folder) / META_FILE).read_text())
             exploit = Exploit(Path(folder) / CKPT_FILE, meta, origin=str(checkpoint.path))
-            TrialLoop(spec, name, cfg, None, tuned=config, exploit=exploit).run(tune)
+            TrialLoop(spec, name, cfg, None, tuned=config, exploit=exploit, notify=notify).run(tune)
         return
     resume: str | None = None
     if (run_path / "config.json").is_file() and RunDir(run_path).latest_checkpoint() is not None:
@@ -61,7 +62,7 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     elif run_path.exists():
         # Started before but died before its first checkpoint: keep what it wrote, begin afresh.
         run_path.rename(run_path.with_name(f"{name}.failed-{int(time.time())}"))
-    TrialLoop(spec, name, cfg, resume, tuned=config).run(tune)
+    TrialLoop(spec, name, cfg, resume, tuned=config, notify=notify).run(tune)
 
 
 def trial_config(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
@@ -75,7 +76,8 @@ class TrialLoop:
     """Drives one Runner step by step on this thread, reporting each quality interval to Tune."""
 
     def __init__(self, spec: SweepSpec, name: str, cfg: TrainConfig, resume: str | None,
-                 tuned: dict[str, Any] | None = None, exploit: Exploit | None = None) -> None:
+                 tuned: dict[str, Any] | None = None, exploit: Exploit | None = None,
+                 notify: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> None:
         self.spec = spec
         self.name = name
         self.cfg = cfg
@@ -87,8 +89,8 @@ class TrialLoop:
         self.served = ServedRun(cfg, spec.path, None if resume else name, resume, data=_dataset(cfg),
                                 judge_cache=judge_cache, exploit=exploit)
         self.served.listen(self._sink)
-        # The sweep's URLs come from its driver through Ray's runtime_env (never the sweep folder).
-        attach_from_environment(self.served, sweep=spec.name)
+        # The sweep's URLs come from its driver through Ray's object store (never a file or a log).
+        attach_trial(self.served, notify, sweep=spec.name)
         self.runner = self.served.runner
 
     def run(self, tune: Any) -> None:

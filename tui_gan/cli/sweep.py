@@ -4,8 +4,12 @@
                   [--lr-d LO:HI] [--batch-size A,B,...] [--parallel K] [--gpus-per-trial F]
                   [--address RAY_ADDRESS] [--sweep-name NAME] [--headless]
 
-The driver runs in its own session (like `gan-tui --detach`), so the sweep outlives the terminal;
-the view or the headless table only read the sweep folder.
+Before anything starts, settings that cannot be satisfied are refused (exit 2, one line): a trial
+needing more CPUs or GPUs than this machine (or the largest node of the --address cluster) has, an
+--address that does not answer or refuses this machine's token (probed within ~30 s), a cluster node
+that cannot see the sweep folder, a sweep folder another sweep holds (claimed atomically). The driver
+runs in its own session (like `gan-tui --detach`), so the sweep outlives the terminal; the view or the
+headless table only read the sweep folder.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,14 +28,15 @@ from typing import Sequence, TextIO
 from engine.config import NAMED_DATASETS, ConfigError
 from engine.lock import pid_alive
 from engine.notify_targets import child_env
-from engine.sweep.spec import (LOG_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus, parse_batch_sizes,
-                               request_stop)
-from tui_gan.options import Parser, parse_options
+from engine.sweep.cluster import check_fits, local_resources, probe_cluster
+from engine.sweep.spec import (LOG_NAME, MARKER_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus,
+                               claim_sweep_dir, parse_batch_sizes, release_sweep_dir, request_stop)
+from tui_gan.options import Parser, check_folder_name, parse_options
 from tui_gan.terminal import refused_without_terminal
 
 INSTALL_HINT = "gan-tui sweep needs Ray Tune: pip install 'gan-tui[sweep]' (or, in a clone: uv sync --extra sweep)"
 _TRAINING_ONLY = ("--resume", "--detach", "--serve", "--run-name")
-_DONE = ("finished", "stopped", "failed")
+_DONE = ("finished", "stopped", "failed", "interrupted")
 _START_TIMEOUT_S = 60.0
 _TTY_REFRESH_S = 2.0
 _PLAIN_REFRESH_S = 15.0  # without a terminal, a table every this many seconds keeps logs readable
@@ -48,6 +54,14 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if not headless and refused_without_terminal("gan-tui sweep", "add --headless for a refreshing table"):
         return 2
+    try:
+        prepare(spec)
+    except SweepError as exc:
+        print(f"gan-tui sweep: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gan-tui sweep: interrupted before the sweep started; nothing was left behind", file=sys.stderr)
+        return 130
     try:
         launch_driver(spec)
     except SweepError as exc:
@@ -111,6 +125,7 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepSpec, bool]:
     name = args.sweep_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{args.search}"
     if "/" in name or name in ("", ".", ".."):
         raise SweepError(f"--sweep-name {name!r} must be a plain folder name")
+    check_folder_name("sweep_name", name, options.runs_dir)
     sweep_dir = (options.runs_dir / name).resolve()
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
         raise SweepError(f"{sweep_dir} already exists; pick another --sweep-name (watch that one with gan-tui attach {sweep_dir})")
@@ -132,10 +147,29 @@ def ray_installed() -> bool:
         return False
 
 
+def prepare(spec: SweepSpec) -> None:
+    """Everything checked before the driver starts; the sweep folder claimed (atomically) and its spec
+    written. SweepError (one line) when the sweep cannot run as asked; then nothing is left behind."""
+    if not spec.address:
+        cpus, gpus = local_resources()
+        check_fits(spec, cpus, gpus, "this machine")
+    made = claim_sweep_dir(spec.path)
+    try:
+        spec.save()
+        if spec.address:
+            # One probe: the address answers, takes this machine's token, and every node reads the marker.
+            marker = spec.path / MARKER_NAME
+            marker.write_text(secrets.token_hex(16))
+            info = probe_cluster(spec.address, marker)
+            check_fits(spec, info.max_cpus, info.max_gpus, "the largest node of the cluster")
+            marker.unlink()
+    except BaseException:
+        release_sweep_dir(spec.path, made)
+        raise
+
+
 def launch_driver(spec: SweepSpec) -> int:
-    """Write the spec and start `python -m engine.sweep.driver` in its own session; its pid."""
-    spec.path.mkdir(parents=True, exist_ok=True)
-    spec.save()
+    """Start `python -m engine.sweep.driver` on the prepared sweep folder in its own session; its pid."""
     log_path = spec.path / LOG_NAME
     with log_path.open("ab") as log:
         # A new session: no controlling terminal, so a closed SSH session sends it no SIGHUP.
@@ -173,7 +207,7 @@ def watch_headless(sweep_dir: Path, out: TextIO) -> int:
     try:
         while True:
             status = SweepStatus.load(sweep_dir)
-            finished = status.state in _DONE or (status.pid and not pid_alive(status.pid))
+            finished = status.effective_state() in _DONE  # "interrupted": its driver is gone
             if finished or time.monotonic() - last >= (_TTY_REFRESH_S if tty else _PLAIN_REFRESH_S):
                 table = format_table(sort_rows(read_trials(sweep_dir, status), "fd"), status)
                 out.write(("\x1b[H\x1b[J" if tty else "") + table + "\n")
@@ -190,6 +224,10 @@ def watch_headless(sweep_dir: Path, out: TextIO) -> int:
     print(describe_best(status), file=out)
     if status.state == "failed":
         print(f"gan-tui sweep: the sweep failed: {status.message} (see {sweep_dir / LOG_NAME})", file=sys.stderr)
+        return 1
+    if status.effective_state() == "interrupted":
+        print(f"gan-tui sweep: the sweep's driver (pid {status.pid}) is gone; its trials resume with "
+              f"gan-tui --resume TRIAL_DIR (see {sweep_dir / LOG_NAME})", file=sys.stderr)
         return 1
     return 0
 

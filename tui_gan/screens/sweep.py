@@ -68,12 +68,14 @@ class SweepScreen(Screen[None]):
         self.query_one(SweepTable).show(rows)
         search = f"{self.spec.search} search, {self.spec.trials} trials" if self.spec else "sweep"
         head = self.query_one("#sweep-head", Static)
+        state = status.effective_state()  # "interrupted" when the driver is gone
+        note = status.message if state == status.state else f"its driver (pid {status.pid}) is gone"
         head.update(
-            f"[b]{self.sweep_dir.name}[/]  {search}  [b]{status.state}[/]"
-            + (f"  {status.message}" if status.message else "")
+            f"[b]{self.sweep_dir.name}[/]  {search}  [b]{state}[/]"
+            + (f"  {note}" if note else "")
             + f"  sorted by {self.sort_key}\n{describe_best(status)}"
         )
-        head.set_class(status.state == "failed", "-failed")
+        head.set_class(state in ("failed", "interrupted"), "-failed")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         # The table takes enter itself (select the row); that selection opens the trial.
