@@ -218,6 +218,9 @@ def is_host_sync(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bo
         return True
     if name == "repeat_interleave":  # the overload with a tensor of repeats and no output_size: the size is data's
         return len(args) == 1 and isinstance(args[0], torch.Tensor) and kwargs.get("output_size") is None
+    if name in ("index", "index_put", "index_put_", "_index_put_impl_") and len(args) > 1:
+        # A boolean mask as an index: the result's size is the mask's count (a nonzero inside the kernel).
+        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1] or ())
     if name == "_to_copy" and args and isinstance(args[0], torch.Tensor):
         target = kwargs.get("device")
         return args[0].device.type != "cpu" and target is not None and torch.device(target).type == "cpu"

@@ -15,6 +15,7 @@ from the device step counter give the same bits that Python numbers gave.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,6 +24,22 @@ from engine.config import TrainConfig
 
 EMA_EVERY = 4  # steps between updates of the generator's weight average
 R1_EVERY = 16  # lazy R1 (StyleGAN2): the penalty every this many steps, weighted up to match
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Means over the steps since the last read, plus a flag for non-finite values."""
+
+    d_loss: float
+    g_loss: float
+    d_real: float
+    d_fake: float
+    grad_norm_d: float
+    grad_norm_g: float
+    steps: int
+    finite: bool
+    skipped: int = 0
+    """Steps in which the fp16 GradScaler skipped an update (overflowed gradients; left out of the norms)."""
 
 
 class LiveHyperparams:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,30 +24,14 @@ from engine.graph import CaptureError, CapturePlan, StepGraph, graph_key, resolv
 from engine.losses import d_loss, d_probability, g_loss, gradient_penalty, mode_seeking_penalty, r1_penalty
 from engine.models import build_models, discriminate, generate, grid_labels
 from engine.sampling import EmaNorms, class_labels, fresh_noise, to_uint8
-from engine.step import (EMA_EVERY, R1_EVERY, LiveHyperparams, count_skips, ema_weight, grad_norm, make_adam,
-                         set_adam_betas, skip_if_nonfinite)
+from engine.step import (EMA_EVERY, R1_EVERY, LiveHyperparams, StepStats, count_skips, ema_weight, grad_norm,
+                         make_adam, set_adam_betas, skip_if_nonfinite)
 from engine.trainer_state import load_trainer_state, trainer_state_dict
 
 # Order of the on-device running sums in Trainer._sums.
 _STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
 # With the fp16 GradScaler: steps whose D and G norms were finite (and so count in the means), skipped steps.
 _AMP_STAT_NAMES = ("norm_d_steps", "norm_g_steps", "skipped")
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """Means over the steps since the last read, plus a flag for non-finite values."""
-
-    d_loss: float
-    g_loss: float
-    d_real: float
-    d_fake: float
-    grad_norm_d: float
-    grad_norm_g: float
-    steps: int
-    finite: bool
-    skipped: int = 0
-    """Steps in which the fp16 GradScaler skipped an update (overflowed gradients; left out of the norms)."""
 
 
 def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
