@@ -93,8 +93,9 @@ class Check:
     def recipe(self, **changes: Any) -> TrainConfig:
         """The default recipe on this device (cond-mlp at batch 128 on MNIST), with changes."""
         assert self.data is not None
-        cfg = TrainConfig(dataset="mnist", data_root=self.args.data_root, device=self.device.type, seed=0,
-                          quality_every=0, tensorboard=False, cuda_graph=self.graph, **changes)
+        fields: dict[str, Any] = {"dataset": "mnist", "data_root": self.args.data_root, "device": self.device.type,
+                                  "seed": 0, "quality_every": 0, "tensorboard": False, "cuda_graph": self.graph}
+        cfg = TrainConfig(**{**fields, **changes})
         return cfg.resolve_preset(self.data.num_classes)
 
     def run(self, section: str, fn: Callable[[Check], None], needs_s: float, needs_cuda: bool = False) -> None:
@@ -228,10 +229,8 @@ def section4_throughput(c: Check) -> None:
                 c.add("4", f"{preset} batch {batch}", "time budget", "skipped: time budget")
                 continue
             rates: dict[str, float] = {}
-            for mode in ("on", "off"):
+            for mode in ("on", "off") if c.cuda else ("off",):
                 cfg = c.recipe(preset=preset, batch_size=batch, loss="bce", diff_augment=False, cuda_graph=mode)
-                if mode == "on" and not c.cuda:
-                    continue
                 rates[f"bare {mode}"] = engine_runner(cfg, c.data, c.device)(c.seconds)
                 rates[f"product {mode}"], note = product_rate(c, cfg)
                 c.add("4", f"{preset} b{batch} graph {mode}: bare / product",
@@ -393,10 +392,10 @@ def main() -> None:
     c.run("4", section4_throughput, needs_s=30)
     rows = sorted(c.rows, key=lambda r: -1 if r.section == "env" else int(r.section))  # stable: rows keep their order
     failed = [r for r in rows if r.status == "FAIL" or (args.strict_targets and r.status == "missed")]
-    width = max(len(r.check) for r in rows)
-    print(f"\n{'sec':4s} {'check':{width}s}  {'status':12s} value")
+    width, status_width = max(len(r.check) for r in rows), max(len(r.status) for r in rows)
+    print(f"\n{'sec':4s} {'check':{width}s}  {'status':{status_width}s}  value")
     for r in rows:
-        print(f"{r.section:4s} {r.check:{width}s}  {r.status:12s} {r.value}")
+        print(f"{r.section:4s} {r.check:{width}s}  {r.status:{status_width}s}  {r.value}")
     elapsed = time.perf_counter() - c.start
     print(f"\n{len(failed)} failed, {elapsed:.0f} s of the {c.budget:.0f} s budget", flush=True)
     if args.out:
