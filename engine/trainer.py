@@ -340,8 +340,6 @@ class Trainer:
         try:
             self._graph.capture(steps, [self.rng])
         except CaptureError as exc:
-            self.step, self.images_seen, self._count = counters
-            self.mid_step = False
             if self.cfg.cuda_graph == "on":
                 raise CaptureError(f"recording the training step in a CUDA graph failed ({exc.reason}); "
                                    "--cuda-graph auto trains with eager steps instead") from exc
@@ -349,8 +347,9 @@ class Trainer:
             self._graph = None
             self._notes.append(f"training with eager steps, not a CUDA graph: recording the step failed ({exc.reason})")
             return
-        self.step, self.images_seen, self._count = counters
-        self.mid_step = False
+        finally:
+            self.step, self.images_seen, self._count = counters
+            self.mid_step = False
         first = self.capture.captures == 0
         self.capture.captured()
         what = f"{self.capture.steps} training steps per CUDA graph replay"
