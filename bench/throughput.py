@@ -1,7 +1,8 @@
 """Training images/second: the bare engine, the whole product and the classic MNIST-notebook loop.
 
     uv run python bench/throughput.py [--seconds 6] [--rounds 3] [--device cpu|cuda] [--quick] [--threads N]
-    uv run python bench/throughput.py --kernels       # ATen ops dispatched per training step only
+                                      [--cuda-graph auto|on|off]
+    uv run python bench/throughput.py --kernels       # ATen ops and host syncs per training step only
 
 Three loops train the same preset at batch 64 on the MNIST t10k digits, alternated round by round
 (so drift on a shared machine hits all alike), and the median of the rounds is reported. On the
@@ -10,7 +11,9 @@ unless --threads), so the figures compare the machinery, not thread counts. cond
 default preset (what `auto` picks for labelled data); its classic loop is the conditional
 notebook's (G(z, y), D(x, y)).
 
-- bare trainer: `Trainer.train_step()` in a loop with a stats read per log interval, nothing else;
+- bare trainer: `Trainer.train_steps()` in a loop with a stats read per log interval, nothing else
+  (on CUDA with `--cuda-graph auto|on` that replays 8 captured steps at a time; on the CPU, and
+  with `off`, each call is one eager step);
 - whole product: a real `gan-tui --headless` process with its defaults (metrics records, sample
   grids, checkpoints, quality measurements through the judge, the progress line); its images/s is
   read from the run's metrics.jsonl over the training time it logs (start-up excluded, every piece
@@ -21,6 +24,10 @@ notebook's (G(z, y), D(x, y)).
 
 Unless --quick, the engine's batch-1024 figure is also set against the machine's measured matmul
 rate (FLOPs counted by torch's FlopCounterMode over one real step).
+
+`--kernels` ends with one line a preset, `PRESET: N compute ops, S host syncs per step`, counted
+with a TorchDispatchMode (engine/graph.OpCounter) over one graph's worth of eager steps. S must be
+0 for every preset: a step that makes the host wait cannot be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -43,17 +50,18 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
 from engine.data import ImageData, load_dataset  # noqa: E402
 from engine.devices import cpu_has_bf16, training_threads  # noqa: E402
+from engine.graph import STEPS_PER_REPLAY, OpCounter  # noqa: E402
 from engine.models import build_models, discriminate, generate  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
 DATA_ROOT = ROOT.parent / "shared" / "datasets"
 PRESETS = ("mlp-small", "mlp", "cond-mlp")  # cond-mlp is the default preset on labelled data
+ALL_PRESETS = tuple(p for p in __import__("engine.config").config.PRESETS if p != "auto")  # what --kernels counts
 
 
 def main() -> None:
@@ -62,9 +70,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-root", default=str(DATA_ROOT))
-    p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
+    p.add_argument("--presets", default=None,
+                   help=f"comma-separated presets (default {','.join(PRESETS)}; with --kernels every preset)")
     p.add_argument("--quick", action="store_true", help="2 rounds of 4 s, no batch-1024 figure")
-    p.add_argument("--kernels", action="store_true", help="only count ATen ops per training step")
+    p.add_argument("--kernels", action="store_true", help="only count ATen ops and host syncs per training step")
+    p.add_argument("--cuda-graph", choices=("auto", "on", "off"), default="auto",
+                   help="the trainer's and the product's cuda_graph setting (matters on CUDA only)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for every loop (default 0: the product's own choice)")
     p.add_argument("--quality-every", type=int, default=100,
                    help="the product's quality step bound (default 100, below the product's 1000, so short runs "
@@ -73,7 +84,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.seconds = 2, min(args.seconds, 4.0)
     device = torch.device(args.device)
-    presets = [name for name in args.presets.split(",") if name]
+    presets = [name for name in (args.presets or ",".join(ALL_PRESETS if args.kernels else PRESETS)).split(",") if name]
     if device.type == "cpu":
         torch.set_num_threads(training_threads(args.threads))
     data = load_dataset("mnist", args.data_root)
@@ -96,12 +107,12 @@ def main() -> None:
         # The notebook's arithmetic in all three loops (bce, no DiffAugment), so the ratios compare
         # the machinery, not the recipe; the product gets the same settings through a --config file.
         cfg = TrainConfig(preset=preset, batch_size=64, device=device.type, amp="off" if device.type == "cpu" else "auto",
-                          loss="bce", diff_augment=False).resolve_preset(data.num_classes)
+                          loss="bce", diff_augment=False, cuda_graph=args.cuda_graph).resolve_preset(data.num_classes)
         product = _product_runner(cfg, args)
         rates = _median_rates(args, {
-            "bare": _engine_runner(cfg, data, device),
+            "bare": engine_runner(cfg, data, device),
             "product": product,
-            "classic": _classic_runner(cfg, data, device),
+            "classic": classic_runner(cfg, data, device),
         })
         bare, whole, classic = rates["bare"], rates["product"], rates["classic"]
         print(f"{preset:12s} {bare:>9,.0f} img/s {whole:>9,.0f} img/s {classic:>9,.0f} img/s   "
@@ -118,7 +129,7 @@ def main() -> None:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float32
         peak = matmul_rate(device, dtype)
         flops = step_flops(cfg, data, device)
-        rate = _median_rates(args, {"engine": _engine_runner(cfg, data, device)})["engine"]
+        rate = _median_rates(args, {"engine": engine_runner(cfg, data, device)})["engine"]
         achieved = flops * rate / cfg.batch_size
         print(f"mlp batch 1024 ({'fp32' if amp == 'off' else 'bf16 autocast'}): {rate:,.0f} img/s, "
               f"{flops / 1e9:.2f} GFLOP/step -> {achieved / 1e9:,.0f} GFLOP/s; "
@@ -129,26 +140,32 @@ def main() -> None:
 Runner = Callable[[float], float]
 
 
-def _engine_runner(cfg: TrainConfig, data: ImageData, device: torch.device) -> Runner:
+def engine_runner(cfg: TrainConfig, data: ImageData, device: torch.device) -> Runner:
+    """The bare trainer: `run(seconds)` trains that long (after a warm-up) and returns images/s."""
     trainer = Trainer(cfg, data, device)
 
     def run(seconds: float) -> float:
-        for _ in range(5):
-            trainer.train_step()
-        trainer.read_stats()
+        train_for(trainer, 3 * STEPS_PER_REPLAY)  # warm-up, and the capture on CUDA
         _sync(device)
-        start, images = time.perf_counter(), 0
+        start, first = time.perf_counter(), trainer.images_seen
         while time.perf_counter() - start < seconds:
-            for _ in range(cfg.log_every):
-                trainer.train_step()
-            trainer.read_stats()  # the engine's one host sync per log interval
-            images += cfg.log_every * cfg.batch_size
-        return images / (time.perf_counter() - start)
+            train_for(trainer, cfg.log_every)
+        return (trainer.images_seen - first) / (time.perf_counter() - start)
 
     return run
 
 
-def _classic_runner(cfg: TrainConfig, data: ImageData, device: torch.device) -> Runner:
+def train_for(trainer: Trainer, steps: int) -> None:
+    """At least `steps` steps through `train_steps` (replays where captured), then the stats read:
+    the engine's one host sync per log interval."""
+    done = 0
+    while done < steps:
+        done += trainer.train_steps(1 << 30)  # the runner passes the steps left in the run
+    trainer.read_stats()
+
+
+def classic_runner(cfg: TrainConfig, data: ImageData, device: torch.device) -> Runner:
+    """The classic notebook loop (DataLoader, PIL per image, two `.item()` a step): `run(seconds)` -> images/s."""
     from torchvision import datasets, transforms
 
     # torchvision's own MNIST class and __getitem__ (PIL image -> ToTensor -> Normalize) over the t10k
@@ -208,7 +225,8 @@ class _product_runner:
         name = f"r{len(self.runs)}"
         config = self.folder / "bench-config.json"
         # The loops' arithmetic too: amp auto would pick bf16 on a CPU with bf16 instructions.
-        config.write_text(json.dumps({"loss": self.cfg.loss, "diff_augment": self.cfg.diff_augment, "amp": self.cfg.amp}))
+        config.write_text(json.dumps({"loss": self.cfg.loss, "diff_augment": self.cfg.diff_augment, "amp": self.cfg.amp,
+                                      "cuda_graph": self.cfg.cuda_graph}))
         cmd = [sys.executable, "-m", "tui_gan.cli", "--headless", "--config", str(config),
                "--dataset", "mnist", "--data-root", self.args.data_root,
                "--preset", self.cfg.preset, "--batch-size", str(self.cfg.batch_size), "--steps", str(self.steps),
@@ -236,25 +254,18 @@ class _product_runner:
         return "; ".join(self.runs)
 
 
-def aten_ops_per_step(cfg: TrainConfig, data: ImageData, device: torch.device) -> Counter[str]:
-    """ATen ops dispatched by one training step (after warm-up), by name: each is a kernel launch or more on a GPU."""
+def aten_ops_per_step(cfg: TrainConfig, data: ImageData, device: torch.device) -> tuple[Counter[str], Counter[str]]:
+    """ATen ops dispatched by one training step (after warm-up), and the host syncs among them, by
+    name, averaged over one graph's worth of steps (its EMA updates included): each op is a kernel
+    launch or more on a GPU, each sync a wait for the device."""
     trainer = Trainer(cfg, data, device)
-    for _ in range(_EMA_PERIOD):
+    for _ in range(STEPS_PER_REPLAY):
         trainer.train_step()
-    counts: Counter[str] = Counter()
-
-    class Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            counts[str(func.overloadpacket.__name__)] += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
-        for _ in range(_EMA_PERIOD):  # one EMA update in these steps, as in training
+    with OpCounter() as counter:
+        for _ in range(STEPS_PER_REPLAY):
             trainer.train_step()
-    return Counter({name: n / _EMA_PERIOD for name, n in counts.items()})
-
-
-_EMA_PERIOD = 4  # engine.trainer._EMA_EVERY: average over as many steps to include one EMA update
+    return (Counter({name: n / STEPS_PER_REPLAY for name, n in counter.ops.items()}),
+            Counter({name: n / STEPS_PER_REPLAY for name, n in counter.syncs.items()}))
 
 
 # Ops that only make a new view or record metadata: they launch no kernel on a GPU.
@@ -265,15 +276,21 @@ _NO_KERNEL = {"detach", "t", "view", "_unsafe_view", "expand", "as_strided", "tr
 
 
 def print_kernel_counts(presets: list[str], data: ImageData, device: torch.device) -> None:
-    """The per-step ATen op count of each preset at batch 64 (the CPU dispatcher as the proxy for GPU launches)."""
+    """The per-step ATen op count of each preset at batch 64 (the CPU dispatcher as the proxy for GPU
+    launches), then one summary line a preset: `PRESET: N compute ops, S host syncs per step`."""
+    summary = []
     for preset in presets:
-        cfg = TrainConfig(preset=preset, batch_size=64, device=device.type, amp="off")
-        counts = aten_ops_per_step(cfg, data, device)
+        cfg = TrainConfig(preset=preset, batch_size=64, device=device.type, amp="off").resolve_preset(data.num_classes)
+        counts, syncs = aten_ops_per_step(cfg, data, device)
         total = sum(counts.values())
         launching = Counter({k: v for k, v in counts.items() if k not in _NO_KERNEL})
         top = ", ".join(f"{name} {n:g}" for name, n in launching.most_common(10))
+        waits = ", ".join(f"{name} {n:g}" for name, n in syncs.most_common()) or "none"
         print(f"{preset:12s} {total:6.1f} ATen ops per step, {sum(launching.values()):5.1f} of them compute "
-              f"(views and metadata left out); most: {top}")
+              f"(views and metadata left out); most: {top}; host syncs: {waits}", flush=True)
+        summary.append(f"{preset}: {sum(launching.values()):g} compute ops, {sum(syncs.values()):g} host syncs per step")
+    print()
+    print("\n".join(summary))
 
 
 def _median_rates(args: argparse.Namespace, runners: dict[str, Runner]) -> dict[str, float]:

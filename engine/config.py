@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 #: auto, cpu, cuda, or cuda:N for the N-th GPU (whether it exists is checked when the run starts).
 DEVICE_FORMAT = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,3})$")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 #: Settings added after runs were first saved, each with the value that reproduces how a run trained
 #: before the setting existed. A saved config (a run's config.json, a checkpoint) that lacks one is
@@ -127,6 +128,10 @@ class TrainConfig:
     amp: str = "auto"
     """Mixed precision: auto (bf16 on GPUs of compute capability 8.0+, fp16 on 7.x, else off; on the CPU
     bf16 where it has bf16 instructions, AVX-512 BF16 or AMX, else off), off, bf16, fp16 (CUDA only)."""
+    cuda_graph: str = "auto"
+    """Record the training step in a CUDA graph and replay it several steps at a time (engine/graph.py):
+    auto (on CUDA, falling back to eager steps with a note where recording fails or fp16 is used),
+    on (refused without CUDA or with fp16), off (eager steps). The CPU always trains eagerly."""
     deterministic: bool = False
     """Bitwise-reproducible GPU kernels (cuDNN and cuBLAS in fixed order); slower, so opt-in. The CPU
     is reproducible without it."""
@@ -199,6 +204,7 @@ class TrainConfig:
         if not isinstance(self.deterministic, bool):
             raise ConfigError("deterministic", self.deterministic, "must be true or false")
         _choice("amp", self.amp, AMP_MODES)
+        _choice("cuda_graph", self.cuda_graph, CUDA_GRAPH_MODES)
         _int_range("threads", self.threads, 0, 1024)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError("dataset", self.dataset, f"use one of {', '.join(NAMED_DATASETS)} or a path")
@@ -249,6 +255,12 @@ class TrainConfig:
         _number("rollback_lr_scale", self.rollback_lr_scale, 1e-6, 1.0, "must be above 0 and at most 1")
         if self.amp == "fp16" and self.device == "cpu":  # auto may still land on the CPU: the trainer refuses then
             raise ConfigError("amp", self.amp, "fp16 needs CUDA; use off or bf16 on the CPU")
+        if self.cuda_graph == "on" and self.device == "cpu":  # auto may still land on the CPU: the trainer refuses then
+            raise ConfigError("cuda_graph", self.cuda_graph, "a CUDA graph needs CUDA and this run trains on the CPU; "
+                              "use auto or off")
+        if self.cuda_graph == "on" and self.amp == "fp16":
+            raise ConfigError("cuda_graph", self.cuda_graph, "fp16's GradScaler cannot be captured in a CUDA graph; "
+                              "use --amp bf16 or off, or --cuda-graph auto (eager steps for fp16)")
 
     def with_hyperparams(self, **changes: Any) -> TrainConfig:
         """A new config with live hyperparameters changed (validated); other fields are refused."""

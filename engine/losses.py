@@ -13,12 +13,17 @@ import torch.nn.functional as F
 from engine.config import LOSSES, ConfigError
 
 
-def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Discriminator loss on real and fake outputs (without WGAN-GP's penalty, see gradient_penalty)."""
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0,
+           real_target: torch.Tensor | None = None) -> torch.Tensor:
+    """Discriminator loss on real and fake outputs (without WGAN-GP's penalty, see gradient_penalty).
+
+    `real_target`: bce's target for real images as a 0-d device tensor (1 - label_smoothing, filled in
+    place when the smoothing changes: a captured step reads it), instead of `label_smoothing`.
+    """
     if kind == "bce":
         # One-sided smoothing (Salimans et al. 2016): only real targets move, to 1 - s.
-        real_target = torch.full_like(real, 1.0 - label_smoothing)
-        return F.binary_cross_entropy_with_logits(real, real_target) + F.binary_cross_entropy_with_logits(
+        target = real_target.expand_as(real) if real_target is not None else torch.full_like(real, 1.0 - label_smoothing)
+        return F.binary_cross_entropy_with_logits(real, target) + F.binary_cross_entropy_with_logits(
             fake, torch.zeros_like(fake)
         )
     if kind == "hinge":

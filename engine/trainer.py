@@ -1,12 +1,15 @@
-"""One GAN training step, with statistics kept on the device and read once per log interval."""
+"""One GAN training step, with statistics kept on the device and read once per log interval.
+
+On CUDA the step can be recorded in a CUDA graph and replayed several steps at a time
+(`train_steps`, engine/graph.py); everywhere else, and for the steps a graph cannot take, it runs
+eagerly, the same code launched op by op (`train_step`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,33 +20,18 @@ from engine.config import ConfigError, TrainConfig
 from engine.data import ImageData
 from engine.augment import diff_augment
 from engine.devices import amp_dtype_for, capability, cpu_has_bf16
+from engine.graph import CaptureError, CapturePlan, StepGraph, graph_key, resolve_graph_mode, steps_per_replay
 from engine.losses import d_loss, d_probability, g_loss, gradient_penalty, mode_seeking_penalty, r1_penalty
 from engine.models import build_models, discriminate, generate, grid_labels
+from engine.sampling import EmaNorms, class_labels, fresh_noise, to_uint8
+from engine.step import (EMA_EVERY, R1_EVERY, LiveHyperparams, StepStats, count_skips, ema_weight, grad_norm,
+                         make_adam, set_adam_betas, skip_if_nonfinite)
+from engine.trainer_state import load_trainer_state, trainer_state_dict
 
-_EMA_EVERY = 4  # steps between updates of the generator's weight average
-_R1_EVERY = 16  # lazy R1 (StyleGAN2): the penalty every this many steps, weighted up to match
-_NORM_CALIBRATION = (4, 256)  # batches x images that re-estimate the averaged G's BatchNorm statistics
 # Order of the on-device running sums in Trainer._sums.
 _STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
 # With the fp16 GradScaler: steps whose D and G norms were finite (and so count in the means), skipped steps.
 _AMP_STAT_NAMES = ("norm_d_steps", "norm_g_steps", "skipped")
-_CPU_RNG_BYTES = 5056  # size of a CPU torch.Generator state (a CUDA one is 16 bytes)
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """Means over the steps since the last read, plus a flag for non-finite values."""
-
-    d_loss: float
-    g_loss: float
-    d_real: float
-    d_fake: float
-    grad_norm_d: float
-    grad_norm_g: float
-    steps: int
-    finite: bool
-    skipped: int = 0
-    """Steps in which the fp16 GradScaler skipped an update (overflowed gradients; left out of the norms)."""
 
 
 def resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -62,6 +50,8 @@ class Trainer:
         self.device = device
         self.data = data.to(device)
         self.num_classes = cfg.num_classes  # 0: unconditional
+        self.amp_dtype = resolve_amp(cfg, device)
+        captured, note = resolve_graph_mode(cfg, device, self.amp_dtype)  # ConfigError for `on` without CUDA
         torch.manual_seed(cfg.seed)  # weights and dropout masks
         generator, discriminator = build_models(cfg)
         self.G = generator.to(device)
@@ -71,14 +61,11 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval() if cfg.g_ema > 0 else None
         if self.G_ema is not None:
             self._ema_params, self._live_params = list(self.G_ema.parameters()), list(self.G.parameters())
-        # The averaged weights need BatchNorm statistics of their own: the live G's running statistics
-        # belong to other weights (with them the averaged G drew visibly worse digits, see
-        # bench/quality.py's notes). They are re-estimated on fixed noise whenever the average moved.
-        self._ema_norms = [m for m in (self.G_ema.modules() if self.G_ema is not None else ())
-                           if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self._norms_step = -1
-        self.opt_g = _adam(self.G, cfg.lr_g, cfg)
-        self.opt_d = _adam(self.D, cfg.lr_d, cfg)
+        self._ema_norms = EmaNorms(self.G_ema, cfg.latent_dim, cfg.seed)  # the average's own BatchNorm statistics
+        # Learning rates, betas and label smoothing live in device tensors that a change fills in place.
+        self.hyper = LiveHyperparams(cfg, device)
+        self.opt_g = make_adam(self.G, self.hyper.lr_g, self.hyper, cfg, capturable=captured)
+        self.opt_d = make_adam(self.D, self.hyper.lr_d, self.hyper, cfg, capturable=captured)
         # Batches, noise and penalty mixes draw from their own generator so that sampling fresh
         # noise for the screen never shifts the training sequence (exact resume depends on it).
         self.rng = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -88,10 +75,11 @@ class Trainer:
         if self.num_classes and cfg.num_samples == self.num_classes**2:
             self.fixed_noise = self.fixed_noise[: self.num_classes].repeat(self.num_classes, 1)
         self.fixed_labels = grid_labels(cfg.num_samples, self.num_classes, device) if self.num_classes else None
-        self.amp_dtype = resolve_amp(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.images_seen = 0
+        # The step count on the device (float64, exact): what a recorded EMA update reads its decay from.
+        self.step_counter = torch.zeros((), dtype=torch.float64, device=device)
         self._d_prob = d_probability(cfg.loss)
         # Real and fake must not share batch statistics, so a D with BatchNorm sees them apart, and so
         # does one with minibatch-std groups unless its group size divides the batch (groups are
@@ -105,6 +93,9 @@ class Trainer:
         # True while a step is under way, and after an exception inside one: the nets, optimizers and
         # RNG then hold part of a step (D updated, G not), which no checkpoint should pass off as whole.
         self.mid_step = False
+        self.capture = CapturePlan(captured, steps_per_replay(cfg), graph_key(cfg))
+        self._graph = StepGraph(device) if captured else None
+        self._notes: list[str] = [note] if note else []
 
     # ------------------------------------------------------------------ API
     @property
@@ -113,83 +104,44 @@ class Trainer:
         return self.images_seen / len(self.data.images)
 
     def train_step(self) -> None:
-        """`d_steps` discriminator updates, then one generator update. No host sync."""
-        self.mid_step = True
-        cfg = self.cfg
-        batch = cfg.batch_size
-        for i in range(cfg.d_steps):
-            real_y = fake_y = None
-            if self.num_classes:
-                real, real_y = self.data.labelled_batch(batch, self.rng)
-                fake_y = torch.randint(self.num_classes, (batch,), device=self.device, generator=self.rng)
-                if cfg.mode_seeking:  # the two halves ask for the same classes: pairs for the mode-seeking term
-                    half = batch // 2
-                    fake_y = torch.cat([fake_y[:half].repeat(2), fake_y[2 * half :]])
-            else:
-                real = self.data.batch(batch, self.rng)
-            z = torch.randn(batch, cfg.latent_dim, device=self.device, generator=self.rng)
-            with self._autocast():
-                # The last D update's fakes are reused by the G update (as in pytorch/examples dcgan),
-                # so only their graph is kept: one generator forward per update saved.
-                with torch.set_grad_enabled(i == cfg.d_steps - 1):
-                    fake = generate(self.G, z, fake_y)
-                real_in, fake_in = real, fake.detach()
-                if cfg.diff_augment:
-                    real_in = diff_augment(real, self.rng, cfg.diff_augment_cutout)
-                    fake_in = diff_augment(fake_in, self.rng, cfg.diff_augment_cutout)
-                real_out, fake_out = self._discriminate(real_in, fake_in, real_y, fake_y)
-                loss_d = d_loss(cfg.loss, real_out, fake_out, cfg.label_smoothing)
-            if cfg.r1_gamma and self.step % _R1_EVERY == 0 and i == 0:
-                r1 = r1_penalty(lambda x: discriminate(self.D, x, real_y), real_in)
-                loss_d = loss_d + (cfg.r1_gamma / 2 * _R1_EVERY) * r1
-            if cfg.loss == "wgan-gp":
-                loss_d = loss_d + cfg.gp_weight * gradient_penalty(lambda x: discriminate(self.D, x, real_y), real,
-                                                               fake.detach().float(), self.rng)
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler.scale(loss_d).backward()
-            self.scaler.unscale_(self.opt_d)
-            grad_d = _grad_norm(self.D)
-            _skip_if_nonfinite(self.opt_d, grad_d, self.scaler)
-            self.scaler.step(self.opt_d)
-            self.scaler.update()
-            if self.scaler.is_enabled():
-                d_ok = torch.isfinite(grad_d) if i == 0 else d_ok & torch.isfinite(grad_d)
-        self.images_seen += batch * cfg.d_steps
+        """One step, eagerly: `d_steps` discriminator updates, then one generator update. No host sync."""
+        if self._graph is not None and self.capture.warming:
+            self._graph.run_eager(self._step)  # warm-up: on the stream the capture will use
+        else:
+            self._step()
+        self.capture.stepped_eagerly()
 
-        self.D.requires_grad_(False)  # G's update needs D's input gradients only
-        with self._autocast():
-            fake_in = diff_augment(fake, self.rng, cfg.diff_augment_cutout) if cfg.diff_augment else fake
-            loss_g = g_loss(cfg.loss, discriminate(self.D, fake_in, fake_y).float())
-            if cfg.mode_seeking:
-                loss_g = loss_g + cfg.mode_seeking * mode_seeking_penalty(fake, z)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
-        self.D.requires_grad_(True)
-        self.scaler.unscale_(self.opt_g)
-        grad_g = _grad_norm(self.G)
-        _skip_if_nonfinite(self.opt_g, grad_g, self.scaler)
-        self.scaler.step(self.opt_g)
-        self.scaler.update()
-        self._update_ema()
+    def train_steps(self, limit: int) -> int:
+        """Run at most `limit` steps; returns how many ran (0 only for a limit below 1).
 
-        with torch.no_grad():
-            if self.scaler.is_enabled():
-                # A step the fp16 scaler skipped has inf gradients by design (that is how it finds its
-                # scale): it is counted and kept out of the norms, so it never reads as a divergence.
-                grad_d, grad_g = _count_skips(self._amp_sums, grad_d, grad_g, d_ok)
-            self._sums += torch.stack(
-                [
-                    loss_d.detach(),
-                    loss_g.detach(),
-                    self._d_prob(real_out.detach()).mean(),
-                    self._d_prob(fake_out.detach()).mean(),
-                    grad_d,
-                    grad_g,
-                ]
-            )
-        self._count += 1
-        self.step += 1
-        self.mid_step = False
+        With a CUDA graph: a replay of `capture.steps` steps when the step is a multiple of that
+        and `limit` allows it (the first such call records the graph, and records it again after a
+        change of the step's shape); otherwise one eager step. Without: one eager step. Callers
+        pass the steps left to the end of the run or to a requested single step, and read
+        `take_notes()` afterwards (the capture says what happened in one line).
+        """
+        if limit < 1:
+            return 0
+        action = self.capture.action(self.step, limit)
+        if action == "capture":
+            self._capture()
+            action = self.capture.action(self.step, limit)
+        if action != "replay":
+            self.train_step()  # looked up on the instance: a test may stand in for it
+            return 1
+        return self._replay()
+
+    def take_notes(self) -> list[str]:
+        """One-line notes for the user since the last call: why steps are eager, what was captured."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    @property
+    def graph_summary(self) -> str:
+        """How steps run now, in a few words: 'CUDA graph, 8 steps a replay' or 'eager'."""
+        if self.capture.ready:
+            return f"CUDA graph, {self.capture.steps} steps a replay"
+        return "eager (capturing soon)" if self.capture.enabled else "eager"
 
     @property
     def conditional(self) -> bool:
@@ -202,7 +154,7 @@ class Trainer:
         to date first) when there is one, else G. Call `generate(sampler, z, labels)` in eval mode."""
         if self.G_ema is None:
             return self.G
-        self._refresh_ema_norms()
+        self.refresh_ema_norms()
         return self.G_ema
 
     @property
@@ -254,144 +206,175 @@ class Trainer:
 
     def labels_for(self, count: int, digit: int | None = None) -> torch.Tensor | None:
         """Class labels for `count` samples: all `digit`, else the grid's layout; None when unconditional."""
-        if not self.num_classes:
-            if digit is not None:
-                raise ValueError("this run's generator is unconditional: it cannot be asked for a class")
-            return None
-        if digit is None:
-            return grid_labels(count, self.num_classes, self.device)
-        if not 0 <= digit < self.num_classes:
-            raise ValueError(f"class must be from 0 to {self.num_classes - 1}, got {digit}")
-        return torch.full((count,), digit, dtype=torch.long, device=self.device)
+        return class_labels(count, self.num_classes, self.device, digit)
 
     def fresh_noise(self, seed: int | None = None, count: int | None = None) -> torch.Tensor:
         """New noise (the fixed batch's size by default), from its own RNG (training's sequence is untouched)."""
-        gen = torch.Generator().manual_seed(seed if seed is not None else time.time_ns() % 2**63)
-        return torch.randn(count or self.cfg.num_samples, self.cfg.latent_dim, generator=gen)
+        return fresh_noise(self.cfg.latent_dim, count or self.cfg.num_samples, seed)
 
     def set_hyperparams(self, cfg: TrainConfig) -> None:
-        """Adopt a config whose live hyperparameters changed; optimizers follow at once."""
+        """Adopt a config whose live hyperparameters changed; the next step uses them.
+
+        The values are written into the tensors the step (and a recorded graph) reads; a change of
+        the step's shape (d_steps, or betas where Adam takes numbers) has the graph recorded again.
+        """
         self.cfg = cfg
-        for opt, lr in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr
-                group["betas"] = (cfg.beta1, cfg.beta2)
+        self.hyper.fill(cfg)
+        for opt in (self.opt_g, self.opt_d):
+            set_adam_betas(opt, cfg.beta1, cfg.beta2)
+        if self.capture.retarget(graph_key(cfg)) and self._graph is not None:
+            self._graph.release()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly; tensors and plain data only (weights_only loadable)."""
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "batches": self.rng.get_state(),
-                               "batches_device": self.device.type}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        if self.G_ema is not None:
-            self._refresh_ema_norms()  # exports load generator_ema as saved: its statistics must fit
-        return {
-            "generator": self.G.state_dict(),
-            "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
-            "discriminator": self.D.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "images_seen": self.images_seen,
-            "fixed_noise": self.fixed_noise.cpu(),
-            "rng": rng,
-        }
+        return trainer_state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> list[str]:
-        """Restore from state_dict(); the config must already match (checked by the caller).
+        """Restore from state_dict() into the existing tensors (a graph's stay valid); the config must
+        already match (checked by the caller). All or nothing: on failure everything is put back and
+        the error raised. Returns notes for the user (engine/trainer_state.load_trainer_state)."""
+        return load_trainer_state(self, state)
 
-        All or nothing: if any part fails to load, everything is put back as it was and the error
-        is raised. Returns notes for the user (a checkpoint from another device type, whose batch
-        RNG cannot be restored here, continues with batches reseeded deterministically).
-        """
-        batch_rng, notes = self._batch_rng_for(state)
-        before = copy.deepcopy(self.state_dict())
-        try:
-            self._restore(state, batch_rng)
-        except Exception:
-            self._restore(before, before["rng"]["batches"])
-            raise
-        return notes
+    def refresh_ema_norms(self) -> None:
+        """Re-estimate the averaged G's BatchNorm statistics for its current weights (engine/sampling.EmaNorms)."""
+        self._ema_norms.refresh(self.step, self.labels_for, self.device)
 
-    def _batch_rng_for(self, state: dict[str, Any]) -> tuple[torch.Tensor | int, list[str]]:
-        """The saved batch-RNG state if this device's generator can take it, else a seed and a note."""
-        saved = state["rng"]["batches"]
-        saved_type = state["rng"].get("batches_device") or ("cpu" if saved.numel() == _CPU_RNG_BYTES else "cuda")
-        if saved_type == self.device.type and saved.numel() == self.rng.get_state().numel():
-            return saved, []
-        step = int(state["step"])
-        # Derived from the run's seed and the step only: resuming the same checkpoint twice draws the same batches.
-        seed = (self.cfg.seed * 1_000_003 + step) % 2**63
-        note = (f"the checkpoint at step {step} was written on {saved_type} and this run trains on {self.device.type}: "
-                f"its batch random-number state does not carry over, so batches were reseeded (seed {seed}) and "
-                "differ from the original run's from here on")
-        return seed, [note]
-
-    def _restore(self, state: dict[str, Any], batch_rng: torch.Tensor | int) -> None:
-        self.G.load_state_dict(state["generator"])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(state.get("generator_ema") or state["generator"])
-        self.D.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.set_hyperparams(self.cfg)  # the optimizers' saved groups hold the old values
-        self.step = int(state["step"])
-        self.images_seen = int(state["images_seen"])
-        self.fixed_noise = state["fixed_noise"].to(self.device)
-        self._norms_step = -1
-        torch.set_rng_state(state["rng"]["torch"])
-        if isinstance(batch_rng, int):
-            self.rng.manual_seed(batch_rng)
-        else:
-            self.rng.set_state(batch_rng)
-        if self.device.type == "cuda":
-            if "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-            else:  # saved on the CPU: dropout masks on this GPU start from the run's seed
-                torch.cuda.manual_seed(self.cfg.seed)
-        self.discard_stats()
-        self.mid_step = False
+    def forget_ema_norms(self) -> None:
+        """The averaged G's BatchNorm statistics are stale (its weights were replaced)."""
+        self._ema_norms.forget()
 
     # -------------------------------------------------------------- helpers
+    def _step(self) -> None:
+        """The step itself, capture-safe: Python decides only what is the same at every replay (its
+        position in a graph included, see engine/graph.py); what changes lives in device tensors."""
+        self.mid_step = True
+        cfg = self.cfg
+        batch = cfg.batch_size
+        for i in range(cfg.d_steps):
+            real_y = fake_y = None
+            if self.num_classes:
+                real, real_y = self.data.labelled_batch(batch, self.rng)
+                fake_y = torch.randint(self.num_classes, (batch,), device=self.device, generator=self.rng)
+                if cfg.mode_seeking:  # the two halves ask for the same classes: pairs for the mode-seeking term
+                    half = batch // 2
+                    fake_y = torch.cat([fake_y[:half].repeat(2), fake_y[2 * half :]])
+            else:
+                real = self.data.batch(batch, self.rng)
+            z = torch.randn(batch, cfg.latent_dim, device=self.device, generator=self.rng)
+            with self._autocast():
+                # The last D update's fakes are reused by the G update (as in pytorch/examples dcgan),
+                # so only their graph is kept: one generator forward per update saved.
+                with torch.set_grad_enabled(i == cfg.d_steps - 1):
+                    fake = generate(self.G, z, fake_y)
+                real_in, fake_in = real, fake.detach()
+                if cfg.diff_augment:
+                    real_in = diff_augment(real, self.rng, cfg.diff_augment_cutout)
+                    fake_in = diff_augment(fake_in, self.rng, cfg.diff_augment_cutout)
+                real_out, fake_out = self._discriminate(real_in, fake_in, real_y, fake_y)
+                loss_d = d_loss(cfg.loss, real_out, fake_out, real_target=self.hyper.real_target)
+            if cfg.r1_gamma and self.step % R1_EVERY == 0 and i == 0:
+                r1 = r1_penalty(lambda x: discriminate(self.D, x, real_y), real_in)
+                loss_d = loss_d + (cfg.r1_gamma / 2 * R1_EVERY) * r1
+            if cfg.loss == "wgan-gp":
+                loss_d = loss_d + cfg.gp_weight * gradient_penalty(lambda x: discriminate(self.D, x, real_y), real,
+                                                               fake.detach().float(), self.rng)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_d).backward()
+            self.scaler.unscale_(self.opt_d)
+            grad_d = grad_norm(self.D)
+            skip_if_nonfinite(self.opt_d, grad_d, self.scaler)
+            self.scaler.step(self.opt_d)
+            self.scaler.update()
+            if self.scaler.is_enabled():
+                d_ok = torch.isfinite(grad_d) if i == 0 else d_ok & torch.isfinite(grad_d)
+        self.images_seen += batch * cfg.d_steps
+
+        self.D.requires_grad_(False)  # G's update needs D's input gradients only
+        try:
+            with self._autocast():
+                fake_in = diff_augment(fake, self.rng, cfg.diff_augment_cutout) if cfg.diff_augment else fake
+                loss_g = g_loss(cfg.loss, discriminate(self.D, fake_in, fake_y).float())
+                if cfg.mode_seeking:
+                    loss_g = loss_g + cfg.mode_seeking * mode_seeking_penalty(fake, z)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_g).backward()
+        finally:  # also when a capture fails in between: D must train again afterwards
+            self.D.requires_grad_(True)
+        self.scaler.unscale_(self.opt_g)
+        grad_g = grad_norm(self.G)
+        skip_if_nonfinite(self.opt_g, grad_g, self.scaler)
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        self._update_ema()
+
+        with torch.no_grad():
+            if self.scaler.is_enabled():
+                # A step the fp16 scaler skipped has inf gradients by design (that is how it finds its
+                # scale): it is counted and kept out of the norms, so it never reads as a divergence.
+                grad_d, grad_g = count_skips(self._amp_sums, grad_d, grad_g, d_ok)
+            self._sums += torch.stack(
+                [
+                    loss_d.detach(),
+                    loss_g.detach(),
+                    self._d_prob(real_out.detach()).mean(),
+                    self._d_prob(fake_out.detach()).mean(),
+                    grad_d,
+                    grad_g,
+                ]
+            )
+            self.step_counter += 1
+        self._count += 1
+        self.step += 1
+        self.mid_step = False
+
+    def _capture(self) -> None:
+        """Record `capture.steps` steps into the graph. Nothing runs while recording, so the host's
+        counters are put back afterwards; a failure under `auto` means eager steps from now on."""
+        assert self._graph is not None
+        counters = (self.step, self.images_seen, self._count)
+
+        def steps() -> None:
+            for _ in range(self.capture.steps):
+                self._step()
+
+        try:
+            self._graph.capture(steps, [self.rng])
+        except CaptureError as exc:
+            if self.cfg.cuda_graph == "on":
+                raise CaptureError(f"recording the training step in a CUDA graph failed ({exc.reason}); "
+                                   "--cuda-graph auto trains with eager steps instead") from exc
+            self.capture.disable()
+            self._graph = None
+            self._notes.append(f"training with eager steps, not a CUDA graph: recording the step failed ({exc.reason})")
+            return
+        finally:
+            self.step, self.images_seen, self._count = counters
+            self.mid_step = False
+        first = self.capture.captures == 0
+        self.capture.captured()
+        what = f"{self.capture.steps} training steps per CUDA graph replay"
+        self._notes.append(f"captured {what}" if first else f"captured again for the new step shape: {what}")
+
+    def _replay(self) -> int:
+        assert self._graph is not None
+        steps = self.capture.steps
+        self.mid_step = True
+        self._graph.replay()
+        self.images_seen += steps * self.cfg.batch_size * self.cfg.d_steps
+        self._count += steps
+        self.step += steps
+        self.mid_step = False
+        return steps
+
     @torch.no_grad()
     def _update_ema(self) -> None:
-        # Every _EMA_EVERY steps with the decay compounded to match: on small nets a per-step update
-        # cost a third of the step's time, and the average is no different to the eye.
-        if self.G_ema is None or self.step % _EMA_EVERY:
+        # Every EMA_EVERY steps with the decay compounded to match: on small nets a per-step update
+        # cost a third of the step's time, and the average is no different to the eye. The decay comes
+        # from the device step counter (see engine/step.ema_weight), so a recorded update stays right.
+        if self.G_ema is None or self.step % EMA_EVERY:
             return
-        # Warm-up: early on, average over the steps so far rather than towards the random init.
-        decay = min(self.cfg.g_ema ** _EMA_EVERY, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(self._ema_params, self._live_params, 1.0 - decay)
-
-    @torch.no_grad()
-    def _refresh_ema_norms(self) -> None:
-        """Re-estimate the averaged G's BatchNorm statistics from its own activations on fixed noise.
-
-        Train-mode passes with momentum None make each running statistic the plain mean over the
-        calibration batches; the noise has its own seed, so neither training's RNG nor the result
-        depends on when this runs. A no-op when nothing changed since the last call.
-        """
-        if self.G_ema is None or not self._ema_norms or self._norms_step == self.step:
-            return
-        batches, size = _NORM_CALIBRATION
-        gen = torch.Generator().manual_seed(self.cfg.seed + 3)
-        momenta = [m.momentum for m in self._ema_norms]
-        for m in self._ema_norms:
-            m.reset_running_stats()
-            m.momentum = None
-        self.G_ema.train()
-        try:
-            for _ in range(batches):
-                z = torch.randn(size, self.cfg.latent_dim, generator=gen).to(self.device)
-                generate(self.G_ema, z, self.labels_for(size))
-        finally:
-            self.G_ema.eval()
-            for m, momentum in zip(self._ema_norms, momenta):
-                m.momentum = momentum
-        self._norms_step = self.step
+        weight = ema_weight(self.step_counter, self.cfg.g_ema)
+        torch._foreach_lerp_(self._ema_params, self._live_params, [weight] * len(self._ema_params))
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, real_y: torch.Tensor | None = None,
                       fake_y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -405,43 +388,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        # No cast cache while recording: cached casts would be made outside the graph's memory.
+        capturing = self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=not capturing)
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Generator output in [-1, 1], (N, 1, 28, 28) -> uint8 (N, 28, 28) on the host."""
-    return ((images.squeeze(1) + 1.0) * 127.5).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
-
-
-def _adam(module: nn.Module, lr: float, cfg: TrainConfig) -> torch.optim.Adam:
-    # fused: one kernel for the whole update. On nets this small the optimizer is a large share of
-    # a step, and fused measured about 20% faster per step than foreach on the 2-core CPU.
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-
-
-def _skip_if_nonfinite(opt: torch.optim.Optimizer, grad_norm: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
-    """Make the fused Adam step a no-op when the gradients are not finite, without a host sync.
-
-    The fused kernel reads `found_inf` (the hook GradScaler uses), so NaN never reaches the weights
-    or Adam's moments: the runner sees the non-finite statistics at the next log read, pauses, and
-    the nets it pauses with are the last finite ones. With fp16 the scaler does this itself.
-    """
-    if not scaler.is_enabled():
-        opt.found_inf = (~torch.isfinite(grad_norm)).float()  # type: ignore[attr-defined]
-
-
-def _count_skips(
-    amp_sums: torch.Tensor, grad_d: torch.Tensor, grad_g: torch.Tensor, d_ok: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add a step's skip bookkeeping to `amp_sums` (on the device); the norms with skipped ones zeroed."""
-    g_ok = torch.isfinite(grad_g)
-    amp_sums += torch.stack([d_ok.float(), g_ok.float(), (~(d_ok & g_ok)).float()])
-    return torch.where(d_ok, grad_d, 0.0), torch.where(g_ok, grad_g, 0.0)
-
-
-def _grad_norm(module: nn.Module) -> torch.Tensor:
-    """Total L2 norm of a module's gradients, as a device tensor (no sync)."""
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros((), device=next(module.parameters()).device)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))

@@ -33,6 +33,7 @@ _CONFIG_FLAGS = {
     "seed": "seed",
     "device": "device",
     "amp": "amp",
+    "cuda_graph": "cuda_graph",
     "deterministic": "deterministic",
     "threads": "threads",
     "quality_every": "quality_every",
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision (auto: bf16 on GPUs of compute capability 8.0+, fp16 on 7.x; on the CPU bf16 "
                         "where it has bf16 instructions, else off)")
+    p.add_argument("--cuda-graph", choices=("auto", "on", "off"),
+                   help="record the training step in a CUDA graph and replay it 8 steps at a time (auto: on CUDA, "
+                        "eager steps with a note where that fails or with fp16; on: refused without CUDA)")
     p.add_argument("--quality-every", type=_int, metavar="N",
                    help="steps between sample-quality measurements through the dataset's classifier (default 1000; 0: off)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
