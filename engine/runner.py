@@ -34,7 +34,7 @@ from engine.monitoring import Monitor
 from engine.record import QueueSink, RunRecord, Sink
 from engine.runs import log_record
 from engine.saver import Saver
-from engine.schedule import run_cadences
+from engine.schedule import run_cadences, steps_to_next_count
 from engine.trainer import Trainer
 
 
@@ -279,10 +279,12 @@ class Runner:
             return
         if self.state == ev.RunState.PAUSED:
             self.monitor.start_interval()  # a single step while paused is timed on its own
-        trainer.train_step()
-        self.monitor.trained(self.cfg.batch_size * self.cfg.d_steps)
-        if self._pending_steps > 0:
-            self._pending_steps -= 1
+        limit = min(self.total_steps - trainer.step, steps_to_next_count(self.cadence, trainer.step) or 2**62)
+        ran = trainer.train_steps(min(limit, self._pending_steps) if self.state == ev.RunState.PAUSED else limit)
+        for note in trainer.take_notes():
+            self.warn(note, "graph")
+        self.monitor.trained(ran * self.cfg.batch_size * self.cfg.d_steps)
+        self._pending_steps = max(0, self._pending_steps - ran)
         step, due = trainer.step, self.cadence
         if due["log"].due(step) or self._pending_steps == 0 and self.state == ev.RunState.PAUSED:
             if not self.log_metrics_now():

@@ -128,3 +128,10 @@ def run_cadences(cfg: TrainConfig, step: int = 0) -> dict[str, Cadence]:
     for cadence in cadences.values():
         cadence.mark(step)
     return cadences
+
+
+def steps_to_next_count(cadences: dict[str, Cadence], step: int) -> int | None:
+    """Steps until the next multiple that a plain step-count cadence (seconds 0) waits for, or None
+    when every cadence goes by time: a CUDA graph's replay of several steps must not jump over one."""
+    counts = [c.steps - step % c.steps for c in cadences.values() if c.seconds <= 0 and c.steps > 0]
+    return min(counts) if counts else None

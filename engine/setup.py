@@ -94,6 +94,8 @@ def open_run(runner: Runner) -> None:
                     "resume")
     for note in runner.notes:
         runner.warn(note, "rng")
+    for note in trainer.take_notes():  # why steps stay eager (fp16, an old torch), said once
+        runner.warn(note, "graph")
     if changed_from is not None:
         # config.json (a change made after the checkpoint, whose record the log just set aside) or a
         # flag: the run goes on with these, and its history says so from the checkpoint's step.

@@ -169,7 +169,7 @@ def test_export_digit_from_the_checkpoint(short_conditional_run, mnist_judge, tm
     with Image.open(tmp_path / "g.png") as im:
         assert im.size == (4 * 30 + 2, 4 * 30 + 2)
     capsys.readouterr()
-    assert main(["export", run, "samples", "--digit", "10"]) == 1
+    assert main(["export", run, "samples", "--digit", "10"]) == 2  # a digit the run has not: the user's mistake
     err = capsys.readouterr().err.strip()
     assert err.startswith("gan-tui:") and "from 0 to 9" in err and "\n" not in err
 

@@ -18,7 +18,7 @@ PACKAGES = ("engine", "tui_gan")
 MAX_LINES = 400
 #: Over MAX_LINES for now, each being brought under it elsewhere (the runner to 300 lines; the
 #: trainer, 447 lines, is another engineer's). Remove a name once its module fits.
-EXEMPT_FROM_LINE_LIMIT: frozenset[str] = frozenset({"engine/trainer.py"})
+EXEMPT_FROM_LINE_LIMIT: frozenset[str] = frozenset()
 #: Circles that only type-only (TYPE_CHECKING) or function-level imports close, each as its set of
 #: modules; a new one fails until it is broken or named here with the reason.
 TYPE_OR_LAZY_CIRCLES_ALLOWED: tuple[frozenset[str], ...] = (
@@ -27,6 +27,9 @@ TYPE_OR_LAZY_CIRCLES_ALLOWED: tuple[frozenset[str], ...] = (
     # the runner at run time, and a Protocol restating its 35 members would be a second copy to keep.
     frozenset({"engine.runner", "engine.commands", "engine.ending", "engine.monitoring", "engine.restore",
                "engine.saver", "engine.setup"}),
+    # The trainer's checkpoint state (what it holds, restored into its existing tensors) takes the
+    # trainer itself, as above.
+    frozenset({"engine.trainer", "engine.trainer_state"}),
 )
 KINDS = ("module", "typing", "function")
 

@@ -28,6 +28,7 @@ from engine.data import ImageData, load_dataset
 from engine.notify import attach_trial
 from engine.restore import Exploit
 from engine.runs import RunDir
+from engine.schedule import Cadence
 from engine.serve import ServedRun
 from engine.sweep.spec import METRIC, SweepSpec, stop_requested, trial_folder_name
 
@@ -104,6 +105,9 @@ class TrialLoop:
             raise
         every = self.cfg.quality_every
         assert runner.trainer is not None
+        # Reports fall on multiples of quality_every: a step-count timetable that nothing runs on makes
+        # the runner land on each (a CUDA graph's replay of several steps never jumps over one).
+        runner.cadence["report"] = Cadence(every, 0.0)
         pending = self._next_boundary(runner.trainer.step, every)
         saving = False
         try:
