@@ -368,6 +368,7 @@ def target(met: bool) -> str:
 def product_rate(c: Check, cfg: TrainConfig) -> tuple[float, str]:
     """The whole product's images/s: engine.runner.Runner on its thread with a sink, its metrics
     records over the training time they log (start-up excluded, side work included)."""
+    from engine import commands as cmd
     from engine import events as ev
     from engine.runner import QueueSink, Runner
 
@@ -381,7 +382,7 @@ def product_rate(c: Check, cfg: TrainConfig) -> tuple[float, str]:
             raise RuntimeError(f"the product did not start: {[e for e in sink.drain() if 'Error' in type(e).__name__]}")
         time.sleep(0.05)
     time.sleep(c.seconds + 0.5)
-    runner.submit(ev.Stop(save=False))
+    runner.submit(cmd.Stop(save=False))
     if not runner.join(120):
         raise RuntimeError("the product did not stop within 120 s")
     metrics = [e for e in sink.drain() if isinstance(e, ev.MetricsLogged)]
@@ -438,7 +439,9 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps({"elapsed_s": elapsed, "failed": len(failed), "device": str(c.device),
                                         "smoke": c.smoke, "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
-    sys.exit(1 if failed else 0)
+    from engine.serve import finish_process
+
+    sys.exit(finish_process(1 if failed else 0))  # no interpreter teardown under a side thread still in torch
 
 
 if __name__ == "__main__":

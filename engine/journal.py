@@ -50,6 +50,7 @@ KINDS = {
     "config": "config.json",
     "export": "export",
     "log": "log",
+    "tensorboard": "TensorBoard log",
 }
 _MAX_UNWRITTEN = 4 << 20  # bytes of log lines kept for a retry per file; older ones beyond are dropped
 _MAX_QUEUED = 4096

@@ -132,7 +132,8 @@ def _probe(address: str, marker: Path | None) -> dict[str, Any]:
 
     host, _, port = address.rpartition(":")
     try:  # a plain TCP connection first: an address nobody answers is said in seconds, not after Ray's retries
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
+        if "://" not in address:  # ray://HOST:PORT (Ray Client) is left to Ray
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
     except ValueError:
         return {"ok": False, "message": "use HOST:PORT, the head's address (`ray status` on the head prints it)"}
     except OSError as exc:
@@ -189,7 +190,8 @@ def _node_name(node: dict[str, Any]) -> str:
 def _explain(exc: BaseException) -> str:
     """One line for a failed connection; a refused token (Ray says only "Failed to connect") is named."""
     text = f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}"
-    if type(exc).__name__ == "AuthenticationError" or re.search(r"Unauthenticated|InvalidAuthToken|auth", text, re.I):
+    if type(exc).__name__ == "AuthenticationError" or re.search(r"Unauthenticated|InvalidAuthToken|authentication token",
+                                                                 text, re.I):
         return TOKEN_HELP
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"{type(exc).__name__}: {first[:300]}"
