@@ -3,7 +3,7 @@
     uv run python bench/tensorboard_cost.py [--records 300] [--grids 30]
 
 The training thread only queues each event (first figure). The logger's thread builds the
-summaries and SummaryWriter's own thread writes them; both are Python, so their CPU time competes
+summaries and appends their records through its journal; that is Python, so its CPU time competes
 for the interpreter lock with training. The pure-Python CRC32C that `tensorboard` computes over
 every record makes an image grid the costliest event. Prints per-event CPU time and, at the default
 cadence (a metrics record every 20 steps, a grid every 200), the CPU per 200 training steps.
@@ -48,18 +48,18 @@ def main() -> None:
 
     direct = TensorBoardLogger(folder / "direct")
     direct.close()  # its thread ends at once; events are written here, on one thread, to time them
-    direct._write(started)
+    direct._encode(started)
     t = time.process_time()
     for m in metrics:
-        direct._write(m)
-    direct._writer.flush()
+        direct._encode(m)
+    direct._write_pending()
     metrics_ms = (time.process_time() - t) / len(metrics) * 1e3
     t = time.process_time()
     for i in range(args.grids):
-        direct._write(ev.SamplesGenerated(10**6 + i, grid))
-    direct._writer.flush()
+        direct._encode(ev.SamplesGenerated(10**6 + i, grid))
+    direct._write_pending()
     grid_ms = (time.process_time() - t) / args.grids * 1e3
-    direct._close_writer()
+    direct._write_pending()
 
     print(f"training thread, queueing one event:      {put_us:8.1f} us")
     print(f"logger CPU per metrics record (11 scalars): {metrics_ms:6.2f} ms")
