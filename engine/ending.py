@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from engine import events as ev
@@ -106,7 +107,8 @@ def close(runner: Runner, state: ev.RunState) -> None:
     except Exception:  # noqa: BLE001 - nothing may stop the final event
         traceback.print_exc()
     finally:
-        finished = ev.RunFinished(step, state, str(run.path) if run else "")
+        newest = _newest_checkpoint(runner, step)
+        finished = ev.RunFinished(step, state, str(run.path) if run else "", str(newest or ""))
         if record.tensorboard is not None:
             try:  # its last writes land while the folder is still this run's
                 record.tensorboard(finished)
@@ -115,6 +117,21 @@ def close(runner: Runner, state: ev.RunState) -> None:
                 traceback.print_exc()
         runner.release_folder()
         runner.emit(finished)  # the closed TensorBoard logger ignores it
+
+
+def _newest_checkpoint(runner: Runner, step: int) -> Path | None:
+    """The newest checkpoint on disk; a run that trained without leaving one says why it cannot be resumed."""
+    run, journal = runner.run, runner.record.journal
+    try:
+        newest = run.latest_checkpoint() if run is not None else None
+    except OSError:
+        newest = None
+    if newest is None and run is not None and step > 0:
+        why = journal.failing.get("checkpoint") if journal is not None else None
+        runner.emit(ev.WarningRaised(step, "no checkpoint of this run is on disk"
+                                     + (f" (the disk said: {why})" if why else "")
+                                     + ", so it cannot be resumed; its metrics and samples are kept", "checkpoint"))
+    return newest
 
 
 def _quietly(runner: Runner, what: str, action: Callable[[], Any]) -> None:

@@ -215,11 +215,13 @@ class ErrorRaised:
 
 @dataclass(frozen=True)
 class RunFinished:
-    """The worker is done and will post nothing more."""
+    """The worker is done and will post nothing more. `checkpoint`: the newest checkpoint on disk at
+    the end ("" when there is none: the run cannot be resumed)."""
 
     step: int
     state: RunState
     run_dir: str
+    checkpoint: str = ""
 
 
 Event = Union[

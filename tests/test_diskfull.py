@@ -112,7 +112,7 @@ def test_full_disk_run_reaches_its_last_step_warns_once_per_kind_and_resumes_wri
     while runner.tick():
         pass
     events = sink.drain()
-    assert events[-1] == ev.RunFinished(80, ev.RunState.FINISHED, str(runner.run.path))
+    assert (events[-1].step, events[-1].state, events[-1].run_dir) == (80, ev.RunState.FINISHED, str(runner.run.path))
     recovered = {e.kind for e in events if isinstance(e, ev.WarningRaised) and e.kind.startswith(WRITE_RECOVERED_PREFIX)}
     assert {"disk_ok:checkpoint", "disk_ok:samples"} <= recovered
     assert "disk_ok:metrics" in recovered or "disk:metrics" not in per_kind
@@ -203,3 +203,23 @@ def test_run_folder_files_follow_the_umask(make_runner):
              run.path / "fixed_noise.pt", run.exports_dir / "from-viewer.png", *exports]
     for path in files:
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o640), path
+
+
+def test_a_run_that_ends_with_no_checkpoint_on_disk_says_it_cannot_be_resumed(disk, synthetic_data):
+    """A disk too small for any checkpoint: the run ends, and its last events say so (no resume to offer)."""
+    from engine.runner import QueueSink, Runner
+    from tests.conftest import tiny_config
+
+    sink = QueueSink()
+    runner = Runner(tiny_config(steps=30, checkpoint_every=10), sink, runs_dir=disk.root / "runs", run_name="small",
+                    data=synthetic_data)
+    runner.setup()
+    run_to(runner, 2)
+    disk.fill()
+    while runner.tick():
+        pass
+    events = sink.drain()
+    assert events[-1].state == ev.RunState.FINISHED and events[-1].checkpoint == ""
+    warning = next(e for e in events if isinstance(e, ev.WarningRaised) and e.kind == "checkpoint")
+    assert "no checkpoint of this run is on disk" in warning.message and "cannot be resumed" in warning.message
+    disk.free()

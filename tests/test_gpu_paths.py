@@ -289,7 +289,7 @@ def test_out_of_memory_saves_a_checkpoint_then_suggests_a_smaller_batch(make_run
     assert saved < names.index("ErrorRaised") and events[saved].reason == "error"
     assert "ran out of memory at batch size 16; try --batch-size 8" in error.message
     assert "checkpoint at step 7 saved" in error.message and "\n" not in error.message
-    assert events[-1] == ev.RunFinished(7, ev.RunState.FAILED, str(runner.run.path))
+    assert (events[-1].step, events[-1].state, events[-1].run_dir) == (7, ev.RunState.FAILED, str(runner.run.path))
     assert runner.run.checkpoint_path(7).is_file()
 
 

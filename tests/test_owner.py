@@ -60,7 +60,7 @@ def test_stop_before_setup_ends_with_a_checkpoint(tmp_path, synthetic_data):
     runner.start()
     assert runner.join(60)
     events = sink.drain()
-    assert events[-1] == ev.RunFinished(0, ev.RunState.STOPPED, str(runner.run.path))
+    assert (events[-1].step, events[-1].state, events[-1].run_dir) == (0, ev.RunState.STOPPED, str(runner.run.path))
     assert runner.run.latest_checkpoint() is not None and runner.run.read_state()["state"] == "stopped"
 
 
@@ -73,7 +73,7 @@ def test_a_failure_inside_the_failure_path_never_escapes(make_runner, monkeypatc
     events = sink.drain()
     assert any(isinstance(e, ev.ErrorRaised) and "device lost" in e.message for e in events)
     assert any(isinstance(e, ev.WarningRaised) and "device lost again" in e.message for e in events)
-    assert events[-1] == ev.RunFinished(1, ev.RunState.FAILED, str(runner.run.path))
+    assert (events[-1].step, events[-1].state, events[-1].run_dir) == (1, ev.RunState.FAILED, str(runner.run.path))
     assert runner.run.read_state()["state"] == "failed"
 
 

@@ -147,7 +147,7 @@ def test_exception_in_training_is_an_error_event_a_checkpoint_and_a_clean_stop(m
     error = next(e for e in events if isinstance(e, ev.ErrorRaised))
     assert "boom" in error.message and "Traceback" in error.traceback
     assert "boom" in runner.run.error_path.read_text()
-    assert events[-1] == ev.RunFinished(1, ev.RunState.FAILED, str(runner.run.path))
+    assert (events[-1].step, events[-1].state, events[-1].run_dir) == (1, ev.RunState.FAILED, str(runner.run.path))
     assert runner.run.latest_checkpoint() is not None
 
 
