@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.runs import RunDir
+
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.tune")
 
@@ -191,14 +193,4 @@ def _quality_records(trial: Path) -> list[dict]:
 
 
 def _records(trial: Path) -> list[dict]:
-    try:
-        lines = (trial / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
+    return RunDir(trial).read_log()  # the one reader: damaged and half-written lines skipped

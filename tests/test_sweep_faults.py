@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.runs import RunDir
+
 pytest.importorskip("ray")
 pytest.importorskip("ray.tune")
 
@@ -97,17 +99,7 @@ def wait_for(condition, what: str, limit_s: float, proc: subprocess.Popen | None
 
 
 def records(trial: Path) -> list[dict]:
-    try:
-        lines = (trial / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
+    return RunDir(trial).read_log()  # the one reader: damaged and half-written lines skipped
 
 
 # ------------------------------------------------- listening sockets, from /proc
