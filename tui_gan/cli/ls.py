@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.config import NAMED_DATASETS
-from engine.runs import RunDir, last_step, run_state
+from engine.runs import RunDir, format_lr_pair, last_step, run_state
 from tui_gan.formatting import format_age
 from tui_gan.options import Parser
 
@@ -128,7 +128,7 @@ def _row(run: RunDir) -> dict[str, Any]:
         "quality": quality_summary(measured[-1]) if measured else "-",
         "dataset": _dataset(run, config),
         "preset": str(config.get("preset", "-")),
-        "lr": _lr(lr_g) if lr_g == lr_d else f"{_lr(lr_g)}/{_lr(lr_d)}",
+        "lr": format_lr_pair(lr_g, lr_d),
         "age_s": time.time() - max(mtimes, default=0.0),
     }
 
@@ -160,14 +160,6 @@ def _dataset(run: RunDir, config: dict[str, Any]) -> str:
                                    and _FALLBACK_NOTE in str(r.get("message", "")) for r in run.read_log_head()):
         return "synthetic"
     return name
-
-
-def _lr(value: object) -> str:
-    """`1e-3`, `2e-4`, `0.00015`: the shortest exact spelling."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "-"
-    short = f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
-    return short if float(short) == value and len(short) < len(f"{value:g}") else f"{value:g}"
 
 
 def _number(value: object) -> str:
