@@ -68,7 +68,7 @@ def test_show_of_a_finished_run_tells_its_quality_checkpoints_and_who_changed_wh
     assert lines["state"].split()[1] == "stopped" and "history" in lines["run"]
     assert max(map(len, text.splitlines())) <= 100, text
     text = " ".join(text.split())  # as read, whatever the wrapping
-    assert "lr 2e-4/3e-4" in text and "1 resume," in text and "1 rollback," in text
+    assert "lr 2e-4/3e-4" in text and "1 resume, 1 rollback" in text
     assert "last: step" in text and "= 5.0x, classes 8/10" in text and "best: step 20:" in text and "3.0x" in text
     assert "step 20 (best, 3.0x, " in text and " KB)" in text  # quality.json names it the best; its size
     assert "lr_g 2e-4 -> 1e-4 (dashboard)" in text

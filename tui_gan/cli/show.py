@@ -24,6 +24,7 @@ from tui_gan.formatting import format_age, format_duration, gan_tui_command
 from tui_gan.options import Parser
 
 _LABEL = 13  # the label column: "checkpoints  "
+_GLUE = "\u00a0"  # a space textwrap does not break at (it splits at ASCII whitespace only)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -81,6 +82,7 @@ def format_details(d: dict[str, Any], width: int = 100) -> str:
     if d["damage"]:
         lines.append(_line("damaged", d["damage"], width, sep="; "))
     lines.append(_line("progress", [_progress(d["progress"])], width))
+    lines.append(_line("updated", [_updated(d["updated"])], width))
     if d["metrics"]:
         lines.append(_line("metrics", [_metrics(d["metrics"])], width))
     lines.append(_line("quality", _quality(d["quality"]), width, each_line=True))
@@ -92,13 +94,16 @@ def format_details(d: dict[str, Any], width: int = 100) -> str:
 
 # ------------------------------------------------------------------ helpers
 def _line(label: str, parts: list[str], width: int, sep: str = ", ", each_line: bool = False) -> str:
-    """`label` then the parts, wrapped under the label column (one part per line when each_line)."""
+    """`label` then the parts, wrapped under the label column (one part per line when each_line); a short
+    part of a list is never split across lines (`step 20,000 (latest, 5.7 MB)`)."""
+    if not each_line and len(parts) > 1:
+        parts = [p.replace(" ", _GLUE) if len(p) < 40 else p for p in parts]
     texts = parts if each_line else [sep.join(parts)]
     out = []
     for i, text in enumerate(texts):
         first = label.ljust(_LABEL - 1) + " " if i == 0 else " " * _LABEL
         out.append(textwrap.fill(text, max(40, width), initial_indent=first, subsequent_indent=" " * _LABEL,
-                                 break_on_hyphens=False, break_long_words=False))
+                                 break_on_hyphens=False, break_long_words=False).replace(_GLUE, " "))
     return "\n".join(out)
 
 
@@ -116,11 +121,14 @@ def _progress(p: dict[str, Any]) -> str:
     for key, noun in (("resumes", "resume"), ("rollbacks", "rollback")):
         if p[key]:
             parts.append(f"{p[key]} {noun}{'s' if p[key] != 1 else ''}")
-    if p["updated"] is not None:
-        age = format_age(time.time() - p["updated"])
-        parts.append(f"last write {'just now' if age == 'now' else age + ' ago'} "
-                     f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(p['updated']))})")
     return ", ".join(parts)
+
+
+def _updated(updated: float | None) -> str:
+    if updated is None:
+        return "never (no file of the run can be read)"
+    age = format_age(time.time() - updated)
+    return f"{'just now' if age == 'now' else age + ' ago'} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(updated))})"
 
 
 def _metrics(m: dict[str, Any]) -> str:
@@ -137,8 +145,10 @@ def _quality(q: dict[str, Any]) -> list[str]:
     if q["status"] != "measured" or q["last"] is None:
         return [q["why_none"] or "none"]
     lines = [f"last: {_figures(q['last'])}"]
-    if q["best"] is not None and q["best"] is not q["last"] and q["best"]["step"] != q["last"]["step"]:
+    if q["best"] is not None and q["best"]["step"] != q["last"]["step"]:
         lines.append(f"best: {_figures(q['best'])}")
+    elif q["measurements"] > 1:
+        lines[0] += " (the best)"
     every = f", measured every {q['every']:,} steps" if q["every"] else ""
     judge = q["judge"] or {}
     accuracy = f", judge accuracy {judge['accuracy']:.1%}" if judge.get("accuracy") is not None else ""
