@@ -204,3 +204,14 @@ def test_an_empty_or_missing_runs_folder(tmp_path):
     assert gan_tui("ls", "--runs-dir", tmp_path, "--json").stdout.strip() == "[]"
     missing = gan_tui("ls", "--runs-dir", tmp_path / "typo", "--json")
     assert missing.returncode == 2 and missing.stdout == "" and missing.stderr.count("\n") == 1
+
+
+def test_a_live_run_with_a_damaged_state_file_keeps_its_live_state_and_says_what_is_damaged(make_runner, tmp_path):
+    runner = live_run(make_runner)
+    try:
+        damage(runner.run.path, state="{")
+        entry = ls_json(tmp_path / "runs")["live"]
+    finally:
+        runner.abandon()
+    # The folder's lock names the live trainer; without its state.json, liveness.py reads it as starting.
+    assert (entry["state"], entry["pid"], entry["reason"]) == ("starting", os.getpid(), "state.json is not JSON")
