@@ -287,7 +287,7 @@ def _config_file(path: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     return TrainConfig.from_dict(data).to_dict(), urls
 
 
-SUBCOMMANDS = ("attach", "ls", "export", "compare", "sweep", "notify-test")
+SUBCOMMANDS = ("attach", "ls", "show", "export", "compare", "sweep", "notify-test")
 
 
 class Parser(argparse.ArgumentParser):

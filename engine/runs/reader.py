@@ -4,7 +4,8 @@ as it grows; state.json, config.json and the checkpoint quality index as JSON ob
 Every reader of a run (`gan-tui ls`, `gan-tui compare`, the sweep view, the dashboard's history,
 export, resume) comes through here, so a damaged line (a half line being written, garbage, bytes
 that are not UTF-8, a `step` that is not a whole number, a line that is not an object) is skipped
-the same way everywhere: by `parse_log_line`. A damaged JSON file reads as {}. No torch here.
+the same way everywhere: by `parse_log_line`. A damaged JSON file reads as {} (`read_json_file` also
+says what is wrong with it, for `ls` and `show`). No torch here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HEAD_BYTES = 8192  # the records a run writes first (dataset notes, the judge) are in here
 TAIL_BYTES = 16384  # the last losses are at the end of a long log
@@ -82,11 +83,13 @@ def read_log_tail(path: Path, size: int = TAIL_BYTES) -> list[dict[str, Any]]:
     return parse_log_lines(lines[1:] if start > 0 else lines)[0]
 
 
-def newest_log_records(path: Path, kind: str, size: int = TAIL_BYTES, limit: int = SCAN_BYTES) -> list[dict[str, Any]]:
-    """The records of type `kind` in the shortest window at the log's end that holds any: `size`
-    bytes, then four times as many each time, up to `limit` bytes or the whole file."""
+def newest_log_records(path: Path, kind: str | tuple[str, ...], size: int = TAIL_BYTES,
+                       limit: int = SCAN_BYTES) -> list[dict[str, Any]]:
+    """The records of type `kind` (or of any of several types) in the shortest window at the log's end
+    that holds any: `size` bytes, then four times as many each time, up to `limit` bytes or the whole file."""
+    kinds = (kind,) if isinstance(kind, str) else kind
     while True:
-        found = [r for r in read_log_tail(path, size) if r.get("type") == kind]
+        found = [r for r in read_log_tail(path, size) if r.get("type") in kinds]
         try:
             whole = size >= Path(path).stat().st_size
         except OSError:
@@ -153,13 +156,38 @@ class LogFollower:
         return update
 
 
+class JsonFile(NamedTuple):
+    """A JSON file read as one object (`read_json_file`), and what was wrong with it."""
+
+    data: dict[str, Any]
+    """The object; {} when the file is missing or damaged."""
+    exists: bool
+    problem: str | None
+    """Why a file that is there is not one JSON object, as the end of a sentence that names it ("is
+    not JSON", "cannot be read (Is a directory)", "is not a JSON object (a list)"); None when it is
+    one, or is missing."""
+
+
+def read_json_file(path: Path) -> JsonFile:
+    """A JSON file holding one object, telling a missing file from a damaged one (for `ls`, `show`)."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return JsonFile({}, False, None)
+    except OSError as exc:  # a folder in its place, no permission, an I/O error
+        return JsonFile({}, True, f"cannot be read ({exc.strerror or type(exc).__name__})")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, the int-digits limit
+        return JsonFile({}, True, "is empty" if not raw.strip() else "is not JSON")
+    if not isinstance(data, dict):
+        return JsonFile({}, True, f"is not a JSON object (a {_json_kind(data)})")
+    return JsonFile(data, True, None)
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON file holding one object, or {} when it is missing, unreadable or damaged."""
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_file(path).data
 
 
 def read_config_dict(path: Path) -> dict[str, Any]:
@@ -180,3 +208,7 @@ def read_quality_index(path: Path) -> dict[int, dict[str, Any]]:
     """checkpoints/quality.json: step -> the quality measured at that step ({} when damaged)."""
     data = read_json_object(path)
     return {int(k): v for k, v in data.items() if isinstance(v, dict) and k.isdigit() and len(k) < 19}
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.lock import pid_alive
-from engine.runs import RunDir
+from engine.runs import RunDir, format_lr
 from engine.sweep.spec import SweepStatus
 
 SORT_KEYS = ("name", "fd", "step", "lr_g", "lr_d", "state")
@@ -79,7 +79,7 @@ def format_table(rows: list[TrialRow], status: SweepStatus) -> str:
     lines = [f"{'TRIAL':10} {'STATE':12} {'STEP':>8} {'LR_G':>9} {'LR_D':>9} {'D':>2} {'FD/FLOOR':>9} {'TREND':12} COPIED"]
     for r in rows:
         lines.append(
-            f"{r.name:10} {r.state[:12]:12} {r.step:>8,} {_num(r.lr_g):>9} {_num(r.lr_d):>9} "
+            f"{r.name:10} {r.state[:12]:12} {r.step:>8,} {format_lr(r.lr_g):>9} {format_lr(r.lr_d):>9} "
             f"{r.d_steps or '-':>2} {_ratio(r.fd_ratio):>9} {sparkline(r.history):12} {r.copied_from or '-'}"
         )
     state = status.effective_state()
@@ -93,7 +93,8 @@ def describe_best(status: SweepStatus) -> str:
     best = status.best
     if not best:
         return "best: no trial reported a quality figure"
-    config = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.get("config", {}).items())
+    config = ", ".join(f"{k} {format_lr(v)}" if k.startswith("lr_") else f"{k} {v:.3g}" if isinstance(v, float)
+                       else f"{k} {v}" for k, v in best.get("config", {}).items())
     step = best.get("step")
     at = f" at step {step:,}" if isinstance(step, int) else ""
     return f"best: {best['trial']} FD/floor {_ratio(best.get('fd_ratio'))}{at} ({config})"
@@ -137,10 +138,6 @@ def _state(run: RunDir) -> str:
     if state in _LIVE and not (isinstance(record.get("pid"), int) and pid_alive(record["pid"])):
         return "interrupted"
     return state
-
-
-def _num(value: Any) -> str:
-    return f"{value:.2e}" if isinstance(value, (int, float)) else "-"
 
 
 def _ratio(value: Any) -> str:
