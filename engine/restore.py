@@ -152,7 +152,8 @@ def roll_back(runner: Runner, target: str, lr_scale: float) -> None:
         record.write_config(runner.cfg)
         runner.emit(ev.HyperparamsChanged(step, old_hp, new_hp))
     if lr_scale != 1.0:
-        runner.set_hyperparams({"lr_g": runner.cfg.lr_g * lr_scale, "lr_d": runner.cfg.lr_d * lr_scale})
+        runner.set_hyperparams({"lr_g": runner.cfg.lr_g * lr_scale, "lr_d": runner.cfg.lr_d * lr_scale},
+                               reason="rollback")
     runner.monitor.start_interval()
     runner.saver.post_grid()
     if was_nonfinite and runner.state == ev.RunState.PAUSED:

@@ -184,7 +184,7 @@ class Runner:
         if self.state == ev.RunState.PAUSED:
             self._pending_steps += max(1, int(count))
 
-    def set_hyperparams(self, values: dict[str, Any]) -> None:
+    def set_hyperparams(self, values: dict[str, Any], **fields: Any) -> None:
         assert self.trainer is not None
         try:
             new_cfg = self.cfg.with_hyperparams(**values)
@@ -195,7 +195,7 @@ class Runner:
         if old != new:
             self.cfg = new_cfg
             self.trainer.set_hyperparams(new_cfg)
-            self.record_hyperparams(old, new)
+            self.record_hyperparams(old, new, **fields)  # fields: why, in the log and the history
             self.record.write_config(new_cfg)
 
     def roll_back(self, target: str, lr_scale: float) -> None:

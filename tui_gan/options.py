@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "its own process: closing the terminal or losing SSH never stops it.",
         epilog="Flags override the --config file. Runs are written to RUNS_DIR/RUN_NAME/. "
         "Also: `gan-tui attach [RUN_DIR|latest]` opens the dashboard on a running run, "
-        "`gan-tui ls` lists the runs, `gan-tui compare RUN RUN...` overlays runs, `gan-tui export RUN grid|gif|csv|samples` exports from one.",
+        "`gan-tui ls` lists the runs (--json for scripts), `gan-tui show RUN` shows one, `gan-tui compare RUN RUN...` "
+        "overlays runs, `gan-tui export RUN grid|gif|csv|samples` exports from one, `gan-tui sweep` runs many, "
+        "`gan-tui notify-test URL` tries a notification.",
     )
     p.add_argument("--config", metavar="FILE", help="JSON config file (a run's config.json works)")
     p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")

@@ -122,7 +122,7 @@ class RunDir:
         """The records among the log's last `size` bytes (a long log's newest records, read cheaply)."""
         return read_log_tail(self.metrics_path, size)
 
-    def newest_log_records(self, kind: str) -> list[dict[str, Any]]:
+    def newest_log_records(self, kind: str | tuple[str, ...]) -> list[dict[str, Any]]:
         """The records of type `kind` nearest the log's end (see reader.newest_log_records)."""
         return newest_log_records(self.metrics_path, kind)
 

@@ -1,9 +1,9 @@
 """`gan-tui`: command line -> a training process, and the dashboard or a progress line on it.
 
-The subcommands are modules of this package (attach, ls, export, compare, sweep), each with a
-`main(argv)`, imported only when named. The training always runs in a process of its own (see
-tui_gan/process/launch.py): plain `gan-tui` starts it
-and opens the dashboard attached to it, so a closed terminal, a dropped SSH session or a crashed
+The subcommands are modules of this package (attach, ls, show, export, compare, sweep,
+notify_test), each with a `main(argv)`, imported only when named. The training always runs in a
+process of its own (see tui_gan/process/launch.py): plain `gan-tui` starts it and opens the
+dashboard attached to it, so a closed terminal, a dropped SSH session or a crashed
 viewer never stops training. `--headless` trains in this process with a progress line;
 `--detach` starts the trainer and returns. Parsing imports nothing heavy (no torch), so `--help`
 and every mistake answer at once, and the dashboard draws its first frame while the trainer loads.
