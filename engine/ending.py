@@ -78,8 +78,9 @@ def fail(runner: Runner, exc: BaseException, save: bool) -> None:
             where = str(run.error_path)
         except Exception:  # noqa: BLE001 - the traceback still goes out in the event
             pass
-    message = str(exc) if isinstance(exc, USER_ERRORS) else f"{type(exc).__name__}: {exc}"
-    runner.emit(ev.ErrorRaised(step, explained or message, text, where))
+    user_error = isinstance(exc, USER_ERRORS)
+    message = str(exc) if user_error else f"{type(exc).__name__}: {exc}"
+    runner.emit(ev.ErrorRaised(step, explained or message, text, where, user_error=user_error))
     if save and trainer is not None:
         runner.saver.save_after_failure()
     _quietly(runner, "writing the run folder", runner.settle)

@@ -211,6 +211,7 @@ class ErrorRaised:
     message: str
     traceback: str
     traceback_path: str = ""
+    user_error: bool = False  # a mistake the user can fix (a path, a device, a damaged checkpoint): exit status 2
 
 
 @dataclass(frozen=True)

@@ -340,4 +340,6 @@ def _snapshot_key(event: ev.Event) -> str:
         return "samples" if event.fixed else ""
     if isinstance(event, (ev.RunStarted, ev.StateChanged, ev.MetricsLogged, ev.HyperparamsChanged, ev.RunFinished)):
         return type(event).__name__
+    if isinstance(event, (ev.JudgeProgress, ev.JudgeReady)):
+        return "judge"  # one key: a new viewer sees the epoch under way, or the ready judge that replaced it
     return ""

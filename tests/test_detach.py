@@ -192,9 +192,10 @@ def test_detach_reports_a_trainer_that_dies_at_start_up_at_once(tmp_path):
         [sys.executable, "-m", "tui_gan.cli", "--detach", "--dataset", str(empty), "--runs-dir", str(tmp_path / "runs"),
          "--run-name", "bad"], cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 1
-    assert "the training process ended at start-up" in result.stderr and str(empty) in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    # A folder without images is the user's to fix (issue 25): exit status 2 and the trainer's own one line.
+    assert result.returncode == 2
+    assert result.stderr.startswith("gan-tui: cannot train: ") and str(empty) in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_ls_reports_each_state(tmp_path):
@@ -249,3 +250,45 @@ def test_a_viewer_whose_shutdown_hangs_still_ends_after_a_signal():
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30)
     assert done.returncode == 3 and time.monotonic() - start < 20
+
+
+def test_an_attached_viewer_follows_its_run_through_a_kill_and_a_resume(tmp_path):
+    """Issue 24: the trainer is killed under an attached viewer; the viewer says how to resume and,
+    when the run is resumed from another terminal, shows it on over the same link."""
+    import queue
+
+    from tui_gan.process.socket_link import SocketEngine
+
+    run = detach(tmp_path)
+    events: queue.Queue = queue.Queue()
+    link = SocketEngine(run)
+    link.start(events.put, lambda _note: None)
+
+    def until(predicate, timeout: float = 120.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = events.get(timeout=1)
+            except queue.Empty:
+                continue
+            if predicate(event):
+                return event
+        raise AssertionError("event never came")
+
+    until(lambda e: isinstance(e, ev.CheckpointSaved))
+    os.kill(pid_of(run), signal.SIGKILL)
+    warning = until(lambda e: isinstance(e, ev.WarningRaised) and e.kind == "attach")
+    assert gan_tui_command("--resume", run) in warning.message and "follows it" in warning.message
+    until(lambda e: isinstance(e, ev.StateChanged) and e.state == ev.RunState.INTERRUPTED)
+    resumed = subprocess.Popen([sys.executable, "-m", "tui_gan.cli", "--headless", "--resume", str(run)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        started = until(lambda e: isinstance(e, (ev.RunStarted, ev.RunFinished)))
+        assert isinstance(started, ev.RunStarted) and started.resumed
+        until(lambda e: isinstance(e, ev.MetricsLogged) and e.step > started.step)
+        assert not link.finished
+    finally:
+        link.detach()
+        resumed.send_signal(signal.SIGTERM)
+        _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err[-2000:]

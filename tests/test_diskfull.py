@@ -223,3 +223,33 @@ def test_a_run_that_ends_with_no_checkpoint_on_disk_says_it_cannot_be_resumed(di
     warning = next(e for e in events if isinstance(e, ev.WarningRaised) and e.kind == "checkpoint")
     assert "no checkpoint of this run is on disk" in warning.message and "cannot be resumed" in warning.message
     disk.free()
+
+
+def test_a_headless_run_on_a_disk_too_small_for_a_checkpoint_exits_1_and_offers_no_resume(tmp_path):
+    """Issue 24 item 3, a real process on a real 1 MiB tmpfs: the closing lines say the run cannot be
+    resumed (no `--resume` that would fail), and the exit status is not success."""
+    import sys
+
+    root = tmp_path / "disk"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("no tmpfs can be mounted here")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tui_gan.cli", "--headless", "--dataset", "synthetic", "--preset", "mlp-small",
+             "--steps", "40", "--batch-size", "16", "--quality-every", "0", "--runs-dir", str(root / "runs"),
+             "--run-name", "small"],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        )
+        from tui_gan.process.launch import leave_message
+
+        left = leave_message(root / "runs" / "small")
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    tail = done.stderr.strip().splitlines()[-6:]
+    assert any("no checkpoint of this run is on disk: it cannot be resumed" in line for line in tail), tail
+    assert not any("--resume" in line for line in tail), tail
+    assert "Traceback" not in done.stderr
+    assert any("cannot be resumed" in line for line in left) and not any("--resume" in line for line in left), left

@@ -122,3 +122,11 @@ def test_csv_columns_are_fixed_whatever_the_first_record(finished_run, tmp_path)
         header = next(csv.reader(f))
     assert tuple(header[: len(CSV_COLUMNS)]) == CSV_COLUMNS and header[len(CSV_COLUMNS):] == ["zeta"]
     assert header[:5] == ["type", "step", "epoch", "d_loss", "g_loss"]
+
+
+def test_every_png_of_a_run_is_greyscale(finished_run):
+    """Issue 25: sample grids and single-sample exports alike are one-channel PNGs (mode L)."""
+    singles = export_checkpoint_samples(finished_run, count=4)
+    for path in [p for _, p in finished_run.sample_grids()] + singles + [export_grid(finished_run)]:
+        with Image.open(path) as im:
+            assert im.mode == "L", (path, im.mode)

@@ -159,7 +159,7 @@ def test_a_failed_run_sends_one_failed_message_with_its_name(tmp_path, webhook):
     result = gan_tui("--headless", "--config", str(tiny_config_file(tmp_path)), "--dataset", str(empty),
                      "--preset", "mlp-small", "--runs-dir", str(tmp_path / "runs"), "--run-name", "broken",
                      env={"GAN_TUI_NOTIFY": webhook.url()})
-    assert result.returncode == 1
+    assert result.returncode == 2  # a folder without images is the user's to fix (issue 25): exit status 2
     assert webhook.titles() == ["broken failed"]
     assert str(empty) in webhook.bodies()[0] and "before training started" in webhook.bodies()[0]
 

@@ -20,12 +20,15 @@ def test_closing_a_served_run_leaves_no_side_thread_running_many_times(tmp_path,
     journal, quality, TensorBoard and control-socket threads are gone once `close` returns."""
     from engine.serve import ServedRun
 
+    # Threads that earlier tests in this process left behind are theirs, not this run's.
+    before = {t for t in threading.enumerate() if t.name.startswith("gan-tui-")}
     for i in range(6):
         served = ServedRun(tiny_config(steps=6, quality_every=3, tensorboard=True), tmp_path / "runs", f"r{i}",
                            data=synthetic_data, judge_cache=tmp_path / "judges")
         final = served.run(lambda _event: None)
         assert final is not None and final.state == ev.RunState.FINISHED
-        alive = [t.name for t in threading.enumerate() if t.name.startswith("gan-tui-") and t.is_alive()]
+        alive = [t.name for t in threading.enumerate()
+                 if t.name.startswith("gan-tui-") and t.is_alive() and t not in before]
         assert alive == [], f"round {i}: {alive}"
 
 

@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState
 from engine import commands as cmd
 from engine import events as ev
 from tui_gan.describe import toast
+from tui_gan.exits import run_exit_status
 from tui_gan.process.engine_link import EngineLink, LocalEngine
 from tui_gan.keys import KEYS, palette_keys
 from tui_gan.messages import EngineEvent, HistoryLoaded, LoadingProgress
@@ -124,9 +125,9 @@ class GanApp(App[int]):
             if event.resumed or self.attached or self.owns_run:
                 self._load_history(event.run_dir)
         elif isinstance(event, ev.RunFinished):
-            self.exit_status = 1 if event.state == ev.RunState.FAILED else 0
+            self.exit_status = run_exit_status(event, self.state.error)
             if self._quitting:
-                self.exit(self.exit_status)
+                self.leave()
 
     def on_loading_progress(self, message: LoadingProgress) -> None:
         self.state.loading(message.text)
@@ -144,13 +145,13 @@ class GanApp(App[int]):
             self.screen.dismiss("stop")  # asked twice: the default answer
             return
         if self._quitting or self.state.phase not in _LIVE:
-            self.exit(self.exit_status)  # nothing to stop (or a second q while stopping: at once)
+            self.leave()  # nothing to stop (or a second q while stopping: at once)
             return
         if self.attached:
             self._detach()
             return
         can_detach = self.owns_run and hasattr(self.engine, "detach")
-        self.push_screen(QuitScreen(self.state.step, can_detach), self._quit_answered)
+        self.push_screen(QuitScreen(self.state.step, can_detach, self.state.judge_unfinished), self._quit_answered)
 
     def _quit_answered(self, answer: str | None) -> None:
         if answer == "detach":
@@ -159,7 +160,12 @@ class GanApp(App[int]):
             self._quitting = True
             self.engine.send(cmd.Stop(save=True))
             self.notify("saving a checkpoint, then quitting (q again quits at once)", timeout=10)
-            self.set_timer(_QUIT_TIMEOUT_S, lambda: self.exit(self.exit_status))
+            self.set_timer(_QUIT_TIMEOUT_S, self.leave)
+
+    def leave(self) -> None:
+        """Exit with the run's exit status (tui_gan/exits.py) as the process's: Textual's `exit(result)`
+        alone leaves `return_code` 0, which is what the viewer process ends with."""
+        self.exit(self.exit_status, return_code=self.exit_status)
 
     def _detach(self) -> None:
         self._detached = True

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from engine.runs import RunDir, RunError, read_grid_png, resolve_run, run_state
+from engine.runs import format_lr
 
 MAX_RUNS = 6
 SILENT_AFTER_S = 30.0  # a live run that wrote nothing for this long is marked as silent
@@ -34,6 +35,9 @@ METRICS = (
 )
 #: (key, label) of the x axes.
 X_AXES = (("step", "step"), ("images", "images seen"), ("time", "train time (min)"))
+#: The settings the legend names when runs differ in them, most telling first (the rest: `d`).
+LEGEND_KEYS = ("lr_g", "lr_d", "batch_size", "loss", "preset", "d_steps", "dataset", "beta1", "beta2",
+               "label_smoothing", "latent_dim", "seed")
 _AGREEMENT_KEYS = ("label_agreement", "agreement")  # the quality record's field, by its likely names
 
 
@@ -213,6 +217,14 @@ def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def legend_settings(configs: list[dict[str, Any]], keys: int = 3) -> list[str]:
+    """Per run, its values of the (at most `keys`) most telling settings in which the runs differ,
+    learning rates first: `lr_g 1e-3 lr_d 2e-4` (from config_diff, as the `d` view shows them)."""
+    differing = {key for key, _ in config_diff(configs)}
+    chosen = [k for k in LEGEND_KEYS if k in differing][:keys]
+    return [" ".join(f"{k} {_setting(k, c.get(k))}" for k in chosen) for c in configs]
+
+
 def summary(reader: RunReader, now: float | None = None) -> dict[str, Any]:
     """One summary row: best FD/floor and its step, train time to reach 3x floor, last confidence,
     alarms, state, step. Missing figures are None."""
@@ -272,6 +284,14 @@ def _x(series: RunSeries, steps: list[int], x_axis: str) -> np.ndarray:
     known = np.asarray(series.step, dtype=float)
     scale = np.asarray(series.images if x_axis == "images" else series.minutes, dtype=float)
     return np.interp(steps_arr, np.concatenate([[0.0], known]), np.concatenate([[0.0], scale]))
+
+
+def _setting(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key.startswith("lr_"):
+        return format_lr(value)
+    return Path(value).name if key == "dataset" and isinstance(value, str) and "/" in value else str(value)
 
 
 def _number(value: Any) -> float:

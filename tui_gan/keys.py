@@ -24,12 +24,17 @@ class Key:
     typing: bool = True  # a printable key: while the form has focus it types instead
     priority: bool = False  # works everywhere, even over a modal (ctrl+c)
     paused_label: str = ""  # the footer's word while the run is paused ("" = the same label)
+    paused_footer: int = 0  # footer rank while the run is paused (0 = the same rank)
     attached_label: str = ""  # the footer's word in a dashboard opened with `gan-tui attach`
 
     @property
     def shown(self) -> str:
         """The key as a person writes it."""
         return self.display or self.keys.split(",")[0]
+
+    def rank(self, paused: bool) -> int:
+        """Its footer rank (1 first, 0 never), given whether the run is paused."""
+        return self.paused_footer if paused and self.paused_footer else self.footer
 
     def label_for(self, paused: bool, attached: bool = False) -> str:
         """The footer's word for this key, given whether the run is paused and the dashboard attached."""
@@ -46,14 +51,15 @@ class Key:
 HELP_KEY = "h,question_mark"
 
 KEYS: tuple[Key, ...] = (
-    Key("space", "toggle_pause", "Pause", "pause / resume training", footer=2, palette="Pause / resume",
+    Key("space", "toggle_pause", "Pause", "pause / resume training", footer=3, palette="Pause / resume",
         paused_label="Resume"),
-    Key("n", "step_once", "Step", "one training step (while paused)", footer=9, palette="Step once"),
-    Key("s", "save", "Save", "save a checkpoint now", footer=4, palette="Save checkpoint"),
+    Key("n", "step_once", "Step", "one training step (while paused)", footer=9, palette="Step once",
+        paused_footer=4),  # paused, stepping is what the keys are for
+    Key("s", "save", "Save", "save a checkpoint now", footer=5, palette="Save checkpoint"),
     Key("e", "export", "Export", "export: grid PNG at a scale, GIF over time, metrics CSV, sample PNGs",
-        footer=5, palette="Export"),
+        footer=6, palette="Export"),
     Key("v", "toggle_quality", "Quality", "quality view: Frechet distance, class histogram, alarms "
-        "(on tall terminals: which of losses and quality is large)", footer=3, palette="Quality view",
+        "(on tall terminals: which of losses and quality is large)", footer=4, palette="Quality view",
         group="view"),
     Key("m", "notes_log", "Notes", "every note and warning of this session, scrollable", footer=7,
         palette="Notes log", group="view"),
@@ -88,7 +94,7 @@ KEYS: tuple[Key, ...] = (
     Key("ctrl+p", "command_palette", "Palette", "command palette (every action)", display="^p", footer=10,
         group="app", typing=False),
     Key("q", "quit_run", "Quit", "quit: asks whether to stop the run (enter, saves a checkpoint) or leave it "
-        "training (d); attached: detach", footer=6, palette="Quit", group="app", attached_label="Detach"),
+        "training (d); attached: detach", footer=2, palette="Quit", group="app", attached_label="Detach"),
     Key("ctrl+q,ctrl+c", "quit_run", "Quit", "the same as q, also while typing", display="^q/^c", group="app",
         typing=False, priority=True),
     Key("X", "stop_run", "Stop run", "stop the run, keep the dashboard (asks; saves a checkpoint)",
@@ -110,9 +116,9 @@ def bindings() -> list[Binding]:
     ]
 
 
-def footer_keys() -> list[Key]:
-    """The keys the footer may show, most important first."""
-    return sorted((k for k in KEYS if k.footer), key=lambda k: k.footer)
+def footer_keys(paused: bool = False) -> list[Key]:
+    """The keys the footer may show, most important first (help, then quit: the way out always shows)."""
+    return sorted((k for k in KEYS if k.rank(paused)), key=lambda k: k.rank(paused))
 
 
 def help_lines() -> list[tuple[str, list[Key]]]:

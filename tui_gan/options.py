@@ -12,6 +12,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -293,14 +294,47 @@ SUBCOMMANDS = ("attach", "ls", "show", "export", "compare", "sweep", "notify-tes
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (no usage block), exit status 2."""
+    """argparse, but a bad flag is one line on stderr (no usage block), exit status 2, with a "did you
+    mean" for a near miss of one of this parser's own flags, choices or (for gan-tui itself) subcommands."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         extra = message.removeprefix("unrecognized arguments:").split()
-        if message.startswith("unrecognized arguments:") and extra and extra[0] in SUBCOMMANDS:
-            # `gan-tui --runs-dir X ls`: the subcommand came after an option of the training command.
-            message = f"{extra[0]} is a subcommand and goes first: gan-tui {' '.join(extra)} followed by the options"
+        if message.startswith("unrecognized arguments:") and extra:
+            if extra[0] in SUBCOMMANDS:
+                # `gan-tui --runs-dir X ls`: the subcommand came after an option of the training command.
+                message = f"{extra[0]} is a subcommand and goes first: gan-tui {' '.join(extra)} followed by the options"
+            else:
+                message = self._near_misses(message, extra)
+        else:
+            choice = _INVALID_CHOICE.search(message)
+            if choice is not None:
+                options = [c.strip().strip("'") for c in choice.group(2).split(",")]
+                message += _did_you_mean(choice.group(1), options)
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+    def _near_misses(self, message: str, extra: list[str]) -> str:
+        """`--lr-gg`: did you mean --lr-g? `lss` as gan-tui's first word: did you mean gan-tui ls?"""
+        flags = [s for s in self._option_string_actions if s.startswith("--")]
+        for word in extra:
+            if word.startswith("--"):
+                name = word.split("=", 1)[0]
+                hint = _did_you_mean(name, flags)
+                if hint:
+                    return f"unrecognized argument {name}{hint}"
+            elif self.prog == "gan-tui" and word == extra[0] and not word.startswith("-"):
+                hint = _did_you_mean(word, list(SUBCOMMANDS), prefix="gan-tui ")
+                if hint:
+                    return f"{word!r} is not a subcommand{hint}"
+        return message
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+def _did_you_mean(word: str, options: list[str], prefix: str = "") -> str:
+    """`; did you mean --lr-g?` for the closest of `options` ("" when none is close)."""
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def _int(text: str) -> int:

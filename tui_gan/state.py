@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from engine import events as ev
-from tui_gan.describe import notes
+from tui_gan.describe import judge_status, notes
 from tui_gan.formatting import eta_seconds
 
 _GRIDS_IN_MEMORY = 64  # older grids keep only their PNG path and are decoded when stepped back to
 _MAX_NOTES = 1000  # the notes screen scrolls through these; the panel shows the newest
 SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+_OVER = ("finished", "stopped", "failed", "interrupted")
 
 
 @dataclass
@@ -225,9 +226,19 @@ class DashboardState:
 
     @property
     def judge_status(self) -> str:
-        """What the quality judge is doing, while that is worth a line ("" once it is ready)."""
+        """What the quality judge is doing, while that is worth a line ("" once it is ready); after
+        the run's end, that it never got ready."""
         p = self.quality.judge_progress
-        return f"training the quality judge: epoch {p.epoch} of {p.epochs}" if p is not None else ""
+        if p is None:
+            return ""
+        if self.phase in _OVER:
+            return f"no quality figures: the judge was still training (epoch {p.epoch} of {p.epochs})"
+        return judge_status(p)
+
+    @property
+    def judge_unfinished(self) -> ev.JudgeProgress | None:
+        """The judge's progress while it trains and the run is live: stopping now leaves no quality figures."""
+        return self.quality.judge_progress if self.phase in ("running", "paused") else None
 
     def note(self, severity: str, text: str) -> None:
         """Add a line to the dashboard's event log."""
@@ -248,6 +259,9 @@ class DashboardState:
         self.config = e.config
         self.hparams = {k: e.config[k] for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")}
         self.total_steps, self.step = e.total_steps, e.step
+        if e.resumed and self.history and self.history.step[-1] > e.step:
+            self.history.truncate(e.step)  # a viewer that followed its run through a kill and a resume
+            self.changed.add("plot")
         self.changed |= {"status", "hparams"}
 
     def _on_MetricsLogged(self, e: ev.MetricsLogged) -> None:

@@ -16,14 +16,17 @@ GRID_PADDING = 2
 def write_grid_png(path: Path, images: np.ndarray, scale: int = 1) -> None:
     """uint8 (N, 28, 28) -> one grid PNG (torchvision's make_grid layout), optionally scaled up."""
     import torch  # here, not at the top: listing and reading runs must not wait for torch
-    from torchvision.utils import save_image
+    from PIL import Image
+    from torchvision.utils import make_grid
 
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
     if scale > 1:
         tensor = tensor.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    # make_grid repeats one channel into three; one of them is the greyscale picture (mode L, as every
+    # other PNG gan-tui writes: a single-sample export, a digit grid).
+    grid = make_grid(tensor, nrow=grid_columns(len(images)), padding=GRID_PADDING * scale)[0].numpy()
     # All-or-nothing: a viewer listing samples/ must never open a half-written PNG.
-    atomic_write(path, lambda f: save_image(tensor, f, format="png", nrow=grid_columns(len(images)),
-                                            padding=GRID_PADDING * scale))
+    atomic_write(path, lambda f: Image.fromarray(grid).save(f, format="png"))
 
 
 def read_grid_png(path: Path, count: int) -> np.ndarray:

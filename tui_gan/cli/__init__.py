@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.config import ConfigError
+from tui_gan.gpu_probe import check_device
 from tui_gan.options import SUBCOMMANDS, Options, build_parser, parse_options
 from tui_gan.terminal import refused_without_terminal
 
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_subcommand(args[0], args[1:])
     try:
         options = parse_options(args)  # no numpy, no torch: a mistake is answered at once
+        check_device(options.config.device)  # --device cuda without a GPU: now, not after torch and the data
     except ConfigError as exc:
         print(f"gan-tui: {exc}", file=sys.stderr)
         return 2

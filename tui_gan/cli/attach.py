@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.runs import RunDir, RunError, resolve_run, run_state
+from engine.runs import RunDir, RunError, last_step, resolve_run, run_state
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Parser
 from tui_gan.terminal import refused_without_terminal
@@ -46,9 +46,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"gan-tui: {_starting_note(run.path, pid)}", file=sys.stderr)
         return 1
     if not socket_path(run.path).exists() or pid is None:
-        print(f"gan-tui: {run.path} is {state}, not running; resume it with: {gan_tui_command('--resume', run.path)}",
-              file=sys.stderr)
-        return 1
+        # Not a failure: the run is over (or was cut off); the user asked for the wrong thing. One line, 2.
+        step = last_step(run)
+        again = (f"train it further with: {gan_tui_command('--resume', run.path, '--steps', max(2 * step, step + 1))}"
+                 if state == "finished" else f"resume it with: {gan_tui_command('--resume', run.path)}")
+        print(f"gan-tui: {run.path} is {state}, not running; {again}", file=sys.stderr)
+        return 2
     try:
         config = TrainConfig.load(run.config_path)
     except (OSError, ValueError) as exc:

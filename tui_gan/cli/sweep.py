@@ -31,6 +31,7 @@ from engine.notify_targets import child_env
 from engine.sweep.cluster import check_fits, local_resources, probe_cluster
 from engine.sweep.spec import (LOG_NAME, MARKER_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus,
                                claim_sweep_dir, parse_batch_sizes, release_sweep_dir, request_stop)
+from tui_gan.gpu_probe import check_device
 from tui_gan.options import Parser, check_folder_name, parse_options
 from tui_gan.terminal import refused_without_terminal
 
@@ -46,6 +47,8 @@ def main(argv: Sequence[str]) -> int:
     """`gan-tui sweep ...`; the exit status (2 for a usage mistake or a missing Ray)."""
     try:
         spec, headless = parse_sweep(argv)
+        if spec.address is None:  # a cluster's nodes may have the GPUs this machine lacks
+            check_device(str(spec.config.get("device", "auto")))
     except (SweepError, ConfigError) as exc:
         print(f"gan-tui sweep: {exc}", file=sys.stderr)
         return 2

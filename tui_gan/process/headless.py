@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 from engine import events as ev
-from tui_gan.describe import notes
+from tui_gan.describe import judge_unfinished_summary, notes
+from tui_gan.exits import lost_its_weights, run_exit_status
 from tui_gan.formatting import eta_seconds, format_duration, gan_tui_command
 from tui_gan.options import Options
 
@@ -30,7 +31,8 @@ _NOT_NOTED = (ev.StateChanged, ev.JudgeProgress)
 
 
 def run_headless(options: Options) -> int:
-    """Train until the run ends or a signal stops it. Exit status: 0 done or stopped, 1 failed."""
+    """Train until the run ends or a signal stops it. Exit status (tui_gan/exits.py): 0 done or stopped,
+    2 failed on a mistake of the user's (a path, a device, a damaged checkpoint), 1 failed otherwise."""
     progress = ProgressLine(sys.stderr)
 
     def before_training(signum: int, _frame: object) -> None:
@@ -55,7 +57,7 @@ def run_headless(options: Options) -> int:
     progress.summary(final)
     if notifier is not None:
         notifier.close()  # the run's messages had a bounded wait in served.run; say which did not go out
-    return finish_process(1 if final is None or final.state == ev.RunState.FAILED else 0)
+    return finish_process(run_exit_status(final, progress.error))
 
 
 class ProgressLine:
@@ -73,6 +75,9 @@ class ProgressLine:
         self.run_dir = ""
         self.last_metrics: ev.MetricsLogged | None = None
         self.last_quality: ev.QualityMeasured | None = None
+        self.error: ev.ErrorRaised | None = None
+        self.judge: ev.JudgeProgress | None = None  # while the judge trains
+        self.judge_unfinished = False  # the run ended before its judge was ready (the engine's "judge" warning)
 
     def show(self, event: ev.Event) -> None:
         """Render one event: metrics on the live line, the rest as notes in tui_gan/describe.py's words."""
@@ -84,6 +89,15 @@ class ProgressLine:
             self.run_dir = event.run_dir
         elif isinstance(event, ev.QualityMeasured):
             self.last_quality = event
+        elif isinstance(event, ev.ErrorRaised):
+            self.error = event
+        elif isinstance(event, ev.JudgeProgress):
+            self.judge = event  # not a line per epoch here; the closing lines say it if the run ends first
+            return
+        elif isinstance(event, ev.JudgeReady):
+            self.judge = None
+        elif isinstance(event, ev.WarningRaised) and event.kind == "judge":
+            self.judge_unfinished = True
         elif isinstance(event, ev.RunFinished):
             self.run_dir = event.run_dir or self.run_dir
         elif isinstance(event, _NOT_NOTED):
@@ -105,8 +119,12 @@ class ProgressLine:
         if q is not None:
             lines.append(f"  quality at step {q.step:,}: Frechet distance {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x its floor "
                          f"{q.fd_floor:.1f}), {q.classes_covered}/{len(q.class_hist)} classes")
+        elif self.judge_unfinished and self.judge is not None:
+            lines.append(f"  {judge_unfinished_summary(self.judge)}")
         step = final.step if final is not None else (m.step if m else 0)
-        if final is not None and final.state == ev.RunState.FINISHED:
+        if final is not None and lost_its_weights(final):
+            lines.append("  no checkpoint of this run is on disk: it cannot be resumed (free space, then train anew)")
+        elif final is not None and final.state == ev.RunState.FINISHED:
             lines.append(f"  train further: {gan_tui_command('--resume', run_dir, '--steps', max(2 * step, step + 1))}")
         else:
             lines.append(f"  resume:  {gan_tui_command('--resume', run_dir)}")

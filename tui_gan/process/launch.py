@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.notify_targets import child_env
-from engine.runs import RunDir, RunError, last_step, new_run_name, resolve_run, run_state, starting_line
+from engine import events as ev
+from engine.runs import (RunDir, RunError, last_step, new_run_name, newest_log_records, resolve_run, run_state,
+                         starting_line)
+from tui_gan.describe import USER_ERROR_LEAD, judge_unfinished_summary
+from tui_gan.exits import USER_ERROR
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Options, without_notify_urls
 from tui_gan.process.socket_link import log_tail, socket_path
@@ -93,6 +97,10 @@ def launch_detached(options: Options, argv: Sequence[str], run_dir: Path) -> int
     while not _serving(run_dir):
         if process.poll() is not None:
             tail = log_tail(log_path, 3)
+            if process.returncode == USER_ERROR:  # the trainer's own one line says what to fix
+                said = [line for line in tail if line.startswith(USER_ERROR_LEAD)][-1:] or tail[-1:] or ["(no output)"]
+                print(f"gan-tui: {said[0]}", file=sys.stderr)
+                return USER_ERROR
             print(f"gan-tui: the training process ended at start-up (exit {process.returncode}):\n  "
                   + "\n  ".join(tail or ["(no output)"]), file=sys.stderr)
             return 1
@@ -129,9 +137,15 @@ def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | N
         lines.append(f"  stop:    attach and press X, or: kill -TERM {pid} (saves a checkpoint first)")
     else:
         lines.append(f"{state} at step {step:,}")
-        if state == "finished":
+        judge = _judge_unfinished(run)
+        if judge is not None:
+            lines.append(f"  {judge_unfinished_summary(judge)}")
+        if not run.checkpoints():
+            if step > 0:
+                lines.append("  no checkpoint of this run is on disk: it cannot be resumed")
+        elif state == "finished":
             lines.append(f"  train further: {gan_tui_command('--resume', run_dir, '--steps', max(2 * step, step + 1))}")
-        elif run.checkpoints():
+        else:
             lines.append(f"  resume:  {gan_tui_command('--resume', run_dir)}")
         if run.sample_grids():
             lines.append(f"  export:  {gan_tui_command('export', run_dir, 'grid')}  (or gif, csv, samples)")
@@ -141,6 +155,16 @@ def leave_message(run_dir: Path, runs_dir: Path | None = None, launched: int | N
         extra = [] if holder.resolve() == Path("runs").resolve() else ["--runs-dir", holder]
         lines.append(f"  all runs: {gan_tui_command('ls', *extra)}")
     return lines
+
+
+def _judge_unfinished(run: RunDir) -> ev.JudgeProgress | None:
+    """The judge's progress when the run's log ends on a judge_unfinished record (no quality since)."""
+    found = newest_log_records(run.metrics_path, ("quality", "judge_unfinished"))
+    last = found[-1] if found else {}
+    done, epochs = last.get("epochs_done"), last.get("epochs")
+    if last.get("type") != "judge_unfinished" or not isinstance(done, int) or not isinstance(epochs, int):
+        return None
+    return ev.JudgeProgress(done + 1, epochs)  # the epoch under way when the run ended
 
 
 def _refuse_live(run_dir: Path) -> None:

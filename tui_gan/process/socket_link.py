@@ -19,15 +19,21 @@ from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_EVENT_LINE, ProtocolError, decode_event, encode_command, parse_line
 from engine.server import socket_path
+from tui_gan.exits import USER_ERROR
 from tui_gan.process.engine_link import Emit, Progress
 from tui_gan.formatting import gan_tui_command
 
 _CONNECT_POLL_S = 0.2
+_RECONNECT_POLL_S = 0.5  # an attached viewer waiting for its run to be resumed
 _ATTACH_TIMEOUT_S = 10.0  # a run that has a socket file but does not answer (not a starting trainer)
 
 
 class AttachError(RuntimeError):
-    """No live training process to attach to."""
+    """No live training process to attach to; `user_error` when the trainer ended on a mistake of the user's."""
+
+    def __init__(self, message: str, user_error: bool = False) -> None:
+        super().__init__(message)
+        self.user_error = user_error
 
 
 class SocketEngine:
@@ -73,15 +79,35 @@ class SocketEngine:
             sock = self._connect(progress)
         except AttachError as exc:
             if not self._detached:
-                emit(ev.ErrorRaised(0, str(exc), ""))
+                emit(ev.ErrorRaised(0, str(exc), "", user_error=exc.user_error))
                 state = ev.RunState.FAILED if self.process is not None else ev.RunState.INTERRUPTED
                 emit(ev.StateChanged(state, 0, str(exc)))
                 emit(ev.RunFinished(0, state, str(self.run_dir)))
             return
+        while self._follow(sock, emit):
+            # An attached viewer outlives its trainer: it says how to resume and waits for the run to
+            # be served again (a resume from any terminal), then shows it on; q leaves meanwhile.
+            resume = gan_tui_command("--resume", self.run_dir)
+            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; resume it "
+                                  f"with: {resume} (this viewer follows it when it is back; q leaves)", "attach"))
+            emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
+            sock = self._reconnect()
+            if sock is None:
+                return
+        if not self.finished and not self._detached:
+            resume = gan_tui_command("--resume", self.run_dir)
+            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; "
+                                  f"resume with: {resume}", "attach"))
+            emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
+            emit(ev.RunFinished(self._step, ev.RunState.INTERRUPTED, str(self.run_dir)))
+
+    def _follow(self, sock: socket.socket, emit: Emit) -> bool:
+        """Deliver events from `sock` until it closes; True when an attached viewer should wait for the
+        run to come back (its trainer went away without finishing, and the viewer did not leave)."""
         with self._lock:
             if self._detached:
                 sock.close()
-                return
+                return False
             self._sock = sock
             early, self._early = list(self._early), deque()
         for command in early:
@@ -101,12 +127,24 @@ class SocketEngine:
                 if event is not None:
                     self.finished = self.finished or isinstance(event, ev.RunFinished)
                     emit(event)
-        if not self.finished and not self._detached:
-            resume = gan_tui_command("--resume", self.run_dir)
-            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; "
-                                  f"resume with: {resume}", "attach"))
-            emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
-            emit(ev.RunFinished(self._step, ev.RunState.INTERRUPTED, str(self.run_dir)))
+        with self._lock:
+            if self._sock is sock:
+                self._sock = None
+        sock.close()
+        return self.attached and not self.finished and not self._detached
+
+    def _reconnect(self) -> socket.socket | None:
+        """Wait (as long as the viewer stays) for a trainer to serve this run folder again."""
+        path = socket_path(self.run_dir)
+        while not self._detached:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                return sock
+            except OSError:
+                sock.close()
+            time.sleep(_RECONNECT_POLL_S)
+        return None
 
     def send(self, command: cmd.Command) -> None:
         """Send one command line (small, local: does not wait on training). Before the connection is
@@ -162,7 +200,7 @@ class SocketEngine:
             elif self.process.poll() is not None:
                 said = [line for line in log_tail(self.log_path, 6) if not line.endswith("...")][-2:]
                 raise AttachError(f"the training process ended at start-up (exit {self.process.returncode}): "
-                                  f"{'; '.join(said) or 'no output'}")
+                                  f"{'; '.join(said) or 'no output'}", user_error=self.process.returncode == USER_ERROR)
             note = self._starting_note(time.monotonic() - started)
             if note != last_note:
                 progress(note)

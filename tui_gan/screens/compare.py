@@ -27,6 +27,7 @@ from tui_gan.compare_data import (
     RunReader,
     available_metrics,
     config_diff,
+    legend_settings,
     newest_runs,
     short_names,
     sort_rows,
@@ -81,6 +82,8 @@ class CompareScreen(ModalScreen[None]):
         names = short_names([r.name for r in readers])
         self.labels = [Text(f"{i + 1} {n}", style=Style(color=Color.from_rgb(*colour_of(i)), bold=True))
                        for i, n in enumerate(names)]
+        # What differs, on the first screen: each run's label carries its differing settings (`d`: all of them).
+        self._settings = [legend_settings([r.config for r in readers], keys) for keys in (3, 2, 1)]
 
     @classmethod
     def over_runs_dir(cls, runs_dir: Path, *, ascii: bool = False) -> CompareScreen:
@@ -90,13 +93,28 @@ class CompareScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="cmp-header")
-        yield Static(Text("  ").join(self.labels), id="cmp-legend")
+        yield Static(self.legend(80), id="cmp-legend")
         yield ComparePlot(id="cmp-plot")
         with ContentSwitcher(initial="cmp-summary", id="cmp-panel"):
             yield SummaryTable(id="cmp-summary")
             yield DiffTable(id="cmp-diff")
             yield CompareGrids(len(self.readers), ascii=self._ascii, id="cmp-grids")
         yield Footer()
+
+    def legend(self, width: int) -> Text:
+        """The runs' labels with their differing settings: three keys if they fit on one line, else
+        fewer; on two lines (the legend's most) only when one key does not fit on one."""
+        plain = Text("  ").join(self.labels)
+        options = [Text("  ").join(label + Text(f" {extra}" if extra else "", style=label.style)
+                                   for label, extra in zip(self.labels, settings)) for settings in self._settings]
+        for lines in (1, 2):
+            for text in options:
+                if text.cell_len <= width * lines - (lines - 1) * 10:  # room for a wrap on word boundaries
+                    return text
+        return plain
+
+    def on_resize(self) -> None:
+        self.query_one("#cmp-legend", Static).update(self.legend(self.size.width or 80))
 
     def on_mount(self) -> None:
         self.poll()

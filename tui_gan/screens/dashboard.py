@@ -15,7 +15,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Input, Label, RichLog
+from textual.widgets import Input, Label, RichLog, Static
 
 from engine import commands as cmd
 from tui_gan.keys import TYPING_ACTIONS, bindings
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 _PLOT_MIN_INTERVAL_S = 1.0  # plots are the costliest redraw (bytes and CPU); once a second reads as live
 TALL_ROWS = 40  # from this height the quality panel shows beside the losses instead of in their place
+# The smallest screen every panel fits (app.tcss): #left's min-width 44 + #right's 31; rows: the status
+# bar 2, the losses' min-height 6, the D probes 2, the form 8, the notes 3, the footer 1. Below, a
+# message says so (and the footer keeps q); a fallback run's status bar takes a row more.
+MIN_COLUMNS, MIN_ROWS = 75, 22
 _LIVE = ("running", "paused")
 
 
@@ -79,6 +83,7 @@ class DashboardScreen(Screen[None]):
             with Vertical(id="right"):
                 yield Label("no samples yet", id="grid-title")
                 yield SampleGrid(id="grid", ascii=self.ascii)
+        yield Static(id="too-small")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -91,6 +96,18 @@ class DashboardScreen(Screen[None]):
         # From TALL_ROWS rows the quality panel shows beside the losses; below, `v` swaps them.
         self.query_one("#left").set_class(self.size.height >= TALL_ROWS, "-tall")
         self.state.changed.add("grid")  # its title is fitted to the panel's new width
+        self._fit_size()
+
+    def _fit_size(self) -> None:
+        """Below the smallest size the panels fit, one message instead of a mangled screen."""
+        width, height = self.size
+        rows = MIN_ROWS + self.query_one(StatusBar).rows - 2
+        small = width < MIN_COLUMNS or height < rows
+        if small:
+            self.query_one("#too-small", Static).update(
+                f"terminal too small: {width}x{height}\nthe dashboard needs at least {MIN_COLUMNS}x{rows}\n\n"
+                "training goes on;\nenlarge the window, or press q to quit")
+        self.set_class(small, "-too-small")
 
     # ---------------------------------------------------------------- redraw
     def redraw(self) -> None:
@@ -106,6 +123,7 @@ class DashboardScreen(Screen[None]):
                 self.state.changed.add("plot")  # drawn on a later tick
         if "status" in changes:
             self.query_one(StatusBar).show(self.state, self.engine.gpu_memory())
+            self._fit_size()  # a fallback run's status bar takes a row more
             self.query_one(KeyFooter).paused = self.state.phase == "paused"
         if "grid" in changes:
             self.redraw_grid()
@@ -129,7 +147,7 @@ class DashboardScreen(Screen[None]):
             try:
                 grid.images = read_grid_png(Path(grid.path), int(self.state.config.get("num_samples", 64)))
             except (OSError, ValueError) as exc:  # deleted or damaged since it was listed
-                self.state.note("warning", f"grid of step {grid.step} could not be read: {exc}")
+                self.state.note("warning", f"grid of step {grid.step:,} could not be read: {exc}")
                 return
         # A class grid keeps its classes apart when it does not fit whole; a one-digit grid is no class grid.
         classes = int(self.state.config.get("num_classes") or 0) if grid.fixed or self.state.fresh_digit is None else 0

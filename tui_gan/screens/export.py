@@ -1,4 +1,9 @@
-"""The export menu: one key per export, with the scale and count they take."""
+"""The export menu: one key per export, with the scale and count they take.
+
+The grid export writes the whole grid on screen (every digit of it, also those the panel had no room
+for at this terminal's size): the PNG has room for all of them, and which grid it is (fixed noise,
+fresh noise, an older step) is what the user chose by looking. The words say so.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 EXPORT_KINDS = {
-    "grid": "the digits on screen as a PNG, each pixel scale x scale",
+    "grid": "all digits of the grid on screen as a PNG (scale x scale)",
     "gif": "every sample grid of the run as an animated GIF",
     "csv": "the metrics log (losses, quality, alarms) as a CSV table",
-    "samples": "count single PNGs drawn from the latest checkpoint",
+    "samples": "count single PNGs drawn from the newest checkpoint",
 }
 
 
@@ -46,7 +51,7 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
         keys = {"grid": "p", "gif": "g", "csv": "c", "samples": "n"}
         lines = "\n".join(f"[b]{keys[kind]}[/]  {kind:8} {what}" for kind, what in EXPORT_KINDS.items())
         with Vertical(id="export-box"):
-            yield Static("[b]Export[/] (files go to the run's exports/ folder)\n")
+            yield Static("[b]Export[/] (files go to the run's exports/ folder)")
             yield Static(lines)
             with Horizontal(classes="export-row"):
                 yield Label("scale", classes="export-name")

@@ -8,6 +8,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine import events as ev
+from tui_gan.describe import judge_left_unfinished
+
 
 class QuitScreen(ModalScreen[str | None]):
     """Answers "stop" (enter, the default), "detach" (d, when the run can outlive the dashboard) or None (escape)."""
@@ -18,14 +21,19 @@ class QuitScreen(ModalScreen[str | None]):
         Binding("escape,n", "answer(None)", "cancel"),
     ]
 
-    def __init__(self, step: int, can_detach: bool) -> None:
+    def __init__(self, step: int, can_detach: bool, judge: ev.JudgeProgress | None = None) -> None:
+        """`judge`: the quality judge's progress while it still trains (stopping now leaves the run
+        without quality figures, and the dialog says so)."""
         super().__init__()
         self.step = step
         self.can_detach = can_detach
+        self.judge = judge
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-box"):
             yield Static(f"[b]Quit at step {self.step:,}?[/]\n")
+            if self.judge is not None:
+                yield Static(f"[yellow]{judge_left_unfinished(self.judge)}[/]\n", id="quit-judge")
             yield Static("[b]enter[/]   stop the run (a checkpoint is saved first) and quit")
             if self.can_detach:
                 yield Static("[b]d[/]       leave it training and quit ([b]gan-tui attach[/] returns to it)")

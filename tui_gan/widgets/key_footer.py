@@ -19,7 +19,7 @@ def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False, at
     """The most important keys that fit whole in `width` columns (the first always), in table order."""
     chosen: list[Key] = []
     used = 0
-    for key in keys if keys is not None else footer_keys():
+    for key in keys if keys is not None else footer_keys(paused):
         size = len(key.shown) + 1 + len(key.label_for(paused, attached)) + (_GAP if chosen else 0)
         if chosen and used + size > width:
             continue  # a shorter, less important key may still fit

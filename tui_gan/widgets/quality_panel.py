@@ -17,7 +17,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from engine import events as ev
-from tui_gan.describe import alarm_title
+from tui_gan.describe import alarm_title, judge_resumed, judge_status
 from tui_gan.state import QualityHistory
 from tui_gan.widgets.loss_plot import colour_key, downsample, step_ticks
 
@@ -91,7 +91,9 @@ def figures_text(quality: QualityHistory) -> Text:
     q, judge = quality.latest, quality.judge
     progress = quality.judge_progress
     if progress is not None:
-        text.append(f"training the quality judge: epoch {progress.epoch} of {progress.epochs}\n", style="bold")
+        text.append(f"{judge_status(progress)}\n", style="bold")
+        if progress.resumed:
+            text.append(f"{judge_resumed(progress)}\n", style="dim")
         if q is None:
             text.append("(once per dataset, then cached; training goes on meanwhile)", style="dim")
             return text

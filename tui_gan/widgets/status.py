@@ -1,4 +1,5 @@
-"""The status bar: state, step, epoch, speed, time, alarms, quality, device, run folder.
+"""The status bar: state, step, epoch, speed, time, alarms, quality, device, run folder; and on a
+run that fell back to the synthetic digits, a third line saying why and how to get the real data.
 
 Each line is built from parts in order of importance; a part that does not fit whole is left out
 (or swapped for a shorter form, such as the run folder's name for its path), never cut mid-word.
@@ -11,6 +12,7 @@ import os
 from rich.text import Text
 from textual.widgets import Static
 
+from tui_gan.describe import fallback_line
 from tui_gan.formatting import format_duration
 from tui_gan.state import DashboardState
 
@@ -26,17 +28,31 @@ _PHASE_STYLE = {
 
 
 class StatusBar(Static):
-    """Two lines that say where the run stands."""
+    """Two lines that say where the run stands (three on a fallback run)."""
+
+    _shown: tuple[DashboardState, str] | None = None
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.show(*self._shown)  # each part is fitted to the width: the first show may precede layout
 
     def show(self, state: DashboardState, gpu_memory: str = "") -> None:
         """Redraw from the state."""
+        self._shown = (state, gpu_memory)
         self.update(status_text(state, gpu_memory, self.content_size.width or 200))
         for phase in _PHASE_STYLE:
             self.set_class(state.phase == phase, f"-{phase}")
+        self.set_class(bool(state.dataset_note), "-fallback")
+
+    @property
+    def rows(self) -> int:
+        """The lines it takes (the dashboard's smallest size depends on it)."""
+        return 3 if self.has_class("-fallback") else 2
 
 
 def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -> Text:
-    """The two status lines as rich Text, each fitted to `width` (pure, for tests)."""
+    """The status lines as rich Text, each fitted to `width` (pure, for tests): two, and a third on a
+    run that trains on the synthetic digits because its dataset was not to be had."""
     first = Text(no_wrap=True, overflow="ellipsis")
     first.append(f" {state.phase.upper()} ", style=_PHASE_STYLE.get(state.phase, "bold"))
     if state.phase == "loading":
@@ -61,10 +77,16 @@ def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -
     if q is not None and q.fd_floor > 0:
         at = f" @ {q.step:,}" if q.step < state.step else ""  # measurements are minutes apart: say how old
         parts.append((f" FD {q.fd:.1f} ({q.fd / q.fd_floor:.1f}x floor){at}  {q.classes_covered}/{len(q.class_hist)} classes ", ""))
-    if state.judge_status:
-        parts.append((f" {state.judge_status} ", "bold"))
     gpu_memory = gpu_memory or state.device_memory
     device = state.device_name + (f" ({state.device}{', ' + gpu_memory if gpu_memory else ''})" if state.device else "")
+    if state.judge_status:
+        judge = f" {state.judge_status} "
+        progress = state.judge_unfinished
+        if progress is not None and progress.resumed:  # said when it fits beside the device
+            longer = f" {state.judge_status}, continuing from epoch {progress.resumed + 1} "
+            used = sum(len(part) for part, _ in parts) + len(device) + 1
+            judge = longer if used + len(longer) <= width else judge
+        parts.append((judge, "bold"))
     parts.append((f" {device}", "dim"))
     _fit(second, parts, width)
     if state.run_dir:
@@ -74,7 +96,12 @@ def status_text(state: DashboardState, gpu_memory: str = "", width: int = 200) -
                 second.append(f"  {candidate}", style="dim")
                 break
     first.append("\n")
-    return first + second
+    if not state.dataset_note:
+        return first + second
+    third = Text(f" ⚠ {fallback_line(state.dataset_note, width - 3)}", style="bold yellow", no_wrap=True,
+                 overflow="ellipsis")
+    second.append("\n")
+    return first + second + third
 
 
 def _fit(text: Text, parts: list[tuple[str, str]], width: int) -> None:

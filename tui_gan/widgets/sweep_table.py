@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.widgets import DataTable
 
 from engine.sweep.rows import TrialRow, sparkline
+from engine.runs import format_lr
 
 _COLUMNS = ("", "trial", "state", "step", "lr_g", "lr_d", "D", "FD/floor", "trend", "copied")
 
@@ -64,8 +65,8 @@ def _cells(row: TrialRow, marked: bool) -> tuple[str, ...]:
         row.name,
         row.state,
         f"{row.step:,}",
-        f"{row.lr_g:.2e}" if isinstance(row.lr_g, (int, float)) else "-",
-        f"{row.lr_d:.2e}" if isinstance(row.lr_d, (int, float)) else "-",
+        format_lr(row.lr_g),  # as `gan-tui ls` writes them
+        format_lr(row.lr_d),
         str(row.d_steps or "-"),
         ratio,
         sparkline(row.history, 12),
