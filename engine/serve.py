@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from engine import commands as cmd
 from engine import events as ev
+from engine.notify_sender import THREAD_NAME as NOTIFY_THREAD
 from engine.record import QueueSink
 from engine.restore import Exploit
 from engine.runner import Runner
@@ -43,6 +44,9 @@ class ServedRun:
     def __init__(self, cfg: Any, runs_dir: Path | str = "runs", run_name: str | None = None, resume: str | None = None,
                  *, data: Any = None, judge_cache: Path | None = None, exploit: Exploit | None = None,
                  note: Callable[[str], None] | None = None) -> None:
+        # Threads of ours already running belong to other runs of this process (a test session, a
+        # sweep worker): the end of this run waits for its own, never theirs.
+        self._others = set(threading.enumerate())
         self.runner = Runner(cfg, self._publish, runs_dir, run_name, resume, data=data, judge_cache=judge_cache,
                              exploit=exploit)
         self.server: ControlServer | None = None
@@ -99,7 +103,9 @@ class ServedRun:
         for thread in threading.enumerate():
             # The journal, quality and TensorBoard threads end with the run; a slow disk or a judge
             # mid-batch gets a bounded wait (a thread still inside torch at exit aborts the process).
-            if thread is not threading.current_thread() and thread.name.startswith("gan-tui-"):
+            # The one notification sender may carry this run's last messages whoever started it.
+            ours = thread not in self._others or thread.name == NOTIFY_THREAD
+            if ours and thread is not threading.current_thread() and thread.name.startswith("gan-tui-"):
                 thread.join(_THREAD_JOIN_S)
 
     # ------------------------------------------------------------- internals

@@ -69,8 +69,11 @@ def mnist_root() -> Path:
 
 @pytest.fixture
 def make_runner(tmp_path, synthetic_data):
-    """Build a Runner on tiny data with a QueueSink, set up but not started (drive it with tick())."""
+    """Build a Runner on tiny data with a QueueSink, set up but not started (drive it with tick()).
+    A runner the test leaves unfinished is let go at teardown, so its journal thread ends with it."""
     from engine.runner import QueueSink, Runner
+
+    made: list = []
 
     def make(resume: str | None = None, data=None, run_name: str = "run", judge_cache=None, exploit=None, **changes):
         sink = QueueSink()
@@ -84,10 +87,14 @@ def make_runner(tmp_path, synthetic_data):
             judge_cache=judge_cache,
             exploit=exploit,
         )
+        made.append(runner)
         runner.setup()
         return runner, sink
 
-    return make
+    yield make
+    for runner in made:
+        if not runner.done:
+            runner.abandon()
 
 
 @pytest.fixture(scope="session")

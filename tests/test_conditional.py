@@ -281,6 +281,7 @@ def test_an_old_conditional_run_resumes_with_the_nets_it_trained(make_runner):
     assert runner.trainer.cfg.d_mbstd == 0 and runner.trainer.step == 4
     assert all(torch.equal(before[k], v) for k, v in runner.trainer.D.state_dict().items())
     run_steps(runner, 2)
+    runner.abandon()
 
 
 def test_mode_seeking_penalises_pairs_drawn_alike():

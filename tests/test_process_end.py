@@ -20,7 +20,18 @@ def test_closing_a_served_run_leaves_no_side_thread_running_many_times(tmp_path,
     journal, quality, TensorBoard and control-socket threads are gone once `close` returns."""
     from engine.serve import ServedRun
 
-    # Threads that earlier tests in this process left behind are theirs, not this run's.
+    # Threads that earlier tests in this process left behind are theirs, not this run's: the end of
+    # a run waits for its own threads only (the CI once spent 24 minutes joining strangers).
+    joined: list[float | None] = []
+
+    class Stranger(threading.Thread):
+        def join(self, timeout: float | None = None) -> None:
+            joined.append(timeout)
+            super().join(timeout)
+
+    release = threading.Event()
+    stranger = Stranger(target=release.wait, name="gan-tui-journal", daemon=True)
+    stranger.start()
     before = {t for t in threading.enumerate() if t.name.startswith("gan-tui-")}
     for i in range(6):
         served = ServedRun(tiny_config(steps=6, quality_every=3, tensorboard=True), tmp_path / "runs", f"r{i}",
@@ -30,6 +41,8 @@ def test_closing_a_served_run_leaves_no_side_thread_running_many_times(tmp_path,
         alive = [t.name for t in threading.enumerate()
                  if t.name.startswith("gan-tui-") and t.is_alive() and t not in before]
         assert alive == [], f"round {i}: {alive}"
+    assert joined == [] and stranger.is_alive()
+    release.set()
 
 
 def test_headless_runs_end_with_exit_zero_and_no_abort_many_times(tmp_path):

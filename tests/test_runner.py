@@ -214,6 +214,7 @@ class _QualityRecorder:
 
     failed = ""
     ready = False
+    judge_progress = None
 
     def __init__(self) -> None:
         self.sent: dict[int, dict[str, torch.Tensor]] = {}
