@@ -160,6 +160,8 @@ def test_a_run_stopped_while_its_judge_trains_says_so_last_and_ls_shows_why_it_h
     assert proc.returncode == 0, err
     tail = err.strip().splitlines()[-7:]
     assert any(line.strip().startswith("quality: none yet, the judge was still training (epoch ") for line in tail), tail
+    # One line as the judge's training starts, none per epoch.
+    assert err.count("training the quality judge (6 epochs; once per dataset, then cached)") == 1, err
     row = next(r for r in list_runs(runs) if r["name"] == "early")
     assert row["quality"].startswith("judge ") and row["quality"].endswith("/6"), row
     from tui_gan.process.launch import leave_message  # what a dashboard prints on leaving such a run

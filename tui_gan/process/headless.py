@@ -25,9 +25,9 @@ from tui_gan.formatting import eta_seconds, format_duration, gan_tui_command
 from tui_gan.options import Options
 
 _PLAIN_EVERY_S = 5.0  # without a terminal, one metrics line per this many seconds keeps logs readable
-# Said on a dashboard, not in this log: pauses come from a viewer that shows them, and the judge's
-# progress would be a line per epoch here (the judge-ready line follows).
-_NOT_NOTED = (ev.StateChanged, ev.JudgeProgress)
+# Said on a dashboard, not in this log: pauses come from a viewer that shows them. (The judge's
+# progress gets one line as its training starts; the judge-ready line follows.)
+_NOT_NOTED = (ev.StateChanged,)
 
 
 def run_headless(options: Options) -> int:
@@ -92,8 +92,9 @@ class ProgressLine:
         elif isinstance(event, ev.ErrorRaised):
             self.error = event
         elif isinstance(event, ev.JudgeProgress):
-            self.judge = event  # not a line per epoch here; the closing lines say it if the run ends first
-            return
+            first, self.judge = self.judge is None, event
+            if not first:  # one line as its training starts (or continues), not one per epoch
+                return
         elif isinstance(event, ev.JudgeReady):
             self.judge = None
         elif isinstance(event, ev.WarningRaised) and event.kind == "judge":
