@@ -101,6 +101,7 @@ def resume(runner: Runner, checkpoint: Checkpoint) -> tuple[int, dict[str, Any] 
     step = checkpoint.step
     try:
         last = run.truncate_log(step)
+        run.abandon_grids_after(step)
     except Exception as exc:  # noqa: BLE001 - a full disk: the log keeps its later lines, the run goes on
         record.journal.failed("metrics", exc, "metrics log (set back to the checkpoint)")
         last = step
@@ -224,6 +225,7 @@ def _forget_after(runner: Runner, step: int, done: str) -> int:
     try:
         last = run.truncate_log(step)
         run.abandon_checkpoints_after(step)
+        run.abandon_grids_after(step)
         return last
     except Exception as exc:  # noqa: BLE001 - a full disk: the rollback itself stands
         runner.warn(f"{done}, but the log and newer checkpoints could not be set aside: {describe_error(exc)}",

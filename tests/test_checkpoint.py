@@ -68,6 +68,30 @@ def test_resume_restores_hyperparam_history_and_rolls_the_log_back(make_runner):
     assert "10 steps" in warning.message
 
 
+def test_a_resume_sets_aside_the_grids_of_the_lost_steps_and_a_viewer_forgets_them(make_runner):
+    """The steps after the checkpoint are drawn again: their old grids go to samples/abandoned/, and a
+    viewer that followed the run through the kill drops them too (it showed them as the newest)."""
+    from tui_gan.state import DashboardState
+
+    runner, sink = make_runner(steps=1000, checkpoint_every=0, sample_every=2, sample_every_s=0.0)
+    run_steps(runner, 4)
+    runner.submit(cmd.SaveCheckpoint())
+    run_steps(runner, 6)
+    runner.settle()
+    viewer = DashboardState()
+    for event in sink.drain():
+        viewer.apply(event)
+    assert max(g.step for g in viewer.grids) > 4 and max(s for s, _ in runner.run.sample_grids()) > 4
+    runner.abandon()
+    resumed, sink = make_runner(resume="latest", steps=1000, checkpoint_every=0, sample_every=2, sample_every_s=0.0)
+    assert [s for s, _ in resumed.run.sample_grids()] == [0, 2, 4]
+    assert sorted(p.name for p in (resumed.run.samples_dir / "abandoned").iterdir()) == [
+        "step_00000006.png", "step_00000008.png", "step_00000010.png"]
+    for event in sink.drain():
+        viewer.apply(event)
+    assert [g.step for g in viewer.grids] == [0, 2, 4]
+
+
 def test_a_change_made_after_the_checkpoint_is_recorded_when_the_resume_goes_on_with_it(make_runner):
     """config.json holds a learning rate set after the newest checkpoint (the log's record of it is set
     aside with the lost steps): the resumed run trains with it and its history says so."""

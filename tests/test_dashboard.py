@@ -95,6 +95,9 @@ def test_the_footer_keeps_the_help_key_and_never_cuts_a_key(width):
     assert len(paused) <= width - 2
     attached = footer_text(width - 2, attached=True).plain  # `gan-tui attach`: q leaves the run training
     assert "q Detach" in attached and "q Quit" not in attached and len(attached) <= width - 2
+    over = footer_text(width - 2, over=True).plain  # the run has ended: no key for its trainer
+    assert "q Quit" in over and "h/? Help" in over and "e Export" in over
+    assert not any(word in over for word in ("Pause", "Resume", "Step", "Save", "Undo")), over
 
 
 async def test_the_footer_on_screen_shows_the_help_key_at_80x24(tmp_path):
@@ -214,6 +217,21 @@ async def test_an_attached_viewer_detaches_on_q_and_asks_before_x_stops_the_run(
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
     assert fake.detached and not fake.commands and app.left_running
+
+
+async def test_once_the_run_is_over_its_trainers_keys_leave_the_footer_and_say_how_to_go_on(tmp_path):
+    fake = AttachedEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await started(pilot, app, fake)
+        assert "space Pause" in screen_text(app)[-1]
+        app.post_message(EngineEvent(ev.StateChanged(ev.RunState.FINISHED, fake.steps, "")))
+        app.post_message(EngineEvent(ev.RunFinished(fake.steps, ev.RunState.FINISHED, str(tmp_path))))
+        await until(pilot, lambda: "Pause" not in screen_text(app)[-1])
+        assert "Step" not in screen_text(app)[-1] and "Save" not in screen_text(app)[-1]
+        await pilot.press("space")
+        await until(pilot, lambda: any("the run is finished; to train on" in line for line in screen_text(app)))
+        assert not fake.commands
 
 
 async def test_judge_training_progress_is_on_screen(tmp_path):

@@ -126,7 +126,6 @@ def test_full_disk_run_reaches_its_last_step_warns_once_per_kind_and_resumes_wri
 
 
 def test_log_lines_a_full_disk_kept_waiting_do_not_land_after_a_rollback_past_them(make_runner, monkeypatch):
-    from engine import events as ev
 
     runner, _ = make_runner(steps=1000, checkpoint_every=0)
     disk = InjectedDisk(runner.run.path, monkeypatch)

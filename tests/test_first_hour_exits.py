@@ -85,6 +85,18 @@ def test_attach_of_a_stopped_run_exits_2_in_one_line(tmp_path):
     assert result.returncode == 2 and "train it further with:" in result.stderr and "--steps 1000" in result.stderr
 
 
+def test_resuming_a_run_that_never_saved_a_checkpoint_exits_2_in_one_line_before_anything_starts(tmp_path):
+    """A trainer killed before its first save leaves nothing to resume: the start says so itself,
+    instead of a dashboard that opens on a trainer failing at start-up."""
+    run = _fake_run(tmp_path, "early", "running", 500, pid=2**22 + 7)  # a pid that is no process
+    for mode in ("--headless", "--detach"):
+        result = gan_tui(mode, "--resume", str(run), timeout=60)
+        assert result.returncode == 2, result.stderr
+        line, = result.stderr.strip().splitlines()
+        assert f"run {run} has no checkpoint to resume from" in line and "start a new run" in line
+        assert not (run / "train.log").exists()
+
+
 def test_a_run_failing_on_a_user_error_is_marked_so_and_its_process_exits_2(tmp_path, make_runner):
     from engine.ending import fail
 

@@ -285,3 +285,56 @@ def test_a_launched_trainer_that_ends_at_start_up_with_status_2_is_a_user_error(
     error = next(e for e in seen if isinstance(e, ev.ErrorRaised))
     assert error.user_error and "cannot train: data root /x does not exist" in error.message
     assert isinstance(seen[-1], ev.RunFinished) and seen[-1].state == ev.RunState.FAILED
+
+
+def test_a_trainer_that_fails_after_its_closing_lines_is_reported_by_its_cannot_train_line(tmp_path):
+    """The closing lines (run folder, export, list) follow a failure in the log: the dashboard shows why."""
+    import subprocess
+    import sys
+
+    from tui_gan.process.socket_link import SocketEngine
+
+    log = tmp_path / "train.log"
+    log.write_text("importing torch...\nloading the dataset and building the models...\ncannot train: run x has a "
+                   "damaged checkpoint\nfailed at step 0\nrun folder: x\n  export:  gan-tui export x gif\n"
+                   "  list:    gan-tui ls\n")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    proc.wait(30)
+    seen: list[ev.Event] = []
+    SocketEngine(tmp_path, proc, log)._serve(seen.append, lambda text: None)
+    error = next(e for e in seen if isinstance(e, ev.ErrorRaised))
+    assert error.message.endswith("cannot train: run x has a damaged checkpoint"), error.message
+
+
+def test_an_attached_viewer_whose_trainer_dies_before_its_first_checkpoint_says_it_cannot_be_resumed(tmp_path):
+    """No checkpoint, nothing to resume: the viewer says so and ends, instead of offering a resume that
+    fails and waiting for it."""
+    import socket
+    import threading
+
+    from engine.server import socket_path
+    from tui_gan.process.socket_link import SocketEngine
+
+    run = tmp_path / "r"
+    run.mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(socket_path(run)))
+    server.listen(1)
+
+    def serve_then_die() -> None:
+        conn, _ = server.accept()
+        conn.close()  # as a trainer killed with SIGKILL: the connection drops, no RunFinished
+        server.close()
+
+    threading.Thread(target=serve_then_die, daemon=True).start()
+    seen: list[ev.Event] = []
+    link = SocketEngine(run)
+    body = threading.Thread(target=link._serve, args=(seen.append, lambda text: None), daemon=True)
+    body.start()  # the link's thread body: it ends, it does not wait for a resume
+    body.join(60)
+    link.detach()
+    assert not body.is_alive(), seen
+    warning = next(e for e in seen if isinstance(e, ev.WarningRaised))
+    assert "before its first checkpoint" in warning.message and "--resume" not in warning.message
+    assert isinstance(seen[-1], ev.RunFinished) and seen[-1].state == ev.RunState.INTERRUPTED
+

@@ -4,7 +4,6 @@ answers costs the run nothing, and the options are read from flags, a --config f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal

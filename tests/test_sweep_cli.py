@@ -108,7 +108,6 @@ def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_han
     import json
     import shutil
 
-    from engine import events as ev
     from engine.checkpoint import load_checkpoint
     from engine.lock import RunLocked
     from engine.restore import Exploit

@@ -26,14 +26,17 @@ class Key:
     paused_label: str = ""  # the footer's word while the run is paused ("" = the same label)
     paused_footer: int = 0  # footer rank while the run is paused (0 = the same rank)
     attached_label: str = ""  # the footer's word in a dashboard opened with `gan-tui attach`
+    live: bool = False  # it acts on a live trainer: off the footer once the run is over
 
     @property
     def shown(self) -> str:
         """The key as a person writes it."""
         return self.display or self.keys.split(",")[0]
 
-    def rank(self, paused: bool) -> int:
-        """Its footer rank (1 first, 0 never), given whether the run is paused."""
+    def rank(self, paused: bool, over: bool = False) -> int:
+        """Its footer rank (1 first, 0 never), given whether the run is paused, or over."""
+        if over and self.live:
+            return 0
         return self.paused_footer if paused and self.paused_footer else self.footer
 
     def label_for(self, paused: bool, attached: bool = False) -> str:
@@ -52,10 +55,11 @@ HELP_KEY = "h,question_mark"
 
 KEYS: tuple[Key, ...] = (
     Key("space", "toggle_pause", "Pause", "pause / resume training", footer=3, palette="Pause / resume",
-        paused_label="Resume"),
+        paused_label="Resume", live=True),
     Key("n", "step_once", "Step", "one training step (while paused)", footer=9, palette="Step once",
-        paused_footer=4),  # paused, stepping is what the keys are for
-    Key("s", "save", "Save", "save a checkpoint now", footer=5, palette="Save checkpoint"),
+        paused_footer=4, live=True),  # paused, stepping is what the keys are for
+    Key("s", "save", "Save", "save a checkpoint now", footer=5, palette="Save checkpoint",
+        live=True),
     Key("e", "export", "Export", "export: grid PNG at a scale, GIF over time, metrics CSV, sample PNGs",
         footer=6, palette="Export"),
     Key("v", "toggle_quality", "Quality", "quality view: Frechet distance, class histogram, alarms "
@@ -64,7 +68,7 @@ KEYS: tuple[Key, ...] = (
     Key("m", "notes_log", "Notes", "every note and warning of this session, scrollable", footer=7,
         palette="Notes log", group="view"),
     Key("u", "roll_back('last-good')", "Undo", "roll back to the last good checkpoint (at once after a NaN "
-        "alarm, else asks); its hyperparameters are restored", footer=8, palette="Roll back"),
+        "alarm, else asks); its hyperparameters are restored", footer=8, palette="Roll back", live=True),
     Key("U", "roll_back('last-good', True)", "Undo, lower lr", "the same, then learning rates x rollback_lr_scale",
         palette="Roll back with lower learning rates"),
     Key("b", "roll_back('best')", "Best", "roll back to the best checkpoint (lowest Frechet distance; asks)",
@@ -116,9 +120,10 @@ def bindings() -> list[Binding]:
     ]
 
 
-def footer_keys(paused: bool = False) -> list[Key]:
-    """The keys the footer may show, most important first (help, then quit: the way out always shows)."""
-    return sorted((k for k in KEYS if k.rank(paused)), key=lambda k: k.rank(paused))
+def footer_keys(paused: bool = False, over: bool = False) -> list[Key]:
+    """The keys the footer may show, most important first (help, then quit: the way out always shows);
+    once the run is `over`, none that acts on its trainer."""
+    return sorted((k for k in KEYS if k.rank(paused, over)), key=lambda k: k.rank(paused, over))
 
 
 def help_lines() -> list[tuple[str, list[Key]]]:

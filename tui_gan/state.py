@@ -18,7 +18,7 @@ from tui_gan.formatting import eta_seconds
 _GRIDS_IN_MEMORY = 64  # older grids keep only their PNG path and are decoded when stepped back to
 _MAX_NOTES = 1000  # the notes screen scrolls through these; the panel shows the newest
 SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
-_OVER = ("finished", "stopped", "failed", "interrupted")
+OVER = ("finished", "stopped", "failed", "interrupted")  # the phases of a run that has ended
 
 
 @dataclass
@@ -231,7 +231,7 @@ class DashboardState:
         p = self.quality.judge_progress
         if p is None:
             return ""
-        if self.phase in _OVER:
+        if self.phase in OVER:
             return f"no quality figures: the judge was still training (epoch {p.epoch} of {p.epochs})"
         return judge_status(p)
 
@@ -260,8 +260,7 @@ class DashboardState:
         self.hparams = {k: e.config[k] for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")}
         self.total_steps, self.step = e.total_steps, e.step
         if e.resumed and self.history and self.history.step[-1] > e.step:
-            self.history.truncate(e.step)  # a viewer that followed its run through a kill and a resume
-            self.changed.add("plot")
+            self._forget_after(e.step)  # a viewer that followed its run through a kill and a resume
         self.changed |= {"status", "hparams"}
 
     def _on_MetricsLogged(self, e: ev.MetricsLogged) -> None:
@@ -335,11 +334,15 @@ class DashboardState:
 
     def _on_RolledBack(self, e: ev.RolledBack) -> None:
         self.step = e.step
-        self.history.truncate(e.step)
-        self.quality.truncate(e.step)
-        self.markers = [m for m in self.markers if m <= e.step]
+        self._forget_after(e.step)
+
+    def _forget_after(self, step: int) -> None:
+        """The run went back to `step` (a rollback, a resume): what came after it is void."""
+        self.history.truncate(step)
+        self.quality.truncate(step)
+        self.markers = [m for m in self.markers if m <= step]
         shown = self.shown_grid()
-        self.grids = [g for g in self.grids if g.step <= e.step]
+        self.grids = [g for g in self.grids if g.step <= step]
         if self.view_index is not None and (shown not in self.grids):
             self.view_index = None
         self.changed |= {"plot", "grid", "quality", "status"}

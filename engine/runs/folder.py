@@ -172,6 +172,11 @@ class RunDir:
         """(step, path) of every saved grid, oldest first."""
         return _numbered(self.samples_dir, _GRID_RE)
 
+    def abandon_grids_after(self, step: int) -> list[Path]:
+        """Move grids newer than `step` to samples/abandoned/ (a resume or rollback went back past them:
+        the steps after it are drawn again, and a GIF or a viewer must not mix the two)."""
+        return _set_aside(self.sample_grids(), step, self.samples_dir / "abandoned")
+
     # ------------------------------------------------------------ checkpoints
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoints_dir / f"step_{step:08d}.pt"
@@ -193,14 +198,7 @@ class RunDir:
 
     def abandon_checkpoints_after(self, step: int) -> list[Path]:
         """Move checkpoints newer than `step` to checkpoints/abandoned/ (a rollback left them behind)."""
-        moved = []
-        for ckpt_step, path in self.checkpoints():
-            if ckpt_step > step:
-                target = self.checkpoints_dir / "abandoned" / path.name
-                target.parent.mkdir(exist_ok=True)
-                os.replace(path, target)
-                moved.append(target)
-        return moved
+        return _set_aside(self.checkpoints(), step, self.checkpoints_dir / "abandoned")
 
     def find_checkpoint(self, spec: str, up_to_step: int | None = None) -> Path:
         """The checkpoint named by `spec`: latest (or last-good: the newest at or before `up_to_step`),
@@ -302,6 +300,17 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
     if not candidates:
         raise RunError(f"no runs in {runs_dir} to resume")
     return RunDir.open(max(candidates, key=_last_write))
+
+
+def _set_aside(numbered: list[tuple[int, Path]], step: int, folder: Path) -> list[Path]:
+    """Move the files numbered past `step` into `folder` (kept, not deleted)."""
+    moved = []
+    for number, path in numbered:
+        if number > step:
+            folder.mkdir(exist_ok=True)
+            os.replace(path, folder / path.name)
+            moved.append(folder / path.name)
+    return moved
 
 
 def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:

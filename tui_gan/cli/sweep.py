@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from engine.config import NAMED_DATASETS, ConfigError
-from engine.lock import pid_alive
 from engine.notify_targets import child_env
 from engine.sweep.cluster import check_fits, local_resources, probe_cluster
 from engine.sweep.spec import (LOG_NAME, MARKER_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus,

@@ -21,11 +21,11 @@ from engine.notify_targets import child_env
 from engine import events as ev
 from engine.runs import (RunDir, RunError, last_step, new_run_name, newest_log_records, resolve_run, run_state,
                          starting_line)
-from tui_gan.describe import USER_ERROR_LEAD, judge_unfinished_summary
+from tui_gan.describe import judge_unfinished_summary
 from tui_gan.exits import USER_ERROR
 from tui_gan.formatting import gan_tui_command
 from tui_gan.options import Options, without_notify_urls
-from tui_gan.process.socket_link import log_tail, socket_path
+from tui_gan.process.socket_link import log_tail, socket_path, why_it_ended
 
 _START_TIMEOUT_S = 300.0  # importing torch and loading a dataset on a cold machine
 _FOLDER_ONLY = {"train.log", ".lock"}  # what a launcher leaves in a folder before its trainer starts
@@ -45,6 +45,9 @@ def plan_run_dir(options: Options, name_new_run: bool) -> Path | None:
         except RunError as exc:
             raise Refused(str(exc)) from None
         _refuse_live(run_dir)
+        if not RunDir(run_dir).checkpoints():  # said here in one line, not by a trainer that fails to start
+            raise Refused(f"run {run_dir} has no checkpoint to resume from: it ended before its first save; "
+                          "start a new run")
         return run_dir
     name = options.run_name
     if name is not None and ("/" in name or name in ("", ".", "..")):
@@ -96,13 +99,12 @@ def launch_detached(options: Options, argv: Sequence[str], run_dir: Path) -> int
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not _serving(run_dir):
         if process.poll() is not None:
-            tail = log_tail(log_path, 3)
+            said = why_it_ended(log_path, process.returncode) or ["(no output)"]
             if process.returncode == USER_ERROR:  # the trainer's own one line says what to fix
-                said = [line for line in tail if line.startswith(USER_ERROR_LEAD)][-1:] or tail[-1:] or ["(no output)"]
-                print(f"gan-tui: {said[0]}", file=sys.stderr)
+                print(f"gan-tui: {said[-1]}", file=sys.stderr)
                 return USER_ERROR
             print(f"gan-tui: the training process ended at start-up (exit {process.returncode}):\n  "
-                  + "\n  ".join(tail or ["(no output)"]), file=sys.stderr)
+                  + "\n  ".join(said), file=sys.stderr)
             return 1
         if time.monotonic() > deadline:
             print(f"gan-tui: still starting after {_START_TIMEOUT_S:.0f} s (pid {process.pid}); see {log_path}",

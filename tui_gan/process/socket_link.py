@@ -18,7 +18,9 @@ from pathlib import Path
 from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_EVENT_LINE, ProtocolError, decode_event, encode_command, parse_line
+from engine.runs import RunDir
 from engine.server import socket_path
+from tui_gan.describe import USER_ERROR_LEAD
 from tui_gan.exits import USER_ERROR
 from tui_gan.process.engine_link import Emit, Progress
 from tui_gan.formatting import gan_tui_command
@@ -87,19 +89,32 @@ class SocketEngine:
         while self._follow(sock, emit):
             # An attached viewer outlives its trainer: it says how to resume and waits for the run to
             # be served again (a resume from any terminal), then shows it on; q leaves meanwhile.
-            resume = gan_tui_command("--resume", self.run_dir)
-            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; resume it "
-                                  f"with: {resume} (this viewer follows it when it is back; q leaves)", "attach"))
-            emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
+            if not self._lost(emit, waits=True):
+                return
             sock = self._reconnect()
             if sock is None:
                 return
         if not self.finished and not self._detached:
-            resume = gan_tui_command("--resume", self.run_dir)
+            self._lost(emit, waits=False)
+
+    def _lost(self, emit: Emit, waits: bool) -> bool:
+        """Say that the trainer went away without a clean stop, and how to go on; True if the viewer
+        should wait for a resume (there is a checkpoint to resume from, and it `waits`)."""
+        if not RunDir(self.run_dir).checkpoints():
+            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop before its "
+                                  "first checkpoint: nothing of this run can be resumed; start a new run", "attach"))
+            waits = False
+        elif waits:
+            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; resume it "
+                                  f"with: {gan_tui_command('--resume', self.run_dir)} (this viewer follows it when "
+                                  "it is back; q leaves)", "attach"))
+        else:
             emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; "
-                                  f"resume with: {resume}", "attach"))
-            emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
+                                  f"resume with: {gan_tui_command('--resume', self.run_dir)}", "attach"))
+        emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
+        if not waits:
             emit(ev.RunFinished(self._step, ev.RunState.INTERRUPTED, str(self.run_dir)))
+        return waits
 
     def _follow(self, sock: socket.socket, emit: Emit) -> bool:
         """Deliver events from `sock` until it closes; True when an attached viewer should wait for the
@@ -198,7 +213,7 @@ class SocketEngine:
                     raise AttachError(f"no training process is serving {self.run_dir} ({error.strerror}); "
                                       f"resume it with: {gan_tui_command('--resume', self.run_dir)}")
             elif self.process.poll() is not None:
-                said = [line for line in log_tail(self.log_path, 6) if not line.endswith("...")][-2:]
+                said = why_it_ended(self.log_path, self.process.returncode)
                 raise AttachError(f"the training process ended at start-up (exit {self.process.returncode}): "
                                   f"{'; '.join(said) or 'no output'}", user_error=self.process.returncode == USER_ERROR)
             note = self._starting_note(time.monotonic() - started)
@@ -226,6 +241,14 @@ class SocketEngine:
         if message.get("reply") == "error":
             return ev.WarningRaised(self._step, f"command refused: {message.get('message')}", "command")
         return None
+
+
+def why_it_ended(log_path: Path | None, returncode: int) -> list[str]:
+    """What a trainer that ended at start-up said of why: its one `cannot train:` line for a mistake
+    of the user's (the closing lines follow it in the log), else its last lines."""
+    tail = [line for line in log_tail(log_path, 20) if not line.endswith("...")]
+    said = [line for line in tail if line.startswith(USER_ERROR_LEAD)] if returncode == USER_ERROR else []
+    return said[-1:] or tail[-3:]
 
 
 def log_tail(log_path: Path | None, lines: int = 3) -> list[str]:

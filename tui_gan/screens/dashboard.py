@@ -25,7 +25,7 @@ from tui_gan.screens.digit import ALL, DigitScreen
 from tui_gan.screens.export import ExportRequest, ExportScreen, export_now
 from tui_gan.screens.help import HelpScreen
 from tui_gan.screens.notes import NOTE_STYLES, NotesScreen
-from tui_gan.state import DashboardState
+from tui_gan.state import OVER, DashboardState
 from tui_gan.widgets.hyperparams import HyperparamsForm
 from tui_gan.widgets.key_footer import KeyFooter
 from tui_gan.widgets.loss_plot import LossPlot
@@ -124,7 +124,8 @@ class DashboardScreen(Screen[None]):
         if "status" in changes:
             self.query_one(StatusBar).show(self.state, self.engine.gpu_memory())
             self._fit_size()  # a fallback run's status bar takes a row more
-            self.query_one(KeyFooter).paused = self.state.phase == "paused"
+            footer = self.query_one(KeyFooter)
+            footer.paused, footer.over = self.state.phase == "paused", self.state.phase in OVER
         if "grid" in changes:
             self.redraw_grid()
         if "hparams" in changes:
@@ -182,13 +183,22 @@ class DashboardScreen(Screen[None]):
             self.engine.send(cmd.Pause())
         elif self.state.phase == "paused":
             self.engine.send(cmd.Resume())
+        elif self.state.phase in OVER:
+            self._say_over("train on")
 
     def action_step_once(self) -> None:
         """One training step while paused."""
         if self.state.phase == "paused":
             self.engine.send(cmd.Step(1))
+        elif self.state.phase in OVER:
+            self._say_over("step")
         else:
             self.notify("pause first (space); n steps once while paused", timeout=3)
+
+    def _say_over(self, what: str) -> None:
+        """A key for the trainer, pressed after the run ended: how to go on instead."""
+        how = "--resume" if self.state.phase != "finished" else "--resume RUN --steps N"
+        self.notify(f"the run is {self.state.phase}; to {what}, start it again with gan-tui {how}", timeout=5)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""

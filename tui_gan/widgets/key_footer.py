@@ -15,11 +15,12 @@ from tui_gan.keys import KEYS, Key, footer_keys
 _GAP = 2
 
 
-def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False, attached: bool = False) -> list[Key]:
+def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False, attached: bool = False,
+             over: bool = False) -> list[Key]:
     """The most important keys that fit whole in `width` columns (the first always), in table order."""
     chosen: list[Key] = []
     used = 0
-    for key in keys if keys is not None else footer_keys(paused):
+    for key in keys if keys is not None else footer_keys(paused, over):
         size = len(key.shown) + 1 + len(key.label_for(paused, attached)) + (_GAP if chosen else 0)
         if chosen and used + size > width:
             continue  # a shorter, less important key may still fit
@@ -29,11 +30,11 @@ def fit_keys(width: int, keys: list[Key] | None = None, paused: bool = False, at
     return sorted(chosen, key=lambda k: rank.get(k.action + k.keys, len(KEYS)))
 
 
-def footer_text(width: int, paused: bool = False, attached: bool = False) -> Text:
+def footer_text(width: int, paused: bool = False, attached: bool = False, over: bool = False) -> Text:
     """The footer line for `width` columns (pure, for tests); `paused`: space says Resume; `attached`:
-    q says Detach."""
+    q says Detach; `over`: the run has ended, so no key for its trainer."""
     text = Text(no_wrap=True, overflow="crop")
-    for i, key in enumerate(fit_keys(width, paused=paused, attached=attached)):
+    for i, key in enumerate(fit_keys(width, paused=paused, attached=attached, over=over)):
         if i:
             text.append(" " * _GAP)
         text.append(key.shown, style="bold")
@@ -52,6 +53,8 @@ class KeyFooter(Widget):
     """Whether the run is paused (the dashboard sets it from the run's phase)."""
     attached: reactive[bool] = reactive(False)
     """Whether the dashboard was opened with `gan-tui attach` (q detaches there)."""
+    over: reactive[bool] = reactive(False)
+    """Whether the run has ended (finished, stopped, failed, interrupted)."""
 
     def render(self) -> Text:
-        return footer_text(self.content_size.width, self.paused, self.attached)
+        return footer_text(self.content_size.width, self.paused, self.attached, self.over)
