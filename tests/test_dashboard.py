@@ -206,9 +206,12 @@ async def test_an_attached_viewer_detaches_on_q_and_asks_before_x_stops_the_run(
         assert "q Detach" in screen_text(app)[-1]
         await pilot.press("X")
         assert type(app.screen).__name__ == "ConfirmScreen"
+        assert "enter yes" in "".join(screen_text(app)) and "escape no" in "".join(screen_text(app))
         await pilot.press("n")
         assert not fake.commands
-        await pilot.press("X", "y")
+        await pilot.press("X", "escape")
+        assert not fake.commands
+        await pilot.press("X", "enter")  # the keys of the quit question
         assert fake.commands[-1] == cmd.Stop(save=True)
     fake = AttachedEngine(str(tmp_path))
     app = GanApp(options(tmp_path), engine=fake)
@@ -232,6 +235,21 @@ async def test_once_the_run_is_over_its_trainers_keys_leave_the_footer_and_say_h
         await pilot.press("space")
         await until(pilot, lambda: any("the run is finished; to train on" in line for line in screen_text(app)))
         assert not fake.commands
+
+
+async def test_the_notes_are_wrapped_again_at_the_new_width_after_a_resize(tmp_path):
+    fake = FakeEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    path = "/tmp/runs/20261205-093000-mnist-cond-mlp/exports/grid_step_00000983_x4.png"
+    note = f"exported the grid to {path}"
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app, fake)
+        app.post_message(EngineEvent(ev.WarningRaised(fake.steps, note, "test")))
+        notes = app.screen.query_one("#notes")
+        await until(pilot, lambda: "grid_step" in "".join(screen_text(app, notes)))
+        assert not any(path in line for line in screen_text(app, notes))  # 80 columns: cut in two
+        await pilot.resize_terminal(160, 40)
+        await until(pilot, lambda: any(path in line for line in screen_text(app, notes)))
 
 
 async def test_judge_training_progress_is_on_screen(tmp_path):

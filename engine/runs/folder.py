@@ -294,7 +294,8 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
         if not path.exists() and (runs_dir / spec).exists():
             path = runs_dir / spec
         if not path.is_dir():
-            raise RunError(f"run {spec} does not exist")
+            where = "" if Path(spec).is_absolute() else f" (neither {spec} here nor {runs_dir / spec} is a folder)"
+            raise RunError(f"run {spec} does not exist{where}")
         return RunDir.open(path)
     candidates = [p for p in runs_dir.glob("*") if (p / "config.json").is_file()] if runs_dir.is_dir() else []
     if not candidates:

@@ -12,10 +12,10 @@ from textual.widgets import Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Answers True for y, False for n or escape."""
+    """Answers True for enter or y, False for n or escape (the keys of the quit question)."""
 
     BINDINGS = [
-        Binding("y", "answer(True)", "yes"),
+        Binding("enter,y", "answer(True)", "yes"),
         Binding("n,escape", "answer(False)", "no"),
     ]
 
@@ -26,7 +26,7 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
             yield Static(self.question)
-            yield Static("\n[b]y[/] yes    [b]n[/] no")
+            yield Static("\n[b]enter[/] yes    [b]escape[/] no")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -48,4 +48,4 @@ def rollback_question(run_dir: str, target: str, current_step: int, lr_scale: fl
     return step, (f"Roll back to the checkpoint of step {step:,}{figure}?\n"
                   f"Its weights and the hyperparameters in force at that step are restored{then}.\n"
                   f"The {current_step - step:,} steps since are set aside: their log lines move to "
-                  f"metrics.abandoned.jsonl, newer checkpoints to checkpoints/abandoned/.")
+                  f"metrics.abandoned.jsonl, newer checkpoints and grids to abandoned/ folders.")

@@ -66,6 +66,7 @@ class DashboardScreen(Screen[None]):
         self._quit_run = quit_run
         self._last_plot = 0.0
         self._notes_written = 0
+        self._notes_width = 0  # the width the notes were wrapped at
 
     # ---------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -97,6 +98,18 @@ class DashboardScreen(Screen[None]):
         self.query_one("#left").set_class(self.size.height >= TALL_ROWS, "-tall")
         self.state.changed.add("grid")  # its title is fitted to the panel's new width
         self._fit_size()
+        self.call_after_refresh(self._rewrap_notes)  # once the panels have their new widths
+
+    def _rewrap_notes(self) -> None:
+        """A RichLog wraps a line when it is written: at a new width, the notes are written again."""
+        log = self.query_one("#notes", RichLog)
+        width = log.scrollable_content_region.width
+        if width == self._notes_width:
+            return
+        self._notes_width = width
+        log.clear()
+        self._notes_written = self.state.notes_total - len(self.state.notes)
+        self._redraw_notes()
 
     def _fit_size(self) -> None:
         """Below the smallest size the panels fit, one message instead of a mangled screen."""
