@@ -101,10 +101,13 @@ def resume(runner: Runner, checkpoint: Checkpoint) -> tuple[int, dict[str, Any] 
     step = checkpoint.step
     try:
         last = run.truncate_log(step)
-        run.abandon_grids_after(step)
     except Exception as exc:  # noqa: BLE001 - a full disk: the log keeps its later lines, the run goes on
         record.journal.failed("metrics", exc, "metrics log (set back to the checkpoint)")
         last = step
+    try:  # at once: no grid of this process is on its way yet, and a viewer reads samples/ at RunStarted
+        run.abandon_grids_after(step)
+    except Exception as exc:  # noqa: BLE001 - a full disk or a read-only folder: the resume stands
+        runner.warn(f"the grids after step {step:,} could not be set aside: {describe_error(exc)}", "resume")
     record.write_config(runner.cfg)
     record.append(log_record("resumed", step, lost_steps=last - step))
     saved_hp = checkpoint.config.hyperparams()
@@ -225,9 +228,18 @@ def _forget_after(runner: Runner, step: int, done: str) -> int:
     try:
         last = run.truncate_log(step)
         run.abandon_checkpoints_after(step)
-        run.abandon_grids_after(step)
-        return last
     except Exception as exc:  # noqa: BLE001 - a full disk: the rollback itself stands
         runner.warn(f"{done}, but the log and newer checkpoints could not be set aside: {describe_error(exc)}",
                     "rollback")
-        return step
+        last = step
+    _set_grids_aside(runner, step)
+    return last
+
+
+def _set_grids_aside(runner: Runner, step: int) -> None:
+    """Grids past `step` go to samples/abandoned/ (the steps after it are drawn again). Queued on the
+    journal: a grid of those steps still waiting for the disk lands first, and is moved with the rest
+    (a live viewer drops them on RolledBack; one opened later reads samples/ without them)."""
+    run = runner.run
+    assert run is not None
+    runner.record.write("samples", lambda: run.abandon_grids_after(step), "grids of the steps set aside")

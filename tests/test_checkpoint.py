@@ -1,5 +1,6 @@
 """Checkpoints: exact resume, atomic writes, clear errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,12 +85,16 @@ def test_a_resume_sets_aside_the_grids_of_the_lost_steps_and_a_viewer_forgets_th
     assert max(g.step for g in viewer.grids) > 4 and max(s for s, _ in runner.run.sample_grids()) > 4
     runner.abandon()
     resumed, sink = make_runner(resume="latest", steps=1000, checkpoint_every=0, sample_every=2, sample_every_s=0.0)
+    resumed.settle()
     assert [s for s, _ in resumed.run.sample_grids()] == [0, 2, 4]
     assert sorted(p.name for p in (resumed.run.samples_dir / "abandoned").iterdir()) == [
         "step_00000006.png", "step_00000008.png", "step_00000010.png"]
     for event in sink.drain():
         viewer.apply(event)
     assert [g.step for g in viewer.grids] == [0, 2, 4]
+    resumed.run.save_grid(6, np.zeros((4, 28, 28), dtype=np.uint8))  # drawn again, then set aside again
+    resumed.run.abandon_grids_after(4)
+    assert (resumed.run.samples_dir / "abandoned" / "step_00000006.1.png").is_file()  # the first one is kept
 
 
 def test_a_change_made_after_the_checkpoint_is_recorded_when_the_resume_goes_on_with_it(make_runner):

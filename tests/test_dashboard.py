@@ -233,7 +233,7 @@ async def test_once_the_run_is_over_its_trainers_keys_leave_the_footer_and_say_h
         await until(pilot, lambda: "Pause" not in screen_text(app)[-1])
         assert "Step" not in screen_text(app)[-1] and "Save" not in screen_text(app)[-1]
         await pilot.press("space")
-        await until(pilot, lambda: any("the run is finished; to train on" in line for line in screen_text(app)))
+        await until(pilot, lambda: any("the run is finished, nothing to pause" in line for line in screen_text(app)))
         assert not fake.commands
 
 

@@ -79,8 +79,15 @@ def test_attach_of_a_stopped_run_exits_2_in_one_line(tmp_path):
     result = gan_tui("attach", str(run), timeout=60)
     assert result.returncode == 2
     line, = result.stderr.strip().splitlines()
-    assert "is stopped, not running; resume it with:" in line and "--resume" in line
+    assert "is stopped, not running; it saved no checkpoint, so nothing of it can be resumed" in line, line
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_00000300.pt").write_bytes(b"")
+    result = gan_tui("attach", str(run), timeout=60)
+    line, = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "is stopped, not running; resume it with:" in line and "--resume" in line
     finished = _fake_run(tmp_path, "over", "finished", 500)
+    (finished / "checkpoints").mkdir()
+    (finished / "checkpoints" / "step_00000500.pt").write_bytes(b"")
     result = gan_tui("attach", str(finished), timeout=60)
     assert result.returncode == 2 and "train it further with:" in result.stderr and "--steps 1000" in result.stderr
 

@@ -335,6 +335,43 @@ def test_an_attached_viewer_whose_trainer_dies_before_its_first_checkpoint_says_
     link.detach()
     assert not body.is_alive(), seen
     warning = next(e for e in seen if isinstance(e, ev.WarningRaised))
-    assert "before its first checkpoint" in warning.message and "--resume" not in warning.message
+    assert "saved no checkpoint, so nothing of it can be resumed" in warning.message and "--resume" not in warning.message
     assert isinstance(seen[-1], ev.RunFinished) and seen[-1].state == ev.RunState.INTERRUPTED
+    socket_path(run).unlink(missing_ok=True)
+
+
+def test_a_viewer_the_live_trainer_let_go_of_connects_again_without_a_word(tmp_path):
+    """The server drops a viewer that falls behind; the trainer lives on: no "went away", no resume hint."""
+    import socket
+    import threading
+
+    from engine.protocol import encode_event
+    from engine.server import socket_path
+    from tui_gan.process.socket_link import SocketEngine
+
+    run = tmp_path / "r"
+    run.mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(socket_path(run)))
+    server.listen(2)
+
+    def drop_then_serve() -> None:
+        first, _ = server.accept()
+        first.close()  # let go of the viewer, training on
+        second, _ = server.accept()
+        second.sendall(encode_event(ev.RunFinished(7, ev.RunState.FINISHED, str(run))))
+        second.close()
+        server.close()
+
+    threading.Thread(target=drop_then_serve, daemon=True).start()
+    seen: list[ev.Event] = []
+    link = SocketEngine(run)
+    body = threading.Thread(target=link._serve, args=(seen.append, lambda text: None), daemon=True)
+    body.start()
+    body.join(60)
+    link.detach()
+    socket_path(run).unlink(missing_ok=True)
+    assert not body.is_alive(), seen
+    assert not any(isinstance(e, ev.WarningRaised) for e in seen), seen
+    assert seen[-1] == ev.RunFinished(7, ev.RunState.FINISHED, str(run))
 

@@ -32,6 +32,8 @@ _STEP_BEFORE = re.compile(r"\b(steps? )(\d{4,})\b")
 _STEPS_AFTER = re.compile(r"\b(\d{4,})( steps?)\b")
 #: How a run's failure on a mistake of the user's begins (`gan-tui --detach` quotes that line of train.log).
 USER_ERROR_LEAD = "cannot train: "
+#: How any other failure's line begins (quoted the same way when a trainer ends at start-up).
+FAILURE_LEAD = "training failed at step "
 _NONFINITE_HINT = "u: roll back to the last good checkpoint · U: the same with lower learning rates"
 
 
@@ -201,7 +203,7 @@ def _error(e: ev.ErrorRaised) -> list[Note]:
     if e.user_error:  # a mistake to fix (a path, a device, a damaged checkpoint): no traceback to read
         return [Note(f"{USER_ERROR_LEAD}{e.message}", "error")]
     where = f" (traceback: {e.traceback_path})" if e.traceback_path else ""
-    return [Note(f"training failed at step {e.step:,}: {with_thousands(e.message)}{where}", "error")]
+    return [Note(f"{FAILURE_LEAD}{e.step:,}: {with_thousands(e.message)}{where}", "error")]
 
 
 def _judge_progress(e: ev.JudgeProgress) -> list[Note]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def format_duration(seconds: float) -> str:
     """4:05, 1:02:03."""
@@ -35,6 +37,21 @@ def gan_tui_command(*args: object) -> str:
     import shlex
 
     return " ".join([*_gan_tui_prefix(), *(shlex.quote(str(a)) for a in args)])
+
+
+NO_CHECKPOINT = "it saved no checkpoint, so nothing of it can be resumed; start a new run"
+
+
+def how_to_go_on(run_dir: object, finished_at: int | None = None) -> str:
+    """The command that trains a run on: `--resume` (with `--steps` past `finished_at` for a finished
+    run), or, when it saved no checkpoint, that it cannot be resumed. Reads the run folder."""
+    from engine.runs import RunDir  # a folder listing; the engine's modules load only when asked
+
+    if not RunDir(Path(str(run_dir))).checkpoints():
+        return NO_CHECKPOINT
+    if finished_at is not None:
+        return f"train it further with: {gan_tui_command('--resume', run_dir, '--steps', max(2 * finished_at, finished_at + 1))}"
+    return f"resume it with: {gan_tui_command('--resume', run_dir)}"
 
 
 def _gan_tui_prefix() -> list[str]:

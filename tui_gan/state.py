@@ -259,7 +259,7 @@ class DashboardState:
         self.config = e.config
         self.hparams = {k: e.config[k] for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")}
         self.total_steps, self.step = e.total_steps, e.step
-        if e.resumed and self.history and self.history.step[-1] > e.step:
+        if e.resumed:
             self._forget_after(e.step)  # a viewer that followed its run through a kill and a resume
         self.changed |= {"status", "hparams"}
 

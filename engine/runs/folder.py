@@ -304,13 +304,19 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
 
 
 def _set_aside(numbered: list[tuple[int, Path]], step: int, folder: Path) -> list[Path]:
-    """Move the files numbered past `step` into `folder` (kept, not deleted)."""
+    """Move the files numbered past `step` into `folder` (kept, not deleted: a name set aside by an
+    earlier rollback gets a suffix instead of being replaced)."""
     moved = []
     for number, path in numbered:
         if number > step:
             folder.mkdir(exist_ok=True)
-            os.replace(path, folder / path.name)
-            moved.append(folder / path.name)
+            target = folder / path.name
+            n = 1
+            while target.exists():
+                target = folder / f"{path.stem}.{n}{path.suffix}"
+                n += 1
+            os.replace(path, target)
+            moved.append(target)
     return moved
 
 

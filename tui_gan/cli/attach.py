@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.runs import RunDir, RunError, last_step, resolve_run, run_state
-from tui_gan.formatting import gan_tui_command
+from tui_gan.formatting import gan_tui_command, how_to_go_on
 from tui_gan.options import Parser
 from tui_gan.terminal import refused_without_terminal
 
@@ -47,9 +47,7 @@ def main(argv: Sequence[str]) -> int:
         return 1
     if not socket_path(run.path).exists() or pid is None:
         # Not a failure: the run is over (or was cut off); the user asked for the wrong thing. One line, 2.
-        step = last_step(run)
-        again = (f"train it further with: {gan_tui_command('--resume', run.path, '--steps', max(2 * step, step + 1))}"
-                 if state == "finished" else f"resume it with: {gan_tui_command('--resume', run.path)}")
+        again = how_to_go_on(run.path, last_step(run) if state == "finished" else None)
         print(f"gan-tui: {run.path} is {state}, not running; {again}", file=sys.stderr)
         return 2
     try:

@@ -125,6 +125,8 @@ class ProgressLine:
         step = final.step if final is not None else (m.step if m else 0)
         if final is not None and lost_its_weights(final):
             lines.append("  no checkpoint of this run is on disk: it cannot be resumed (free space, then train anew)")
+        elif not _has_checkpoint(run_dir):  # it failed, say, before its first save
+            lines.append("  no checkpoint of this run was saved: it cannot be resumed; start a new run")
         elif final is not None and final.state == ev.RunState.FINISHED:
             lines.append(f"  train further: {gan_tui_command('--resume', run_dir, '--steps', max(2 * step, step + 1))}")
         else:
@@ -180,3 +182,9 @@ def format_metrics(m: ev.MetricsLogged, total: int, width: int | None = None) ->
     bar = f" [{'#' * filled}{'.' * (bar_width - filled)}]" if bar_width >= 5 else ""
     line = f"{head}{bar} {tail}"
     return line if width is None else line[: max(0, width)]
+
+
+def _has_checkpoint(run_dir: str) -> bool:
+    from engine.runs import RunDir  # read at the end only
+
+    return bool(RunDir(Path(run_dir)).checkpoints())

@@ -18,12 +18,11 @@ from pathlib import Path
 from engine import commands as cmd
 from engine import events as ev
 from engine.protocol import MAX_EVENT_LINE, ProtocolError, decode_event, encode_command, parse_line
-from engine.runs import RunDir
 from engine.server import socket_path
-from tui_gan.describe import USER_ERROR_LEAD
+from tui_gan.describe import FAILURE_LEAD, USER_ERROR_LEAD
 from tui_gan.exits import USER_ERROR
 from tui_gan.process.engine_link import Emit, Progress
-from tui_gan.formatting import gan_tui_command
+from tui_gan.formatting import NO_CHECKPOINT, how_to_go_on
 
 _CONNECT_POLL_S = 0.2
 _RECONNECT_POLL_S = 0.5  # an attached viewer waiting for its run to be resumed
@@ -87,6 +86,11 @@ class SocketEngine:
                 emit(ev.RunFinished(0, state, str(self.run_dir)))
             return
         while self._follow(sock, emit):
+            time.sleep(_RECONNECT_POLL_S)
+            again = self._connect_once()
+            if again is not None:  # the trainer lives: it let go of this viewer (one that fell behind)
+                sock = again
+                continue
             # An attached viewer outlives its trainer: it says how to resume and waits for the run to
             # be served again (a resume from any terminal), then shows it on; q leaves meanwhile.
             if not self._lost(emit, waits=True):
@@ -100,17 +104,12 @@ class SocketEngine:
     def _lost(self, emit: Emit, waits: bool) -> bool:
         """Say that the trainer went away without a clean stop, and how to go on; True if the viewer
         should wait for a resume (there is a checkpoint to resume from, and it `waits`)."""
-        if not RunDir(self.run_dir).checkpoints():
-            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop before its "
-                                  "first checkpoint: nothing of this run can be resumed; start a new run", "attach"))
+        again = how_to_go_on(self.run_dir)
+        if again == NO_CHECKPOINT:
             waits = False
-        elif waits:
-            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; resume it "
-                                  f"with: {gan_tui_command('--resume', self.run_dir)} (this viewer follows it when "
-                                  "it is back; q leaves)", "attach"))
-        else:
-            emit(ev.WarningRaised(self._step, "the training process went away without a clean stop; "
-                                  f"resume with: {gan_tui_command('--resume', self.run_dir)}", "attach"))
+        follows = " (this viewer follows it when it is back; q leaves)" if waits else ""
+        emit(ev.WarningRaised(self._step, f"the training process went away without a clean stop; {again}{follows}",
+                              "attach"))
         emit(ev.StateChanged(ev.RunState.INTERRUPTED, self._step, "connection lost"))
         if not waits:
             emit(ev.RunFinished(self._step, ev.RunState.INTERRUPTED, str(self.run_dir)))
@@ -150,16 +149,22 @@ class SocketEngine:
 
     def _reconnect(self) -> socket.socket | None:
         """Wait (as long as the viewer stays) for a trainer to serve this run folder again."""
-        path = socket_path(self.run_dir)
         while not self._detached:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(path))
+            sock = self._connect_once()
+            if sock is not None:
                 return sock
-            except OSError:
-                sock.close()
             time.sleep(_RECONNECT_POLL_S)
         return None
+
+    def _connect_once(self) -> socket.socket | None:
+        """A connection to the trainer serving this run folder, or None when none answers."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(socket_path(self.run_dir)))
+            return sock
+        except OSError:
+            sock.close()
+            return None
 
     def send(self, command: cmd.Command) -> None:
         """Send one command line (small, local: does not wait on training). Before the connection is
@@ -211,7 +216,7 @@ class SocketEngine:
             if self.process is None:
                 if time.monotonic() - started > _ATTACH_TIMEOUT_S or not path.exists():
                     raise AttachError(f"no training process is serving {self.run_dir} ({error.strerror}); "
-                                      f"resume it with: {gan_tui_command('--resume', self.run_dir)}")
+                                      f"{how_to_go_on(self.run_dir)}")
             elif self.process.poll() is not None:
                 said = why_it_ended(self.log_path, self.process.returncode)
                 raise AttachError(f"the training process ended at start-up (exit {self.process.returncode}): "
@@ -244,11 +249,11 @@ class SocketEngine:
 
 
 def why_it_ended(log_path: Path | None, returncode: int) -> list[str]:
-    """What a trainer that ended at start-up said of why: its one `cannot train:` line for a mistake
-    of the user's (the closing lines follow it in the log), else its last lines."""
+    """What a trainer that ended at start-up said of why: its one `cannot train:` (a mistake of the
+    user's) or `training failed` line, since the closing lines follow it in the log; else its last lines."""
     tail = [line for line in log_tail(log_path, 20) if not line.endswith("...")]
-    said = [line for line in tail if line.startswith(USER_ERROR_LEAD)] if returncode == USER_ERROR else []
-    return said[-1:] or tail[-3:]
+    lead = USER_ERROR_LEAD if returncode == USER_ERROR else FAILURE_LEAD
+    return [line for line in tail if line.startswith(lead)][-1:] or tail[-3:]
 
 
 def log_tail(log_path: Path | None, lines: int = 3) -> list[str]:

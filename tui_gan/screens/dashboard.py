@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Input, Label, RichLog, Static
 
 from engine import commands as cmd
+from tui_gan.formatting import how_to_go_on
 from tui_gan.keys import TYPING_ACTIONS, bindings
 from tui_gan.paths import shown_path
 from tui_gan.screens.confirm import ConfirmScreen, rollback_question
@@ -197,7 +198,7 @@ class DashboardScreen(Screen[None]):
         elif self.state.phase == "paused":
             self.engine.send(cmd.Resume())
         elif self.state.phase in OVER:
-            self._say_over("train on")
+            self._say_over("pause")
 
     def action_step_once(self) -> None:
         """One training step while paused."""
@@ -208,10 +209,12 @@ class DashboardScreen(Screen[None]):
         else:
             self.notify("pause first (space); n steps once while paused", timeout=3)
 
+    @work(thread=True, group="io", exit_on_error=False)
     def _say_over(self, what: str) -> None:
-        """A key for the trainer, pressed after the run ended: how to go on instead."""
-        how = "--resume" if self.state.phase != "finished" else "--resume RUN --steps N"
-        self.notify(f"the run is {self.state.phase}; to {what}, start it again with gan-tui {how}", timeout=5)
+        """A key for the trainer, pressed after the run ended: how to go on instead (reads the folder)."""
+        finished = self.state.step if self.state.phase == "finished" else None
+        again = how_to_go_on(self.state.run_dir, finished) if self.state.run_dir else "start a new run"
+        self.app.call_from_thread(self.notify, f"the run is {self.state.phase}, nothing to {what}; {again}", timeout=8)
 
     def action_save(self) -> None:
         """Save a checkpoint now."""
