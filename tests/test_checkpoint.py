@@ -84,15 +84,20 @@ def test_a_resume_sets_aside_the_grids_of_the_lost_steps_and_a_viewer_forgets_th
         viewer.apply(event)
     assert max(g.step for g in viewer.grids) > 4 and max(s for s, _ in runner.run.sample_grids()) > 4
     runner.abandon()
+    viewer.apply(StateChanged(RunState.INTERRUPTED, 10, "connection lost"))  # as the viewer's link says it
     resumed, sink = make_runner(resume="latest", steps=1000, checkpoint_every=0, sample_every=2, sample_every_s=0.0)
     resumed.settle()
     assert [s for s, _ in resumed.run.sample_grids()] == [0, 2, 4]
     assert sorted(p.name for p in (resumed.run.samples_dir / "abandoned").iterdir()) == [
         "step_00000006.png", "step_00000008.png", "step_00000010.png"]
-    for event in sink.drain():
+    events = sink.drain()
+    for event in events:
         viewer.apply(event)
     assert [g.step for g in viewer.grids] == [0, 2, 4]
-    resumed.run.save_grid(6, np.zeros((4, 28, 28), dtype=np.uint8))  # drawn again, then set aside again
+    resumed.run.save_grid(6, np.zeros((4, 28, 28), dtype=np.uint8))  # drawn again (then set aside again, below)
+    viewer.apply(ev.SamplesGenerated(6, np.zeros((4, 28, 28), dtype=np.uint8), True, str(resumed.run.grid_path(6))))
+    viewer.apply(next(e for e in events if isinstance(e, ev.RunStarted)))  # sent again to a viewer that connects
+    assert [g.step for g in viewer.grids] == [0, 2, 4, 6]  # no news: nothing forgotten
     resumed.run.abandon_grids_after(4)
     assert (resumed.run.samples_dir / "abandoned" / "step_00000006.1.png").is_file()  # the first one is kept
 

@@ -259,8 +259,10 @@ class DashboardState:
         self.config = e.config
         self.hparams = {k: e.config[k] for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps", "label_smoothing")}
         self.total_steps, self.step = e.total_steps, e.step
-        if e.resumed:
-            self._forget_after(e.step)  # a viewer that followed its run through a kill and a resume
+        if e.resumed and self.phase == "interrupted":
+            # A viewer that followed its run through a kill and a resume. (Any viewer that connects is
+            # sent the run's RunStarted again: then it is no news, and nothing is forgotten.)
+            self._forget_after(e.step)
         self.changed |= {"status", "hparams"}
 
     def _on_MetricsLogged(self, e: ev.MetricsLogged) -> None:
