@@ -306,46 +306,12 @@ def test_a_trainer_that_fails_after_its_closing_lines_is_reported_by_its_cannot_
     assert error.message.endswith("cannot train: run x has a damaged checkpoint"), error.message
 
 
-def test_an_attached_viewer_whose_trainer_dies_before_its_first_checkpoint_says_it_cannot_be_resumed(tmp_path):
-    """No checkpoint, nothing to resume: the viewer says so and ends, instead of offering a resume that
-    fails and waiting for it."""
+def viewer_of_a_trainer_that(tmp_path, serve) -> list[ev.Event]:
+    """The events an attached viewer's link delivers from a stand-in trainer socket that runs
+    `serve(listening_socket, run_dir)` on a thread; the link must end within a minute."""
     import socket
     import threading
 
-    from engine.server import socket_path
-    from tui_gan.process.socket_link import SocketEngine
-
-    run = tmp_path / "r"
-    run.mkdir()
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(socket_path(run)))
-    server.listen(1)
-
-    def serve_then_die() -> None:
-        conn, _ = server.accept()
-        conn.close()  # as a trainer killed with SIGKILL: the connection drops, no RunFinished
-        server.close()
-
-    threading.Thread(target=serve_then_die, daemon=True).start()
-    seen: list[ev.Event] = []
-    link = SocketEngine(run)
-    body = threading.Thread(target=link._serve, args=(seen.append, lambda text: None), daemon=True)
-    body.start()  # the link's thread body: it ends, it does not wait for a resume
-    body.join(60)
-    link.detach()
-    assert not body.is_alive(), seen
-    warning = next(e for e in seen if isinstance(e, ev.WarningRaised))
-    assert "saved no checkpoint, so nothing of it can be resumed" in warning.message and "--resume" not in warning.message
-    assert isinstance(seen[-1], ev.RunFinished) and seen[-1].state == ev.RunState.INTERRUPTED
-    socket_path(run).unlink(missing_ok=True)
-
-
-def test_a_viewer_the_live_trainer_let_go_of_connects_again_without_a_word(tmp_path):
-    """The server drops a viewer that falls behind; the trainer lives on: no "went away", no resume hint."""
-    import socket
-    import threading
-
-    from engine.protocol import encode_event
     from engine.server import socket_path
     from tui_gan.process.socket_link import SocketEngine
 
@@ -354,8 +320,38 @@ def test_a_viewer_the_live_trainer_let_go_of_connects_again_without_a_word(tmp_p
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(socket_path(run)))
     server.listen(2)
+    threading.Thread(target=serve, args=(server, run), daemon=True).start()
+    seen: list[ev.Event] = []
+    link = SocketEngine(run)
+    body = threading.Thread(target=link._serve, args=(seen.append, lambda text: None), daemon=True)
+    body.start()  # the link's thread body
+    body.join(60)
+    link.detach()
+    socket_path(run).unlink(missing_ok=True)
+    assert not body.is_alive(), seen
+    return seen
 
-    def drop_then_serve() -> None:
+
+def test_an_attached_viewer_whose_trainer_dies_before_its_first_checkpoint_says_it_cannot_be_resumed(tmp_path):
+    """No checkpoint, nothing to resume: the viewer says so and ends, instead of offering a resume that
+    fails and waiting for it."""
+
+    def serve_then_die(server, run) -> None:
+        conn, _ = server.accept()
+        conn.close()  # as a trainer killed with SIGKILL: the connection drops, no RunFinished
+        server.close()
+
+    seen = viewer_of_a_trainer_that(tmp_path, serve_then_die)
+    warning = next(e for e in seen if isinstance(e, ev.WarningRaised))
+    assert "saved no checkpoint, so nothing of it can be resumed" in warning.message and "--resume" not in warning.message
+    assert isinstance(seen[-1], ev.RunFinished) and seen[-1].state == ev.RunState.INTERRUPTED
+
+
+def test_a_viewer_the_live_trainer_let_go_of_connects_again_without_a_word(tmp_path):
+    """The server drops a viewer that falls behind; the trainer lives on: no "went away", no resume hint."""
+    from engine.protocol import encode_event
+
+    def drop_then_serve(server, run) -> None:
         first, _ = server.accept()
         first.close()  # let go of the viewer, training on
         second, _ = server.accept()
@@ -363,15 +359,6 @@ def test_a_viewer_the_live_trainer_let_go_of_connects_again_without_a_word(tmp_p
         second.close()
         server.close()
 
-    threading.Thread(target=drop_then_serve, daemon=True).start()
-    seen: list[ev.Event] = []
-    link = SocketEngine(run)
-    body = threading.Thread(target=link._serve, args=(seen.append, lambda text: None), daemon=True)
-    body.start()
-    body.join(60)
-    link.detach()
-    socket_path(run).unlink(missing_ok=True)
-    assert not body.is_alive(), seen
+    seen = viewer_of_a_trainer_that(tmp_path, drop_then_serve)
     assert not any(isinstance(e, ev.WarningRaised) for e in seen), seen
-    assert seen[-1] == ev.RunFinished(7, ev.RunState.FINISHED, str(run))
-
+    assert seen[-1] == ev.RunFinished(7, ev.RunState.FINISHED, str(tmp_path / "r"))
