@@ -24,6 +24,9 @@ from tests.test_cli import ROOT, gan_tui
         (["ls", "--runs-dirr", "x"], "gan-tui ls: unrecognized argument --runs-dirr; did you mean --runs-dir? (see --help)"),
         (["--amp", "bf15"], "did you mean bf16?"),
         (["export", "somewhere", "grdi"], "did you mean grid?"),
+        # An abbreviation is a typo too: argparse would take it, until a new flag made it mean another.
+        (["--headles"], "gan-tui: unrecognized argument --headles; did you mean --headless? (see --help)"),
+        (["ls", "--jso"], "gan-tui ls: unrecognized argument --jso; did you mean --json? (see --help)"),
     ],
 )
 def test_a_typo_gets_the_nearest_flag_subcommand_or_choice(args, line):

@@ -295,7 +295,13 @@ SUBCOMMANDS = ("attach", "ls", "show", "export", "compare", "sweep", "notify-tes
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (no usage block), exit status 2, with a "did you
-    mean" for a near miss of one of this parser's own flags, choices or (for gan-tui itself) subcommands."""
+    mean" for a near miss of one of this parser's own flags, choices or (for gan-tui itself) subcommands.
+    Abbreviated flags are refused (a typo gets its did-you-mean): a script's `--lr 1e-3` that meant
+    --lr-g today would become ambiguous, or mean another flag, once a flag is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         extra = message.removeprefix("unrecognized arguments:").split()
