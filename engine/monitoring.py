@@ -116,6 +116,9 @@ class Monitor:
         elif isinstance(event, ev.WarningRaised):
             runner.warn(event.message, event.kind)
         elif isinstance(event, ev.JudgeProgress):
+            # Logged too, so `ls` and `show` (which read only the folder) can say how far the judge is.
+            runner.record.append(log_record("judge_training", runner.step, epoch=event.epoch, epochs=event.epochs,
+                                            resumed=event.resumed))
             runner.emit(event)
 
     def alarms(self, changes: list[ev.AlarmRaised | ev.AlarmCleared]) -> None:

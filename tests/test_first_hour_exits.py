@@ -199,6 +199,25 @@ def test_ls_reads_judge_k_of_n_only_while_there_is_no_quality_record(tmp_path):
     assert list_runs(runs)[0]["quality"] == "3.0x 10/10"
 
 
+def test_a_run_killed_while_its_judge_trained_reads_how_far_it_got(tmp_path):
+    """kill -9 writes no judge_unfinished record: the last epoch the judge began says as much."""
+    from engine.runs.summary import run_summary
+
+    runs = tmp_path / "runs"
+    run = make_run(runs, "killed", dataset="synthetic")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (run.path / "state.json").write_text(json.dumps({"state": "running", "step": 1200, "pid": gone.pid}))
+    for epoch in (1, 2, 3):
+        run.append_log({"type": "judge_training", "step": 400 * epoch, "epoch": epoch, "epochs": 6, "resumed": 0})
+    entry = run_summary(run.path)
+    assert entry["state"] == "interrupted" and entry["fd_status"] == "judge_unfinished"
+    assert entry["judge"] == {"epochs_done": 2, "epochs": 6}
+    assert list_runs(runs)[0]["quality"] == "judge 2/6"
+    run.append_log({"type": "judge", "step": 0, "accuracy": 0.99})  # ready: nothing to say until a figure comes
+    assert run_summary(run.path)["fd_status"] == "pending" and list_runs(runs)[0]["quality"] == "-"
+
+
 # ------------------------------------------------------------------ ls, sweeps
 def make_sweep(runs: Path) -> Path:
     """A finished sweep of three trials with random learning rates (as Ray Tune draws them)."""

@@ -18,6 +18,8 @@ import pytest
 from engine import commands as cmd
 from engine import events as ev
 from engine.runs import RUN_KEYS, format_lr, format_lr_pair
+from engine.runs.details import run_details
+from engine.runs.summary import run_summary
 from engine.sweep.spec import SweepSpec, SweepStatus
 from tests.conftest import tiny_config
 from tui_gan.cli.ls import SWEEP_KEYS
@@ -137,13 +139,21 @@ def test_a_folder_that_cannot_be_read_is_listed_as_damaged(make_runner, tmp_path
 
 
 def test_the_fd_column_says_off_or_how_far_the_judge_got(make_runner, tmp_path):
-    """quality_every 0 reads `off`; a run that ended before its judge was ready reads `judge k/n` (its
-    log's judge_unfinished record), with the same in --json."""
+    """quality_every 0 reads `off`; a run whose judge trains reads `judge k/n` (k of its n epochs done),
+    live (its log's judge_training record) and after it ended before its judge was ready (judge_unfinished),
+    with the same in --json and show."""
     finished_run(make_runner, "no-quality", lr_change=False)
     runner, sink = make_runner(run_name="judge-wait", steps=10**6, quality_every=10, judge_cache=tmp_path / "judges")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not any(isinstance(e, ev.JudgeProgress) for e in sink.drain()):
         runner.tick()
+    live = run_summary(runner.run.path)
+    while time.monotonic() < deadline and live["judge"] is None:  # the record is on its way through the journal
+        runner.tick()
+        live = run_summary(runner.run.path)
+    assert live["state"] == "running" and live["fd_status"] == "pending"
+    assert live["judge"]["epochs"] == 6 and 0 <= live["judge"]["epochs_done"] < 6, live["judge"]
+    assert "none yet: the judge is training (" in run_details(runner.run.path)["quality"]["why_none"]
     runner.submit(cmd.Stop(save=False))
     while runner.tick():
         pass

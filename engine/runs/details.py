@@ -77,6 +77,10 @@ def why_no_quality(quality: dict[str, Any], live: bool) -> str | None:
         return "no quality figure in the log (the run's settings cannot be read)"
     every_text = f" (measured every {every:,} steps)" if every > 0 else ""
     if live:
+        done, epochs = judge.get("epochs_done"), judge.get("epochs")
+        if done is not None and epochs:
+            return (f"none yet: the judge is training ({done} of {epochs} epochs done), then the first "
+                    f"measurement{every_text}")
         return f"none yet: the judge trains first, then the first measurement{every_text}"
     return f"none: the run ended before its first measurement{every_text}"
 

@@ -105,12 +105,18 @@ def _quality(run: RunDir, config: dict[str, Any], live: bool) -> dict[str, Any]:
         return {**quality_figures(measured[-1]), "fd_status": "measured"}
     if config.get("quality_every") == 0:
         return {"fd_status": "off"}
-    # The judge's record at its start ("judge") and a run that ended before it ("judge_unfinished"):
-    # the newer says where it stands. A live run's judge is training now, past what the record says.
-    judged = newest_log_records(run.metrics_path, ("judge", "judge_unfinished"))
-    if judged and judged[-1].get("type") == "judge_unfinished" and not live:
-        done, epochs = typed(judged[-1].get("epochs_done"), int), typed(judged[-1].get("epochs"), int)
+    # The newest of the judge's records says where it stands: ready ("judge"), an epoch of its training
+    # begun ("judge_training"), or the run ended before it was ready ("judge_unfinished"). A process killed
+    # while its judge trained wrote no judge_unfinished: its last judge_training says as much.
+    judged = newest_log_records(run.metrics_path, ("judge", "judge_training", "judge_unfinished"))
+    last = judged[-1] if judged else {}
+    if last.get("type") == "judge_unfinished" and not live:
+        done, epochs = typed(last.get("epochs_done"), int), typed(last.get("epochs"), int)
         return {"fd_status": "judge_unfinished", "judge": {"epochs_done": done, "epochs": epochs}}
+    if last.get("type") == "judge_training":
+        began, epochs = typed(last.get("epoch"), int), typed(last.get("epochs"), int)
+        judge = {"epochs_done": began - 1 if began is not None else None, "epochs": epochs}
+        return {"fd_status": "pending" if live else "judge_unfinished", "judge": judge}
     return {"fd_status": "pending"}
 
 

@@ -140,13 +140,14 @@ def table_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 def quality_cell(entry: dict[str, Any]) -> str:
     """The FD column: `7.3x 10/10` (the last Frechet distance over its floor, classes covered), or why
-    there is none: `judge 3/6` (the run ended before its judge was ready), `off` (quality_every 0)."""
+    there is none: `judge 3/6` (3 of the judge's 6 epochs done: it trains now, or the run ended before it
+    was ready), `off` (quality_every 0)."""
     status, ratio, classes = entry.get("fd_status"), entry.get("fd_ratio"), entry.get("classes")
     if status == "measured" and ratio is not None:
         return f"{ratio:.1f}x" + (f" {classes['covered']}/{classes['total']}" if classes else "")
     if status == "off":
         return "off"
-    if status == "judge_unfinished":
+    if status == "judge_unfinished" or (status == "pending" and entry.get("judge")):
         judge = entry.get("judge") or {}
         done, epochs = judge.get("epochs_done"), judge.get("epochs")
         return f"judge {done}/{epochs}" if done is not None and epochs is not None else "judge"
