@@ -32,6 +32,8 @@ _END_FLUSH_S = 30.0  # at the end of a run, how long to wait for the disk to tak
 
 def finish(runner: Runner, state: ev.RunState, reason: str, save: bool) -> None:
     """The orderly end: the last metrics and grid, a checkpoint when `save`, then close."""
+    if runner.journal is not None:
+        runner.journal.ending()
     if runner.trainer is not None:
         runner.log_metrics_now()
         if runner.saver.last_grid_step != runner.trainer.step:  # grids go by time: the last one shows where it ended
@@ -52,6 +54,8 @@ def fail(runner: Runner, exc: BaseException, save: bool) -> None:
     # RNG part-way through it: saved, that state would pass for step `step` and resume wrong.
     torn = trainer is not None and trainer.mid_step
     save = save and not is_sticky_device_error(exc) and not torn
+    if runner.journal is not None:
+        runner.journal.ending()
     newest = None
     if torn and run is not None:
         _quietly(runner, "writing the run folder", runner.settle)  # a checkpoint on its way counts

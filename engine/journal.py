@@ -160,6 +160,7 @@ class Journal:
         self._busy = False
         self._closed = False
         self._failing: dict[str, str] = {}  # kind -> the reason of its first failure
+        self._ending = False  # the run's last writes: no "training goes on" in a failure's note
         self._unwritten: dict[Path, str] = {}  # writer thread only
         self._retry: dict[str, _Job] = {}  # writer thread only: what -> the newest failed job
         self._thread = threading.Thread(target=self._work, name="gan-tui-journal", daemon=True)
@@ -198,6 +199,12 @@ class Journal:
     def failed(self, kind: str, exc: BaseException, what: str = "") -> None:
         """Report a write that failed before it reached the queue (e.g. serializing a checkpoint)."""
         self._outcome(_Job(kind, what or KINDS.get(kind, kind), lambda: None, None), exc)
+
+    def ending(self) -> None:
+        """The run is ending: a failure from now on is noted without the promise that training goes on
+        and tries again (the run's last lines say whether a checkpoint is on disk)."""
+        with self._cond:
+            self._ending = True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every write queued so far is done (written or failed); False on timeout."""
@@ -278,8 +285,8 @@ class Journal:
                 pass
             elif error is not None and job.kind not in self._failing:
                 self._failing[job.kind] = describe_error(error)
-                note = WriteNote(job.kind, False, f"{job.what} NOT saved: {describe_error(error)}; "
-                                                   "training goes on and it is tried again at the next write")
+                goes_on = "" if self._ending else "; training goes on and it is tried again at the next write"
+                note = WriteNote(job.kind, False, f"{job.what} NOT saved: {describe_error(error)}{goes_on}")
             elif error is None and job.kind in self._failing:
                 del self._failing[job.kind]
                 note = WriteNote(job.kind, True, f"{KINDS.get(job.kind, job.kind)} saved again")

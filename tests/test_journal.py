@@ -101,6 +101,20 @@ def test_any_exception_is_a_write_failure_and_the_thread_survives(tmp_path):
     assert j.close()
 
 
+def test_a_failure_among_the_runs_last_writes_promises_no_next_write(tmp_path):
+    notes = []
+    j = Journal(notes.append)
+    boom = lambda: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # noqa: E731
+    j.call("samples", boom, "sample grid at step 9")
+    j.flush()
+    j.ending()
+    j.call("checkpoint", boom, "checkpoint at step 10")
+    j.flush()
+    assert notes[0].message.endswith("training goes on and it is tried again at the next write")
+    assert notes[1].message == "checkpoint at step 10 NOT saved: No space left on device"
+    assert j.close()
+
+
 def test_a_full_queue_drops_rather_than_blocks(tmp_path):
     notes = []
     gate = threading.Event()
