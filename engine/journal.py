@@ -101,14 +101,19 @@ def atomic_write(path: Path, content: Content) -> None:
 def append_text(path: Path, text: str) -> None:
     """Append `text` to `path` (created per the umask); a failed write is cut back off, so a full disk
     leaves no half line."""
+    append_bytes(path, text.encode())
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append `data` whole or not at all (created per the umask): a failed write is cut back off, so a
+    file of records (a log, TensorBoard's event file) never holds half a record."""
     fd = _open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         size = os.fstat(fd).st_size
-        data = text.encode()
+        view = memoryview(data)
         try:
-            while data:
-                written = os.write(fd, data)
-                data = data[written:]
+            while view:
+                view = view[os.write(fd, view):]
         except BaseException:
             try:
                 os.ftruncate(fd, size)

@@ -50,8 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import events as ev
-from engine import journal as journal_module
-from engine.journal import Journal, WriteNote
+from engine.journal import Journal, WriteNote, append_bytes
 
 #: metrics.jsonl field -> its TensorBoard group
 METRIC_GROUPS = {
@@ -320,25 +319,10 @@ def _bounded(records: list[tuple[Path, bytes]]) -> list[tuple[Path, bytes]]:
 
 
 def _append(path: Path, data: bytes) -> None:
-    """Append `data` whole or not at all: a failed write (a full disk) is cut back off, so the event
-    file never holds half a record and later records read on. Opened where the journal opens every
-    run-folder file (engine.journal._open: the one place a full disk is injected in tests)."""
+    """Append `data` whole or not at all, through the journal's one appender: the event file never
+    holds half a record, so later records read on after a full disk."""
     path.parent.mkdir(parents=True, exist_ok=True)  # a log dir of its own, as SummaryWriter makes one
-    fd = journal_module._open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        size = os.fstat(fd).st_size
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(fd, view):]
-        except BaseException:
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                pass
-            raise
-    finally:
-        os.close(fd)
+    append_bytes(path, data)
 
 
 def _wait_for_a_later_second(log_dir: Path, newest: int = 0) -> None:

@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -40,9 +41,10 @@ class TmpfsDisk:
 
 
 class InjectedDisk:
-    """Every open for writing in the journal fails with ENOSPC while full."""
+    """Every open for writing of a run-folder file (engine.journal._open, which the TensorBoard writer
+    shares) fails with ENOSPC while full; with `only`, just the files it picks."""
 
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, only: Callable[[Path], bool] | None = None) -> None:
         import engine.journal as journal
 
         self.root = root
@@ -50,7 +52,7 @@ class InjectedDisk:
         real = journal._open
 
         def open_(path, flags):
-            if self.full:
+            if self.full and (only is None or only(Path(path))):
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
             return real(path, flags)
 

@@ -16,6 +16,7 @@ import pytest
 from engine import commands as cmd
 from engine import events as ev
 from engine.tensorboard import TensorBoardLogger
+from tests.test_diskfull import InjectedDisk
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -34,31 +35,9 @@ def wait_for(condition, what: str, limit_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-class InjectedFullDisk:
-    """Every open for writing of an event file fails with ENOSPC while full (the other run files work)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import engine.journal as journal
-
-        self.full = False
-        real = journal._open
-
-        def open_(path, flags):
-            if self.full and Path(path).name.startswith("events.out.tfevents"):
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-            return real(path, flags)
-
-        monkeypatch.setattr(journal, "_open", open_)
-
-    def fill(self) -> None:
-        self.full = True
-
-    def free(self) -> None:
-        self.full = False
-
-
-def test_a_full_disk_is_one_warning_the_run_goes_on_and_the_event_file_catches_up(make_runner, monkeypatch, capfd):
-    disk = InjectedFullDisk(monkeypatch)
+def test_a_full_disk_is_one_warning_the_run_goes_on_and_the_event_file_catches_up(make_runner, monkeypatch, capfd,
+                                                                                   tmp_path):
+    disk = InjectedDisk(tmp_path, monkeypatch, only=lambda path: path.name.startswith("events.out.tfevents"))
     runner, sink = make_runner(steps=10**6, log_every=5, sample_every=10, checkpoint_every=0, tensorboard=True)
     events: list[ev.Event] = []
 
