@@ -85,6 +85,22 @@ async def test_the_quit_dialog_says_stopping_now_leaves_the_judge_unfinished(tmp
         assert type(app.screen).__name__ == "DashboardScreen"
 
 
+async def test_the_quit_and_stop_questions_follow_the_step_while_the_run_trains_on(tmp_path):
+    fake = JudgeTrainingEngine(str(tmp_path))
+    app = GanApp(options(tmp_path), engine=fake)
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: app.state.step == fake.steps)
+        for key, screen, asked in (("q", "QuitScreen", "Quit at step"), ("X", "ConfirmScreen", "Stop the run at step")):
+            await pilot.press(key)
+            await until(pilot, lambda: type(app.screen).__name__ == screen)
+            step = app.state.step
+            assert f"{asked} {step:,}?" in " ".join(screen_text(app))
+            fake._emit(ev.MetricsLogged(step + 1000, 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 2e-4, 8e-4, 2000.0, 9.0))
+            await until(pilot, lambda: f"{asked} {step + 1000:,}?" in " ".join(screen_text(app)), timeout=10)
+            await pilot.press("escape")
+            await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen")
+
+
 async def test_the_quit_dialog_of_a_run_whose_judge_is_ready_says_nothing_of_it(tmp_path):
     fake = OwnedEngine(str(tmp_path))  # its history ends with JudgeReady and quality figures
     app = GanApp(options(tmp_path), engine=fake)

@@ -151,7 +151,7 @@ class GanApp(App[int]):
             self._detach()
             return
         can_detach = self.owns_run and hasattr(self.engine, "detach")
-        self.push_screen(QuitScreen(self.state.step, can_detach, self.state.judge_unfinished), self._quit_answered)
+        self.push_screen(QuitScreen(lambda: self.state.step, can_detach, self.state.judge_unfinished), self._quit_answered)
 
     def _quit_answered(self, answer: str | None) -> None:
         if answer == "detach":

@@ -289,7 +289,7 @@ class DashboardScreen(Screen[None]):
         except RunError as exc:
             self.app.call_from_thread(self.notify, f"not rolled back: {exc}", severity="warning")
             return
-        self.app.call_from_thread(self.app.push_screen, ConfirmScreen(question),
+        self.app.call_from_thread(self.app.push_screen, ConfirmScreen(lambda: question(self.state.step)),
                                   lambda yes: self._send_roll_back(yes, str(step), lr_scale))
 
     def _send_roll_back(self, yes: bool | None, target: str, lr_scale: float) -> None:
@@ -331,7 +331,7 @@ class DashboardScreen(Screen[None]):
                 self.engine.send(cmd.Stop(save=True))
                 self.notify("stopping the run (a checkpoint is saved first)", timeout=5)
 
-        self.app.push_screen(ConfirmScreen(f"Stop the run at step {self.state.step:,}?\n"
+        self.app.push_screen(ConfirmScreen(lambda: f"Stop the run at step {self.state.step:,}?\n"
                                            "A checkpoint is saved first; the training process then ends."), answered)
 
     def action_quit_run(self) -> None:

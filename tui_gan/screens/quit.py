@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -10,6 +12,7 @@ from textual.widgets import Static
 
 from engine import events as ev
 from tui_gan.describe import judge_left_unfinished
+from tui_gan.screens.confirm import REASK_S
 
 
 class QuitScreen(ModalScreen[str | None]):
@@ -21,8 +24,9 @@ class QuitScreen(ModalScreen[str | None]):
         Binding("escape,n", "answer(None)", "cancel"),
     ]
 
-    def __init__(self, step: int, can_detach: bool, judge: ev.JudgeProgress | None = None) -> None:
-        """`judge`: the quality judge's progress while it still trains (stopping now leaves the run
+    def __init__(self, step: Callable[[], int], can_detach: bool, judge: ev.JudgeProgress | None = None) -> None:
+        """`step`: the run's step now (the run trains on while the question is open, and it says so);
+        `judge`: the quality judge's progress while it still trains (stopping now leaves the run
         without quality figures, and the dialog says so)."""
         super().__init__()
         self.step = step
@@ -31,13 +35,19 @@ class QuitScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-box"):
-            yield Static(f"[b]Quit at step {self.step:,}?[/]\n")
+            yield Static(self._title(), id="quit-title")
             if self.judge is not None:
                 yield Static(f"[yellow]{judge_left_unfinished(self.judge)}[/]\n", id="quit-judge")
             yield Static("[b]enter[/]   stop the run (a checkpoint is saved first) and quit")
             if self.can_detach:
                 yield Static("[b]d[/]       leave it training and quit ([b]gan-tui attach[/] returns to it)")
             yield Static("[b]escape[/]  cancel: keep watching")
+
+    def on_mount(self) -> None:
+        self.set_interval(REASK_S, lambda: self.query_one("#quit-title", Static).update(self._title()))
+
+    def _title(self) -> str:
+        return f"[b]Quit at step {self.step():,}?[/]\n"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.can_detach or parameters != ("detach",)
