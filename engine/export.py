@@ -35,6 +35,7 @@ from engine.journal import atomic_write
 from engine.runs import GRID_PADDING, RunDir, RunError, grid_columns, read_grid_png
 
 MAX_GIF_FRAMES = 200  # longer runs are subsampled evenly (the last grid is always in)
+MIN_FRAME_MS, MAX_FRAME_MS = 20, 60_000  # GIF delays are in 1/100 s; viewers show under 20 ms as 100 ms
 _LABEL_BAND = 14  # pixels above each GIF frame for its "step N" label
 MARK = "gan-tui export"  # inside every PNG (text chunk Software) and GIF (comment) an export writes
 
@@ -66,8 +67,7 @@ def export_grid(run: RunDir, out: Path | None = None, scale: int = 4, step: int 
                 images: np.ndarray | None = None, force: bool = False) -> Path:
     """The sample grid of `step` (default: the newest) as a PNG, each pixel `scale` x `scale`.
     `force`: replace `out` if a PNG export wrote it (see the module docstring)."""
-    if not 1 <= scale <= 32:
-        raise ExportRefused(f"scale must be from 1 to 32, got {scale}")
+    _check_scale(scale)
     if images is None:
         step, path = _grid(run, step)
         images = _read_grid(path, _num_samples(run))
@@ -84,6 +84,9 @@ def export_gif(run: RunDir, out: Path | None = None, scale: int = 2, frame_ms: i
     step; returns (path, frames). `force`: replace `out` if a GIF export wrote it."""
     from PIL import Image
 
+    _check_scale(scale)
+    if not MIN_FRAME_MS <= frame_ms <= MAX_FRAME_MS:
+        raise ExportRefused(f"frame-ms must be from {MIN_FRAME_MS} to {MAX_FRAME_MS:,}, got {frame_ms}")
     grids = run.sample_grids()
     if not grids:
         raise ExportError(f"run {run.path} has no sample grids yet")
@@ -161,6 +164,7 @@ def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: i
     """
     from PIL import Image
 
+    _check_scale(scale)
     if out_dir is not None:
         _check_folder(run, out_dir)
     images, step = checkpoint_images(run, count, checkpoint, seed, digit)
@@ -169,10 +173,10 @@ def export_checkpoint_samples(run: RunDir, out_dir: Path | None = None, count: i
     suffix = "" if digit is None else f"_digit{digit}"
     folder = out_dir or run.exports_dir / f"checkpoint_{step:08d}_samples{suffix}"
     _check_folder(run, folder)
-    paths = [check_target(run, folder / f"sample_{i:04d}.png", "png", replace=force or out_dir is None)
+    paths = [check_target(run, folder / f"sample_{i:04d}.png", "png", replace=force or out_dir is None, folder_checked=True)
              for i in range(len(images))]  # every file checked before the first is written
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # _check_folder: only under exports/ may parents be made
     except OSError as exc:
         raise ExportError(f"{folder} could not be made: {exc.strerror or exc}") from exc
     for path, image in zip(paths, images):
@@ -184,8 +188,7 @@ def export_digit_grid(run: RunDir, digit: int, out: Path | None = None, count: i
                       seed: int = 0, scale: int = 4, force: bool = False) -> Path:
     """A grid of `count` samples of class `digit`, drawn from a checkpoint of a conditional run.
     `force`: replace `out` if a PNG export wrote it."""
-    if not 1 <= scale <= 32:
-        raise ExportRefused(f"scale must be from 1 to 32, got {scale}")
+    _check_scale(scale)
     if out is not None:
         check_target(run, out, "png", replace=force)  # before the generator runs
     images, step = checkpoint_images(run, count, checkpoint, seed, digit)
@@ -209,8 +212,13 @@ def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed:
 
     if not 1 <= count <= 10_000:
         raise ExportRefused(f"count must be from 1 to 10000, got {count}")
+    if seed < 0:
+        raise ExportRefused(f"seed must be 0 or more, got {seed}")
     try:
         path = run.find_checkpoint(checkpoint)
+    except RunError as exc:  # a step or file the user named that is not there is their mistake; no checkpoint yet is not
+        raise (ExportError if checkpoint in ("latest", "best") else ExportRefused)(str(exc)) from exc
+    try:
         payload = load_checkpoint(path)
         cfg = TrainConfig.from_dict(payload["config"])
     except (RunError, CheckpointError, ValueError) as exc:
@@ -235,14 +243,17 @@ def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed:
     return images, int(state["step"])
 
 
-def check_target(run: RunDir, out: Path, kind: str, replace: bool) -> Path:
+def check_target(run: RunDir, out: Path, kind: str, replace: bool, folder_checked: bool = False) -> Path:
     """`out` if an export of `kind` (png, gif, csv) may write it, else ExportRefused: a new regular file
-    outside the run's own files, or, with `replace`, an existing one that carries this export's mark."""
+    outside the run's own files (in a folder that exists, or that the caller checked it may make), or,
+    with `replace`, an existing one that carries this export's mark."""
     out = Path(out).expanduser()
     _refuse_run_files(run, out)
     try:
         info = os.lstat(out)
     except FileNotFoundError:
+        if not folder_checked:
+            _refuse_new_folders(run, out)
         return out
     except OSError as exc:  # a name too long, a file where a folder should be
         raise ExportRefused(f"{out} cannot be written: {exc.strerror or exc}") from None
@@ -274,12 +285,28 @@ def _check_folder(run: RunDir, folder: Path) -> None:
     try:
         info = os.lstat(folder)
     except FileNotFoundError:
+        _refuse_new_folders(run, folder)
         return
     except OSError as exc:
         raise ExportRefused(f"{folder} cannot be used: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ExportRefused(f"{folder} already exists and is {_file_kind(info.st_mode)}; samples go to a folder "
                             "(pick another --out)")
+
+
+def _refuse_new_folders(run: RunDir, out: Path) -> None:
+    """`out` is new: its folder must exist, unless it is under the run's exports/ (made as needed). A
+    typo in --out (`/nonexistent/dir/x.png`) is refused rather than made into folders."""
+    parent = Path(os.path.realpath(out.parent))
+    if parent.is_relative_to(Path(os.path.realpath(run.exports_dir))) or parent.is_dir():
+        return
+    raise ExportRefused(f"{out.parent} is not a folder; an export makes no folders outside the run's exports/ "
+                        "(make it first, or pick another --out)")
+
+
+def _check_scale(scale: int) -> None:
+    if not 1 <= scale <= 32:
+        raise ExportRefused(f"scale must be from 1 to 32, got {scale}")
 
 
 def _marked(path: Path, kind: str) -> bool:
@@ -322,7 +349,13 @@ def _grid(run: RunDir, step: int | None) -> tuple[int, Path]:
     for found in grids:
         if found[0] == step:
             return found
-    raise ExportError(f"run {run.path} has no grid at step {step} (it has {grids[0][0]}..{grids[-1][0]})")
+    steps = [found[0] for found in grids]
+    below = [s for s in steps if s < step][-1:]
+    above = [s for s in steps if s > step][:1]
+    near = " and ".join(f"{s:,}" for s in below + above)
+    nearest = "the nearest saved grids are at steps" if len(below + above) > 1 else "the nearest saved grid is at step"
+    raise ExportRefused(f"run {run.path} has no grid at step {step:,}; {nearest} {near} ({len(steps):,} grids from "
+                        f"step {steps[0]:,} to {steps[-1]:,})")
 
 
 def _read_grid(path: Path, count: int) -> np.ndarray:

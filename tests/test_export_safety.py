@@ -168,3 +168,27 @@ def test_samples_keep_refusing_an_existing_path_and_the_runs_folders(run, tmp_pa
     (folder / "sample_0001.png").unlink()
     Image.new("L", (28, 28)).save(folder / "sample_0001.png")  # someone else's file in the folder
     _refused(capsys, str(run.path), "samples", "--count", "2", "--out", str(folder), "--force")
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["grid", "--scale", "0"], "scale must be from 1 to 32, got 0"),
+        (["gif", "--scale", "0"], "scale must be from 1 to 32, got 0"),
+        (["gif", "--frame-ms", "-5"], "frame-ms must be from 20 to 60,000, got -5"),
+        (["samples", "--seed", "-1"], "seed must be 0 or more, got -1"),
+        (["grid", "--step", "15"], "no grid at step 15; the nearest saved grids are at steps 10 and 20"),
+        (["samples", "--checkpoint", "77"], "no checkpoint '77'"),
+        (["samples", "--step", "10"], "--step does not apply to samples"),
+        (["csv", "--count", "5", "--digit", "3"], "--count and --digit do not apply to csv"),
+        (["grid", "--step", "10", "--digit", "3"], "--step does not apply to a grid of one --digit"),
+        (["gif", "--out", "/nonexistent-gan-tui/dir/a.gif"], "/nonexistent-gan-tui/dir is not a folder"),
+        (["samples", "--out", "/nonexistent-gan-tui/dir"], "/nonexistent-gan-tui is not a folder"),
+    ],
+)
+def test_a_value_out_of_range_an_option_it_would_ignore_or_a_missing_folder_is_refused(run, capsys, argv, says):
+    """Each was once taken (exit 0): --scale 0 as the default, --frame-ms -5 as a GIF without delays,
+    --step beside --digit ignored, folders made for a mistyped --out."""
+    err = _refused(capsys, str(run.path), *argv)
+    assert says in err, err
+    assert not Path("/nonexistent-gan-tui").exists()
