@@ -7,9 +7,11 @@ Frechet distance to rank trials by, without a minute of judge training per test 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -165,6 +167,9 @@ async def test_the_sweep_view_lists_the_trials_sorts_opens_one_and_stops_the_swe
 
     calls: list[list[str]] = []
     monkeypatch.setattr(sweep_screen, "run_command", lambda argv: calls.append(list(argv)) or 0)
+    ended = SweepStatus.load(pbt_sweep)
+    live = dataclasses.replace(ended, state="running", pid=os.getpid(), host=socket.gethostname())
+    live.save(pbt_sweep)  # as while it trains: X (stop) is offered only then
     app = SweepApp(pbt_sweep)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()
@@ -186,6 +191,7 @@ async def test_the_sweep_view_lists_the_trials_sorts_opens_one_and_stops_the_swe
         await pilot.press("X", "y")
         await pilot.pause()
         assert stop_requested(pbt_sweep)
+    ended.save(pbt_sweep)
 
 
 def _quality_records(trial: Path) -> list[dict]:

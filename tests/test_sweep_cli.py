@@ -10,7 +10,7 @@ import pytest
 from engine import commands as cmd
 
 from engine.sweep.driver import grid_points
-from engine.sweep.rows import describe_best, format_table, read_trials, sparkline
+from engine.sweep.rows import best_trial, describe_best, format_table, read_trials, sparkline
 from engine.sweep.spec import Range, SweepError, SweepSpec, SweepStatus
 from tests.conftest import tiny_config
 from tui_gan import cli
@@ -91,6 +91,14 @@ def test_the_headless_table_reads_trial_folders_and_names_the_best(make_runner, 
     assert "trial-000" in table and "3.00x" in table and "sweep finished" in table
     assert describe_best(status).startswith("best: trial-000 FD/floor 3.00x at step 40")
     assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"
+    # Stopped, the trial measured its final checkpoint after its last report to Ray: that figure counts.
+    runner.run.append_log({"type": "quality", "step": 52, "fd": 20.0, "fd_floor": 10.0})
+    rows = read_trials(sweep_dir, status)
+    assert rows[0].best == {"trial": "trial-000", "fd_ratio": 2.0, "step": 52,
+                            "config": {"lr_g": 5e-4, "lr_d": rows[0].lr_d, "d_steps": rows[0].d_steps,
+                                       "batch_size": rows[0].batch_size}}
+    assert describe_best(status, rows).startswith("best: trial-000 FD/floor 2.00x at step 52 (lr_g 5e-4")
+    assert best_trial(status, rows)["fd_ratio"] == 2.0 and best_trial(status)["fd_ratio"] == 3.0
 
 
 def test_watch_headless_prints_the_table_and_the_best_when_the_sweep_is_over(tmp_path):

@@ -287,3 +287,13 @@ async def test_the_sweep_view_says_interrupted_when_the_driver_is_gone(tmp_path)
         await pilot.pause()
         head = app.screen.query_one("#sweep-head", Static)
         assert "interrupted" in str(head.render()) and head.has_class("-failed")
+        # Nothing is left to stop, and q no longer says the sweep goes on.
+        screen = app.screen
+        assert not screen.check_action("stop_sweep", ()) and not screen.check_action("leave", ("live",))
+        assert screen.check_action("leave", ("over",))
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+    from tui_gan.cli.sweep import left_sweep_line
+
+    assert left_sweep_line(tmp_path).startswith("the sweep interrupted; its trials: ")

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from engine.notify import notify_sweep_end, trial_settings
 from engine.sweep.cluster import LOCAL_RAY_ENV, local_resources
+from engine.sweep.rows import best_trial, read_trials
 from engine.sweep.spec import (METRIC, RAY_DIR_NAME, Range, SweepError, SweepSpec, SweepStatus, request_stop,
                                stop_requested, trial_folder_name)
 
@@ -131,6 +132,7 @@ def run_sweep(spec: SweepSpec, signals: StopSignals | None = None) -> SweepStatu
         return status
     errors = [r.error for r in results if r.error is not None]
     status.state = "stopped" if stop_requested(spec.path) else ("failed" if errors and len(errors) == len(results) else "finished")
+    status.best = best_trial(status, read_trials(spec.path, status))  # stopped trials measured once more as they saved
     if errors:
         status.message = f"{len(errors)} of {len(results)} trials failed: {str(errors[0]).strip().splitlines()[-1]}"
     status.save(spec.path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from engine.lock import pid_alive
 from engine.runs import RunDir, format_lr
@@ -36,6 +36,9 @@ class TrialRow:
     history: tuple[float, ...]
     copied_from: str
     """The PBT member whose weights this trial last took ("" if none)."""
+    best: dict[str, Any] | None = None
+    """Its lowest FD/floor in its own log, as sweep.json's `best` ({"trial", "fd_ratio", "step", "config"});
+    it counts the measurements Ray never got (the one taken as a stopped trial saved)."""
 
 
 def read_trials(sweep_dir: Path, status: SweepStatus | None = None) -> list[TrialRow]:
@@ -88,11 +91,23 @@ def format_table(rows: list[TrialRow], status: SweepStatus) -> str:
     return "\n".join(lines)
 
 
-def describe_best(status: SweepStatus) -> str:
-    """`best: trial-002 FD/floor 3.1x at step 4,000 (lr_g 2e-4, lr_d 1e-4, d_steps 1, batch 64)`."""
-    best = status.best
+def best_trial(status: SweepStatus, rows: Sequence[TrialRow] = ()) -> dict[str, Any]:
+    """The lowest FD/floor of the sweep: the best Ray was told of, or a trial's own lower measurement
+    (a stopped trial measures its final checkpoint after its last report). {} when there is none."""
+    best = dict(status.best) if isinstance(status.best, dict) else {}
+    for row in rows:
+        if row.best is not None and row.best["fd_ratio"] < best.get("fd_ratio", math.inf):
+            best = row.best
+    return best
+
+
+def describe_best(status: SweepStatus, rows: Sequence[TrialRow] = ()) -> str:
+    """`best: trial-002 FD/floor 3.1x at step 4,000 (lr_g 2e-4, lr_d 1e-4, d_steps 1, batch 64)`, of
+    sweep.json and `rows` (see best_trial)."""
+    best = best_trial(status, rows)
     if not best:
-        return "best: no trial reported a quality figure"
+        return "best: no trial reported a quality figure yet" if status.effective_state() in ("starting", "running") \
+            else "best: no trial reported a quality figure"
     config = ", ".join(f"{k} {format_lr(v)}" if k.startswith("lr_") else f"{k} {v:.3g}" if isinstance(v, float)
                        else f"{k} {v}" for k, v in best.get("config", {}).items())
     step = best.get("step")
@@ -111,6 +126,7 @@ def _read_trial(folder: Path, entry: dict[str, Any]) -> TrialRow:
         state = "error"
     step, lr_g, lr_d, d_steps = 0, config.get("lr_g"), config.get("lr_d"), config.get("d_steps")
     history: list[float] = []
+    best: dict[str, Any] | None = None
     copied = ""
     for record in run.read_log():
         kind = record.get("type")
@@ -121,13 +137,17 @@ def _read_trial(folder: Path, entry: dict[str, Any]) -> TrialRow:
             fd, floor = record.get("fd"), record.get("fd_floor")
             if isinstance(fd, (int, float)) and isinstance(floor, (int, float)) and floor > 0:
                 history.append(fd / floor)
+                if math.isfinite(history[-1]) and (best is None or history[-1] < best["fd_ratio"]):
+                    best = {"trial": folder.name, "fd_ratio": history[-1], "step": record.get("step"),
+                            "config": {"lr_g": lr_g, "lr_d": lr_d, "d_steps": d_steps,
+                                       "batch_size": config.get("batch_size")}}
         elif kind == "hparams":
             new = record["new"] if isinstance(record.get("new"), dict) else {}
             lr_g, lr_d, d_steps = new.get("lr_g", lr_g), new.get("lr_d", lr_d), new.get("d_steps", d_steps)
             if record.get("source") == "pbt" and record.get("action") == "exploit":
                 copied = f"{record.get('member', '?')}@{record.get('step', 0)}"
     return TrialRow(folder.name, folder, state, step, lr_g, lr_d, d_steps, config.get("batch_size"),
-                    history[-1] if history else None, tuple(history), copied)
+                    history[-1] if history else None, tuple(history), copied, best)
 
 
 def _state(run: RunDir) -> str:

@@ -32,9 +32,12 @@ def main(argv: Sequence[str]) -> int:
     if is_sweep(Path(args.run)):
         if refused_without_terminal("gan-tui attach", _ATTACH_INSTEAD):
             return 2
+        from tui_gan.cli.sweep import left_sweep_line
         from tui_gan.screens.sweep import SweepApp
 
-        return SweepApp(Path(args.run)).run() or 0
+        SweepApp(Path(args.run)).run()
+        print(left_sweep_line(Path(args.run)))
+        return 0
     try:
         run = _live_run(Path(args.runs_dir), args.run)
     except RunError as exc:

@@ -30,6 +30,7 @@ from engine.notify_targets import child_env
 from engine.sweep.cluster import check_fits, local_resources, probe_cluster
 from engine.sweep.spec import (LOG_NAME, MARKER_NAME, SEARCHES, Range, SweepError, SweepSpec, SweepStatus,
                                claim_sweep_dir, parse_batch_sizes, release_sweep_dir, request_stop)
+from tui_gan.formatting import gan_tui_command
 from tui_gan.gpu_probe import check_device
 from tui_gan.options import Parser, check_folder_name, parse_options
 from tui_gan.terminal import refused_without_terminal
@@ -74,8 +75,16 @@ def main(argv: Sequence[str]) -> int:
     from tui_gan.screens.sweep import SweepApp
 
     SweepApp(spec.path).run()
-    print(f"the sweep goes on in the background; watch it again with: gan-tui attach {spec.path}")
+    print(left_sweep_line(spec.path))
     return 0
+
+
+def left_sweep_line(sweep_dir: Path) -> str:
+    """What the terminal says as the sweep view closes: the sweep goes on, or how it ended."""
+    state = SweepStatus.load(sweep_dir).effective_state()
+    if state in _DONE:
+        return f"the sweep {state}; its trials: {gan_tui_command('ls', '--runs-dir', sweep_dir)}"
+    return f"the sweep goes on in the background; watch it again with: {gan_tui_command('attach', sweep_dir)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +139,7 @@ def parse_sweep(argv: Sequence[str]) -> tuple[SweepSpec, bool]:
     check_folder_name("sweep_name", name, options.runs_dir)
     sweep_dir = (options.runs_dir / name).resolve()
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
-        raise SweepError(f"{sweep_dir} already exists; pick another --sweep-name (watch that one with gan-tui attach {sweep_dir})")
+        raise SweepError(f"{sweep_dir} already exists; pick another --sweep-name (watch that one with {gan_tui_command('attach', sweep_dir)})")
     spec = SweepSpec(
         name=name, sweep_dir=str(sweep_dir), config=config, trials=args.trials, search=args.search,
         lr_g=(lr_g.lo, lr_g.hi), lr_d=(lr_d.lo, lr_d.hi), batch_sizes=sizes, parallel=args.parallel,
@@ -211,7 +220,8 @@ def watch_headless(sweep_dir: Path, out: TextIO) -> int:
             status = SweepStatus.load(sweep_dir)
             finished = status.effective_state() in _DONE  # "interrupted": its driver is gone
             if finished or time.monotonic() - last >= (_TTY_REFRESH_S if tty else _PLAIN_REFRESH_S):
-                table = format_table(sort_rows(read_trials(sweep_dir, status), "fd"), status)
+                rows = read_trials(sweep_dir, status)
+                table = format_table(sort_rows(rows, "fd"), status)
                 out.write(("\x1b[H\x1b[J" if tty else "") + table + "\n")
                 out.flush()
                 last = time.monotonic()
@@ -219,11 +229,11 @@ def watch_headless(sweep_dir: Path, out: TextIO) -> int:
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
-        print(f"\nno longer watching; the sweep goes on: gan-tui attach {sweep_dir}", file=out)
+        print(f"\nno longer watching; the sweep goes on: {gan_tui_command('attach', sweep_dir)}", file=out)
         return 0
     finally:
         signal.signal(signal.SIGINT, previous)
-    print(describe_best(status), file=out)
+    print(describe_best(status, rows), file=out)
     if status.state == "failed":
         print(f"gan-tui sweep: the sweep failed: {status.message} (see {sweep_dir / LOG_NAME})", file=sys.stderr)
         return 1

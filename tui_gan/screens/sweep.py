@@ -23,6 +23,8 @@ from tui_gan.screens.confirm import ConfirmScreen
 from tui_gan.widgets.sweep_table import SweepTable
 
 _REFRESH_S = 1.0
+#: A sweep in these states has ended: nothing to stop, and leaving the view leaves nothing running.
+OVER = ("finished", "stopped", "failed", "interrupted")
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -39,13 +41,16 @@ class SweepScreen(Screen[None]):
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare marked"),
         Binding("X", "stop_sweep", "Stop sweep"),
-        Binding("q", "app.quit", "Quit (sweep goes on)"),
+        # One key, two labels: the footer must not promise that an ended sweep goes on.
+        Binding("q", "leave('live')", "Quit (sweep goes on)"),
+        Binding("q", "leave('over')", "Quit"),
     ]
 
     def __init__(self, sweep_dir: Path) -> None:
         super().__init__()
         self.sweep_dir = sweep_dir
         self.sort_key = "fd"
+        self.over = False  # the sweep ended (or its driver is gone): nothing left to stop
         try:
             self.spec: SweepSpec | None = SweepSpec.load(sweep_dir)
         except ValueError:
@@ -73,9 +78,19 @@ class SweepScreen(Screen[None]):
         head.update(
             f"[b]{self.sweep_dir.name}[/]  {search}  [b]{state}[/]"
             + (f"  {note}" if note else "")
-            + f"  sorted by {self.sort_key}\n{describe_best(status)}"
+            + f"  sorted by {self.sort_key}\n{describe_best(status, rows)}"
         )
         head.set_class(state in ("failed", "interrupted"), "-failed")
+        if (state in OVER) != self.over:
+            self.over = state in OVER
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_sweep":
+            return not self.over
+        if action == "leave":
+            return parameters == (("over",) if self.over else ("live",))
+        return True
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         # The table takes enter itself (select the row); that selection opens the trial.
@@ -83,6 +98,9 @@ class SweepScreen(Screen[None]):
         self.action_open_trial()
 
     # ------------------------------------------------------------- actions
+    def action_leave(self, _when: str) -> None:
+        self.app.exit()
+
     def action_cycle_sort(self) -> None:
         self.sort_key = SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)]
         self.refresh_rows()
@@ -108,11 +126,9 @@ class SweepScreen(Screen[None]):
         names = sorted(table.marked) or ([table.current_trial] if table.current_trial else [])
         if not names:
             return
-        # HOOK (gan-tui compare, being built alongside): opens `gan-tui compare TRIAL...`; a gan-tui
-        # without that subcommand exits 2 and we say so instead.
         status = self._run_outside(["compare", *(str(self.sweep_dir / n) for n in names)])
-        if status == 2:
-            self.notify("this gan-tui has no `compare` command yet", severity="warning")
+        if status != 0:
+            self.notify(f"compare could not open {', '.join(names)} (exit status {status})", severity="warning")
 
     def action_stop_sweep(self) -> None:
         def answer(yes: bool | None) -> None:
