@@ -27,6 +27,7 @@ from tests.test_cli import ROOT, gan_tui
         # An abbreviation is a typo too: argparse would take it, until a new flag made it mean another.
         (["--headles"], "gan-tui: unrecognized argument --headles; did you mean --headless? (see --help)"),
         (["ls", "--jso"], "gan-tui ls: unrecognized argument --jso; did you mean --json? (see --help)"),
+        (["--headless", "--detach"], "gan-tui: argument --detach: not allowed with argument --headless (see --help)"),
     ],
 )
 def test_a_typo_gets_the_nearest_flag_subcommand_or_choice(args, line):

@@ -211,6 +211,7 @@ def test_bad_notify_options_are_one_line_and_exit_2_before_anything_starts(tmp_p
         (["--notify", "nosuchservice://SECRET-TOKEN@example.com/x"], {}, "notify: 'nosuchservice://example.com' is not allowed"),
         ([], {"GAN_TUI_NOTIFY": "json://127.0.0.1:9/ok nosuchservice://SECRET-TOKEN/x"}, "Apprise cannot read this URL"),
         ([], {"GAN_TUI_NOTIFY_ON": "never"}, "GAN_TUI_NOTIFY_ON: 'never' is not allowed"),
+        (["--notify-on", "finished"], {"GAN_TUI_NOTIFY": ""}, "with no URL to send to; add --notify URL"),
     ):
         result = gan_tui("--headless", "--dataset", "synthetic", "--runs-dir", str(tmp_path), *args, env=env)
         assert result.returncode == 2, (args, result.stderr)

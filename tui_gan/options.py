@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run folders go (default ./runs)")
     p.add_argument("--run-name", metavar="NAME", help="run folder name (default: date-dataset-preset)")
     p.add_argument("--resume", metavar="RUN_DIR|latest", help="continue a run from its last checkpoint")
-    p.add_argument("--headless", action="store_true", help="train in this process with a progress line instead of the dashboard")
-    p.add_argument("--detach", action="store_true",
+    where = p.add_mutually_exclusive_group()  # this terminal's progress line, or none at all: not both
+    where.add_argument("--headless", action="store_true", help="train in this process with a progress line instead of the dashboard")
+    where.add_argument("--detach", action="store_true",
                    help="start the training process and return at once; see `gan-tui attach` and `gan-tui ls`")
     p.add_argument("--serve", action="store_true", help="kept for old scripts: every training process serves viewers on its control socket")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # tests and debugging
@@ -255,6 +256,9 @@ def notify_options(args: argparse.Namespace) -> tuple[tuple[str, ...], frozenset
     (ConfigError naming a bad one masked), and the categories (--notify-on, else GAN_TUI_NOTIFY_ON)."""
     urls = collect_urls(args.notify or (), _config_file(args.config)[1] if args.config else (), env_urls(os.environ))
     on = parse_on(args.notify_on) if args.notify_on is not None else env_on(os.environ)
+    if args.notify_on is not None and not urls:  # it would send nothing, and say nothing of it
+        raise ConfigError("notify_on", args.notify_on, "with no URL to send to; add --notify URL (or set "
+                          "GAN_TUI_NOTIFY)")
     if urls:
         from engine.notify_targets import read_targets  # imports Apprise (no numpy, no torch)
 
