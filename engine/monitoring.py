@@ -164,6 +164,7 @@ class Monitor:
         if unfinished is not None:
             done = unfinished.epoch - 1
             runner.record.append(log_record("judge_unfinished", runner.step, epochs_done=done, epochs=unfinished.epochs))
-            runner.warn(f"the run ended before its quality judge was ready, so it has no quality figures; the judge's "
-                        f"training ({done} of {unfinished.epochs} epochs done) is kept, and the next run of this "
-                        "dataset continues it", "judge")
+            kept = (f"the judge's training ({done} of {unfinished.epochs} epochs done) is kept, and the next run of "
+                    "this dataset continues it") if done > 0 else \
+                "the judge had not finished its first training epoch, so the next run of this dataset starts it over"
+            runner.warn(f"the run ended before its quality judge was ready, so it has no quality figures; {kept}", "judge")

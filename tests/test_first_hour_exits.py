@@ -153,9 +153,14 @@ def test_the_closing_lines_say_the_judge_was_unfinished():
         line.show(event)
     line.summary(ev.RunFinished(900, ev.RunState.STOPPED, "runs/x"))
     text = out.getvalue()
-    assert ("quality: none yet, the judge was still training (epoch 3 of 6); the next run of this dataset "
+    assert ("quality: none yet, the judge was still training (2 of 6 epochs done); the next run of this dataset "
             "continues its training") in text
     assert "epoch 3 of 6" not in text.split("run folder:")[0].replace("(epoch 3 of 6)", "")  # no line per epoch
+    from tui_gan.describe import judge_unfinished_summary
+
+    assert judge_unfinished_summary(ev.JudgeProgress(1, 6)) == (
+        "quality: none yet, the judge was still in its first training epoch (of 6); the next run of this dataset "
+        "trains it from the start")  # nothing of it to keep
 
 
 def test_a_run_stopped_while_its_judge_trains_says_so_last_and_ls_shows_why_it_has_no_fd(tmp_path):
@@ -178,7 +183,7 @@ def test_a_run_stopped_while_its_judge_trains_says_so_last_and_ls_shows_why_it_h
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     tail = err.strip().splitlines()[-7:]
-    assert any(line.strip().startswith("quality: none yet, the judge was still training (epoch ") for line in tail), tail
+    assert any(line.strip().startswith("quality: none yet, the judge was still ") for line in tail), tail
     # One line as the judge's training starts, none per epoch.
     assert err.count("training the quality judge (6 epochs; once per dataset, then cached)") == 1, err
     row = next(r for r in list_runs(runs) if r["name"] == "early")
@@ -186,7 +191,7 @@ def test_a_run_stopped_while_its_judge_trains_says_so_last_and_ls_shows_why_it_h
     from tui_gan.process.launch import leave_message  # what a dashboard prints on leaving such a run
 
     left = leave_message(runs / "early", runs)
-    assert any(line.strip().startswith("quality: none yet, the judge was still training") for line in left), left
+    assert any(line.strip().startswith("quality: none yet, the judge was still ") for line in left), left
 
 
 def test_ls_reads_judge_k_of_n_only_while_there_is_no_quality_record(tmp_path):

@@ -119,9 +119,14 @@ def judge_left_unfinished(p: ev.JudgeProgress) -> str:
 
 
 def judge_unfinished_summary(p: ev.JudgeProgress) -> str:
-    """The closing line of a run that ended before its judge was ready."""
-    return (f"quality: none yet, the judge was still training (epoch {p.epoch} of {p.epochs}); "
-            "the next run of this dataset continues its training")
+    """The closing line of a run that ended before its judge was ready, counted as the engine's warning
+    and `ls` count it: epochs done (none done: the next run starts the judge's training over)."""
+    done = p.epoch - 1
+    if done <= 0:
+        return (f"quality: none yet, the judge was still in its first training epoch (of {p.epochs}); the next run "
+                "of this dataset trains it from the start")
+    return (f"quality: none yet, the judge was still training ({done} of {p.epochs} epochs done); the next run "
+            "of this dataset continues its training")
 
 
 def judge_unfinished_cell(epochs_done: object, epochs: object) -> str:
