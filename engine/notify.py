@@ -179,8 +179,11 @@ class Notifier:
         """On the sender thread: one note when a URL stops taking messages, one when it takes them again."""
         if not delivery and target not in self._failing:
             self._failing.add(target)
-            self._say(f"notifications to {target.masked} are not getting through ({delivery.why}); training goes "
-                      "on, later messages are still tried, and a note says when they get through again")
+            with self._lock:
+                ended = self._ended
+            later = ("the run has ended, so nothing more is sent" if ended else
+                     "training goes on, later messages are still tried, and a note says when they get through again")
+            self._say(f"notifications to {target.masked} are not getting through ({delivery.why}); {later}")
         elif delivery and target in self._failing:
             self._failing.discard(target)
             self._say(f"notifications to {target.masked} get through again")

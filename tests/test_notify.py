@@ -148,6 +148,7 @@ def test_a_webhook_that_is_down_or_never_answers_leaves_the_run_and_its_exit_sta
         assert hanging.received and hanging.answered == 0 and not hanging.release.is_set()
         assert result.stderr.count("are not getting through") == 1  # the closed port: one note, not one per try
         assert f"notifications to {mask(down)} are not getting through" in result.stderr
+        assert "the run has ended, so nothing more is sent" in result.stderr  # no "training goes on" after the end
     finally:
         hanging.close()
 
