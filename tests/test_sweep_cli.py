@@ -166,3 +166,18 @@ def test_restoring_a_members_checkpoint_logs_exploit_and_explore_and_keeps_a_han
     assert not (sweep_dir / "trial-000" / "checkpoints" / "step_00000030.pt").exists()  # set aside, not lost
     assert (sweep_dir / "trial-000" / "checkpoints" / "abandoned" / "step_00000030.pt").exists()
     trial.abandon()
+
+
+def test_export_and_compare_given_a_sweep_folder_say_its_trials_are_the_runs(tmp_path, capsys):
+    from engine.runs import RunError, resolve_run
+    from tui_gan.cli import main
+
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    SweepSpec(name="sw", sweep_dir=str(sweep), config=tiny_config().to_dict(), trials=2).save()
+    with pytest.raises(RunError, match=r"is a sweep, not a run: its trials are the runs \(gan-tui ls --runs-dir "):
+        resolve_run(tmp_path, "sw")
+    assert main(["export", str(sweep), "grid"]) == 2
+    assert "is a sweep, not a run" in capsys.readouterr().err
+    with pytest.raises(RunError, match=r"no runs in .*empty, so no latest one"):
+        resolve_run(tmp_path / "empty", "latest")

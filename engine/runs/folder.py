@@ -78,6 +78,11 @@ class RunDir:
         """An existing run folder."""
         run = cls(path)
         if not run.config_path.is_file():
+            from engine.sweep.spec import is_sweep  # a leaf module: no Ray
+
+            if is_sweep(Path(path)):
+                raise RunError(f"{path} is a sweep, not a run: its trials are the runs (gan-tui ls --runs-dir {path} "
+                               "lists them)")
             raise RunError(f"{path} is not a gan-tui run (no config.json)")
         return run
 
@@ -299,7 +304,7 @@ def resolve_run(runs_dir: Path, spec: str) -> RunDir:
         return RunDir.open(path)
     candidates = [p for p in runs_dir.glob("*") if (p / "config.json").is_file()] if runs_dir.is_dir() else []
     if not candidates:
-        raise RunError(f"no runs in {runs_dir} to resume")
+        raise RunError(f"no runs in {runs_dir}, so no latest one")
     return RunDir.open(max(candidates, key=_last_write))
 
 
