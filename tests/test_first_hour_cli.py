@@ -28,6 +28,8 @@ from tests.test_cli import ROOT, gan_tui
         (["--headles"], "gan-tui: unrecognized argument --headles; did you mean --headless? (see --help)"),
         (["ls", "--jso"], "gan-tui ls: unrecognized argument --jso; did you mean --json? (see --help)"),
         (["--headless", "--detach"], "gan-tui: argument --detach: not allowed with argument --headless (see --help)"),
+        (["sweep", "--trials", "2", "--paralel", "2", "--headless"],
+         "gan-tui sweep: unrecognized argument --paralel; did you mean --parallel? (see --help)"),
     ],
 )
 def test_a_typo_gets_the_nearest_flag_subcommand_or_choice(args, line):
@@ -35,6 +37,13 @@ def test_a_typo_gets_the_nearest_flag_subcommand_or_choice(args, line):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and line in lines[0], result.stderr
+
+
+def test_help_and_version_answer_as_people_type_them():
+    for args, start in ((["help"], "usage: gan-tui [-h] [--version]"), (["help", "ls"], "usage: gan-tui ls"),
+                        (["--version"], "gan-tui ")):
+        result = gan_tui(*args, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith(start), (args, result.stdout[:200], result.stderr)
 
 
 def test_a_word_near_nothing_gets_no_guess():

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overlays runs, `gan-tui export RUN grid|gif|csv|samples` exports from one, `gan-tui sweep` runs many, "
         "`gan-tui notify-test URL` tries a notification.",
     )
+    p.add_argument("--version", action="version", version=f"gan-tui {_version()}")
     p.add_argument("--config", metavar="FILE", help="JSON config file (a run's config.json works)")
     p.add_argument("--dataset", metavar="NAME|PATH", help="mnist, fashion-mnist, kmnist, synthetic, or a path to IDX files or images")
     p.add_argument("--data-root", metavar="DIR", help="folder holding datasets (default: ~/.cache/gan-tui/datasets)")
@@ -120,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ascii", action="store_true", help="draw digits with an ASCII ramp instead of half-blocks")
     p.add_argument("--refresh", type=_float, metavar="HZ", default=10.0, help="dashboard redraws per second (default 10)")
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gan-tui")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -319,7 +329,7 @@ class Parser(argparse.ArgumentParser):
             choice = _INVALID_CHOICE.search(message)
             if choice is not None:
                 options = [c.strip().strip("'") for c in choice.group(2).split(",")]
-                message += _did_you_mean(choice.group(1), options)
+                message += did_you_mean(choice.group(1), options)
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
     def _near_misses(self, message: str, extra: list[str]) -> str:
@@ -328,11 +338,11 @@ class Parser(argparse.ArgumentParser):
         for word in extra:
             if word.startswith("--"):
                 name = word.split("=", 1)[0]
-                hint = _did_you_mean(name, flags)
+                hint = did_you_mean(name, flags)
                 if hint:
                     return f"unrecognized argument {name}{hint}"
             elif self.prog == "gan-tui" and word == extra[0] and not word.startswith("-"):
-                hint = _did_you_mean(word, list(SUBCOMMANDS), prefix="gan-tui ")
+                hint = did_you_mean(word, list(SUBCOMMANDS), prefix="gan-tui ")
                 if hint:
                     return f"{word!r} is not a subcommand{hint}"
         return message
@@ -341,7 +351,7 @@ class Parser(argparse.ArgumentParser):
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
-def _did_you_mean(word: str, options: list[str], prefix: str = "") -> str:
+def did_you_mean(word: str, options: list[str], prefix: str = "") -> str:
     """`; did you mean --lr-g?` for the closest of `options` ("" when none is close)."""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean {prefix}{close[0]}?" if close else ""

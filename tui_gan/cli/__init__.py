@@ -27,6 +27,8 @@ _IN_PROCESS_SAVE_TIMEOUT_S = 120.0  # the final checkpoint of an in-process run,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gan-tui` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["help"]:  # `gan-tui help` and `gan-tui help ls`, as git and pip take it
+        args = [args[1], "--help"] if args[1:2] and args[1] in SUBCOMMANDS else (args[1:2] or ["--help"])
     if args and args[0] in SUBCOMMANDS:
         return run_subcommand(args[0], args[1:])
     try:

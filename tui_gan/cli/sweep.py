@@ -32,7 +32,8 @@ from engine.sweep.spec import (LOG_NAME, MARKER_NAME, SEARCHES, Range, SweepErro
                                claim_sweep_dir, parse_batch_sizes, release_sweep_dir, request_stop)
 from tui_gan.formatting import gan_tui_command
 from tui_gan.gpu_probe import check_device
-from tui_gan.options import Parser, check_folder_name, parse_options
+from tui_gan.options import Parser, check_folder_name, did_you_mean, parse_options
+from tui_gan.options import build_parser as build_training_parser
 from tui_gan.terminal import refused_without_terminal
 
 INSTALL_HINT = "gan-tui sweep needs Ray Tune: pip install 'gan-tui[sweep]' (or, in a clone: uv sync --extra sweep)"
@@ -114,10 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_sweep(argv: Sequence[str]) -> tuple[SweepSpec, bool]:
     """(the validated spec, headless); SweepError or ConfigError (one line) for bad input."""
-    args, rest = build_parser().parse_known_args(list(argv))
+    parser = build_parser()
+    args, rest = parser.parse_known_args(list(argv))
+    training_flags = [f for f in build_training_parser()._option_string_actions if f.startswith("--")]
     for flag in rest:
-        if flag.split("=", 1)[0] in _TRAINING_ONLY:
-            raise SweepError(f"{flag.split('=', 1)[0]} does not apply to a sweep (each trial is its own run folder)")
+        name = flag.split("=", 1)[0]
+        if name in _TRAINING_ONLY:
+            raise SweepError(f"{name} does not apply to a sweep (each trial is its own run folder)")
+        if name.startswith("--") and name not in training_flags:  # neither the sweep's flag nor a trial's
+            sweep_flags = [f for f in parser._option_string_actions if f.startswith("--")]
+            raise SweepError(f"unrecognized argument {name}{did_you_mean(name, sweep_flags + training_flags)} (see --help)")
     lr_g, lr_d = Range.parse("--lr-g", args.lr_g), Range.parse("--lr-d", args.lr_d)
     sizes = parse_batch_sizes(args.batch_size) if args.batch_size else ()
     training = list(rest) + ["--lr-g", str(lr_g.lo), "--lr-d", str(lr_d.lo)]
