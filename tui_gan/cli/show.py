@@ -149,7 +149,7 @@ def _quality(q: dict[str, Any]) -> list[str]:
         lines.append(f"best: {_figures(q['best'])}")
     elif q["measurements"] > 1:
         lines[0] += " (the best)"
-    every = f", measured every {q['every']:,} steps" if q["every"] else ""
+    every = f", at most one every {q['every']:,} steps" if q["every"] else ""  # side work: it may wait its turn
     judge = q["judge"] or {}
     accuracy = f", judge accuracy {judge['accuracy']:.1%}" if judge.get("accuracy") is not None else ""
     lines.append(f"{q['measurements']} measurement{'s' if q['measurements'] != 1 else ''}{every}{accuracy}")
