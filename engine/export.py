@@ -244,9 +244,8 @@ def checkpoint_images(run: RunDir, count: int, checkpoint: str = "latest", seed:
 
 
 def check_target(run: RunDir, out: Path, kind: str, replace: bool, folder_checked: bool = False) -> Path:
-    """`out` if an export of `kind` (png, gif, csv) may write it, else ExportRefused: a new regular file
-    outside the run's own files (in a folder that exists, or that the caller checked it may make), or,
-    with `replace`, an existing one that carries this export's mark."""
+    """`out` if an export of `kind` (png, gif, csv) may write it, else ExportRefused: a new regular file outside
+    the run's own files in a folder that exists (or `folder_checked`), or, with `replace`, one with its mark."""
     out = Path(out).expanduser()
     _refuse_run_files(run, out)
     try:
@@ -295,13 +294,10 @@ def _check_folder(run: RunDir, folder: Path) -> None:
 
 
 def _refuse_new_folders(run: RunDir, out: Path) -> None:
-    """`out` is new: its folder must exist, unless it is under the run's exports/ (made as needed). A
-    typo in --out (`/nonexistent/dir/x.png`) is refused rather than made into folders."""
+    """`out` is new: its folder must exist unless it is under exports/ (a typo in --out makes no folders)."""
     parent = Path(os.path.realpath(out.parent))
-    if parent.is_relative_to(Path(os.path.realpath(run.exports_dir))) or parent.is_dir():
-        return
-    raise ExportRefused(f"{out.parent} is not a folder; an export makes no folders outside the run's exports/ "
-                        "(make it first, or pick another --out)")
+    if not (parent.is_relative_to(Path(os.path.realpath(run.exports_dir))) or parent.is_dir()):
+        raise ExportRefused(f"{out.parent} is not a folder (an export makes none outside exports/: make it first)")
 
 
 def _check_scale(scale: int) -> None:
@@ -350,12 +346,10 @@ def _grid(run: RunDir, step: int | None) -> tuple[int, Path]:
         if found[0] == step:
             return found
     steps = [found[0] for found in grids]
-    below = [s for s in steps if s < step][-1:]
-    above = [s for s in steps if s > step][:1]
-    near = " and ".join(f"{s:,}" for s in below + above)
-    nearest = "the nearest saved grids are at steps" if len(below + above) > 1 else "the nearest saved grid is at step"
-    raise ExportRefused(f"run {run.path} has no grid at step {step:,}; {nearest} {near} ({len(steps):,} grids from "
-                        f"step {steps[0]:,} to {steps[-1]:,})")
+    near = [s for s in steps if s < step][-1:] + [s for s in steps if s > step][:1]
+    raise ExportRefused(f"run {run.path} has no grid at step {step:,}; the nearest saved grid"
+                        f"{'s are at steps' if len(near) > 1 else ' is at step'} {' and '.join(f'{s:,}' for s in near)} "
+                        f"({len(steps):,} grids from step {steps[0]:,} to {steps[-1]:,})")
 
 
 def _read_grid(path: Path, count: int) -> np.ndarray:
